@@ -1,0 +1,83 @@
+//! Changing retention and compression intervals (`storage_policies`) and making them effective.
+
+use tokio_postgres::Client;
+
+use crate::Error;
+
+/// One change to a table's policy, as given on the command line (`depth_updates=14 days`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyChange {
+    /// Drop rows older than the interval; `None` keeps them forever.
+    Retention { relation: String, after: Option<String> },
+    /// Compress chunks older than the interval (TimescaleDB); `None` never compresses.
+    Compression { relation: String, after: Option<String> },
+}
+
+impl PolicyChange {
+    /// Parses `RELATION=INTERVAL`, where INTERVAL is a PostgreSQL interval (`7 days`, `12h`)
+    /// or `none`.
+    pub fn parse_pair(s: &str) -> Result<(String, Option<String>), Error> {
+        let (rel, iv) = s.split_once('=').ok_or_else(|| {
+            Error::Policy(format!("expected RELATION=INTERVAL (e.g. depth_updates=14d), got {s:?}"))
+        })?;
+        let rel = rel.trim().to_owned();
+        let iv = iv.trim();
+        if rel.is_empty() || iv.is_empty() {
+            return Err(Error::Policy(format!("expected RELATION=INTERVAL, got {s:?}")));
+        }
+        let iv = (!iv.eq_ignore_ascii_case("none")).then(|| iv.to_owned());
+        Ok((rel, iv))
+    }
+}
+
+/// Applies the changes in one transaction, then `apply_storage_policies()`. An unknown table or
+/// an interval PostgreSQL cannot read is refused with nothing changed.
+pub async fn set_policies(client: &mut Client, changes: &[PolicyChange]) -> Result<(), Error> {
+    let mut tx = client.transaction().await?;
+    for change in changes {
+        let (column, relation, after) = match change {
+            PolicyChange::Retention { relation, after } => ("drop_after", relation, after),
+            PolicyChange::Compression { relation, after } => ("compress_after", relation, after),
+        };
+        let interval_ok = match after {
+            None => true,
+            Some(iv) => {
+                // PostgreSQL is the judge of its own interval syntax; a savepoint keeps a
+                // parse error from aborting the whole transaction.
+                let sp = tx.savepoint("interval_check").await?;
+                let ok = sp
+                    .query_one("SELECT $1::text::interval > interval '0'", &[iv])
+                    .await
+                    .map(|r| r.get::<_, bool>(0))
+                    .unwrap_or(false);
+                sp.rollback().await?;
+                ok
+            }
+        };
+        if !interval_ok {
+            return Err(Error::Policy(format!(
+                "{relation}: {:?} is not a positive PostgreSQL interval (e.g. '14 days', '12h') or 'none'",
+                after.as_deref().unwrap_or_default()
+            )));
+        }
+        let sql = format!(
+            "UPDATE storage_policies SET {column} = $2::text::interval WHERE relation = $1"
+        );
+        let n = tx.execute(&sql, &[relation, after]).await?;
+        if n == 0 {
+            let known: Vec<String> = tx
+                .query("SELECT relation FROM storage_policies ORDER BY 1", &[])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            return Err(Error::Policy(format!(
+                "unknown table {relation:?}; policies exist for: {}",
+                known.join(", ")
+            )));
+        }
+    }
+    tx.batch_execute("SELECT apply_storage_policies()").await?;
+    tx.commit().await?;
+    Ok(())
+}
