@@ -17,10 +17,17 @@ fn main() {
     let mut out = String::from("/// Every migration file, by file name, in name order.\npub static FILES: &[(&str, &str)] = &[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let name = f.file_name().and_then(|n| n.to_str()).expect("utf-8 file name");
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 file name");
         let abs = f.canonicalize().expect("canonical path");
-        writeln!(out, "    ({name:?}, include_str!({:?})),", abs.display().to_string())
-            .expect("write to string");
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )
+        .expect("write to string");
     }
     out.push_str("];\n");
     let dest = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("files.rs");

@@ -61,7 +61,7 @@ fn debian_bindirs() -> Vec<PathBuf> {
             Some((major, e.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     versions.into_iter().map(|(_, dir)| dir).collect()
 }
 
@@ -78,8 +78,10 @@ fn pg_config(program: impl AsRef<std::ffi::OsStr>, flag: &str) -> Option<String>
 /// (for `shared_preload_libraries`) installed for this server's major version.
 fn timescaledb_installed(bindir: &Path) -> bool {
     let pgc = bindir.join("pg_config");
-    let (Some(share), Some(lib)) = (pg_config(&pgc, "--sharedir"), pg_config(&pgc, "--pkglibdir"))
-    else {
+    let (Some(share), Some(lib)) = (
+        pg_config(&pgc, "--sharedir"),
+        pg_config(&pgc, "--pkglibdir"),
+    ) else {
         return false;
     };
     Path::new(&share)

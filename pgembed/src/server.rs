@@ -98,8 +98,10 @@ fn command(program: PathBuf, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
 
 fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<(), Error> {
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .map_err(io_err(format!("handing {} to the postgres user", path.display())))?;
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_err(format!(
+            "handing {} to the postgres user",
+            path.display()
+        )))?;
     }
     Ok(())
 }
@@ -126,7 +128,9 @@ fn run(mut cmd: Command) -> Result<(), Error> {
 
 fn free_port() -> Result<u16, Error> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
-    Ok(l.local_addr().map_err(io_err("finding a free port"))?.port())
+    Ok(l.local_addr()
+        .map_err(io_err("finding a free port"))?
+        .port())
 }
 
 fn tail(path: &Path, bytes: u64) -> String {
@@ -200,10 +204,15 @@ impl PgServer {
         let data = dir.join("pgdata");
         if !data.join("PG_VERSION").is_file() {
             let mut initdb = command(binaries.bin("initdb"), owner, &dir);
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C"]);
+            initdb.arg("-D").arg(&data).args([
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]);
             if opts.ephemeral {
                 initdb.arg("--no-sync");
             }

@@ -51,7 +51,11 @@ pub async fn test_database(prefix: &str) -> Result<TestDatabase, Error> {
         "{}_{}_{}",
         prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+            .map(|c| if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            })
             .take(40)
             .collect::<String>(),
         std::process::id(),

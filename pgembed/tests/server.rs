@@ -4,10 +4,15 @@ use pgembed::{Options, PgServer};
 
 #[tokio::test]
 async fn starts_serves_and_stops_cleanly() {
-    let server = tokio::task::spawn_blocking(|| PgServer::start(Options { ephemeral: true, ..Options::default() }))
-        .await
-        .expect("join")
-        .expect("server starts");
+    let server = tokio::task::spawn_blocking(|| {
+        PgServer::start(Options {
+            ephemeral: true,
+            ..Options::default()
+        })
+    })
+    .await
+    .expect("join")
+    .expect("server starts");
     let dir = server.dir().to_path_buf();
     let port = server.port();
     assert!(dir.join("pgdata/PG_VERSION").is_file());
@@ -16,7 +21,11 @@ async fn starts_serves_and_stops_cleanly() {
         .await
         .expect("connect");
     let conn = tokio::spawn(conn);
-    let one: i32 = client.query_one("SELECT 1", &[]).await.expect("query").get(0);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("query")
+        .get(0);
     assert_eq!(one, 1);
     let preload: String = client
         .query_one("SELECT current_setting('shared_preload_libraries')", &[])
@@ -27,7 +36,9 @@ async fn starts_serves_and_stops_cleanly() {
     drop(client);
     let _ = conn.await;
 
-    tokio::task::spawn_blocking(move || drop(server)).await.expect("join");
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("join");
     assert!(!dir.exists(), "temp dir removed on stop");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
@@ -39,27 +50,56 @@ async fn starts_serves_and_stops_cleanly() {
 async fn a_persistent_dir_survives_a_restart() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("pg");
-    let opts = Options { dir: Some(dir.clone()), ephemeral: true, ..Options::default() };
+    let opts = Options {
+        dir: Some(dir.clone()),
+        ephemeral: true,
+        ..Options::default()
+    };
     let o = opts.clone();
-    let server = tokio::task::spawn_blocking(move || PgServer::start(o)).await.expect("join").expect("start");
+    let server = tokio::task::spawn_blocking(move || PgServer::start(o))
+        .await
+        .expect("join")
+        .expect("start");
     {
-        let (client, conn) = tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls).await.expect("connect");
+        let (client, conn) =
+            tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .expect("connect");
         let conn = tokio::spawn(conn);
-        client.batch_execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)").await.expect("write");
+        client
+            .batch_execute("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)")
+            .await
+            .expect("write");
         drop(client);
         let _ = conn.await;
     }
-    tokio::task::spawn_blocking(move || drop(server)).await.expect("join");
-    assert!(dir.join("pgdata/PG_VERSION").is_file(), "persistent data stays");
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("join");
+    assert!(
+        dir.join("pgdata/PG_VERSION").is_file(),
+        "persistent data stays"
+    );
 
-    let server = tokio::task::spawn_blocking(move || PgServer::start(opts)).await.expect("join").expect("restart");
-    let (client, conn) = tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls).await.expect("connect");
+    let server = tokio::task::spawn_blocking(move || PgServer::start(opts))
+        .await
+        .expect("join")
+        .expect("restart");
+    let (client, conn) = tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     let conn = tokio::spawn(conn);
-    let x: i32 = client.query_one("SELECT x FROM kept", &[]).await.expect("read").get(0);
+    let x: i32 = client
+        .query_one("SELECT x FROM kept", &[])
+        .await
+        .expect("read")
+        .get(0);
     assert_eq!(x, 42);
     drop(client);
     let _ = conn.await;
-    tokio::task::spawn_blocking(move || drop(server)).await.expect("join");
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("join");
 }
 
 #[tokio::test]
@@ -67,13 +107,22 @@ async fn test_databases_are_separate() {
     let a = pgembed::test_database("sep_a").await.expect("db a");
     let b = pgembed::test_database("sep_b").await.expect("db b");
     assert_ne!(a.name, b.name);
-    let (ca, conn) = tokio_postgres::connect(&a.url, tokio_postgres::NoTls).await.expect("connect a");
+    let (ca, conn) = tokio_postgres::connect(&a.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect a");
     tokio::spawn(conn);
-    ca.batch_execute("CREATE TABLE only_in_a (x int)").await.expect("create");
-    let (cb, conn) = tokio_postgres::connect(&b.url, tokio_postgres::NoTls).await.expect("connect b");
+    ca.batch_execute("CREATE TABLE only_in_a (x int)")
+        .await
+        .expect("create");
+    let (cb, conn) = tokio_postgres::connect(&b.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect b");
     tokio::spawn(conn);
     let n: i64 = cb
-        .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_a'",
+            &[],
+        )
         .await
         .expect("query")
         .get(0);

@@ -61,10 +61,22 @@ fn parse(file: &'static str, sql: &'static str) -> Result<Entry, Error> {
         return Err(bad("the version must be four digits"));
     }
     let version: i32 = num.parse().map_err(|_| bad("bad version number"))?;
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()) {
-        return Err(bad("the name must be lower-case letters, digits and underscores"));
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())
+    {
+        return Err(bad(
+            "the name must be lower-case letters, digits and underscores",
+        ));
     }
-    Ok(Entry { version, name, variant, file, sql })
+    Ok(Entry {
+        version,
+        name,
+        variant,
+        file,
+        sql,
+    })
 }
 
 /// The migrations for `flavor`, in version order, from an explicit file list.
@@ -94,10 +106,7 @@ pub(crate) fn migrations_from(
         let shape_ok = match group.as_slice() {
             [one] => one.variant.is_none(),
             [a, b] => {
-                names_agree
-                    && a.variant.is_some()
-                    && b.variant.is_some()
-                    && a.variant != b.variant
+                names_agree && a.variant.is_some() && b.variant.is_some() && a.variant != b.variant
             }
             _ => false,
         };
@@ -151,14 +160,30 @@ mod tests {
     #[test]
     fn rejects_holes_half_pairs_and_bad_names() {
         let sql = "SELECT 1;";
-        assert!(migrations_from(&[("0001_a.sql", sql), ("0003_c.sql", sql)], Flavor::Postgres).is_err());
+        assert!(migrations_from(
+            &[("0001_a.sql", sql), ("0003_c.sql", sql)],
+            Flavor::Postgres
+        )
+        .is_err());
         assert!(migrations_from(&[("0001_a.tsdb.sql", sql)], Flavor::Postgres).is_err());
-        assert!(migrations_from(&[("0001_a.tsdb.sql", sql), ("0001_b.pg.sql", sql)], Flavor::Postgres).is_err());
-        assert!(migrations_from(&[("0001_a.sql", sql), ("0001_a.pg.sql", sql)], Flavor::Postgres).is_err());
+        assert!(migrations_from(
+            &[("0001_a.tsdb.sql", sql), ("0001_b.pg.sql", sql)],
+            Flavor::Postgres
+        )
+        .is_err());
+        assert!(migrations_from(
+            &[("0001_a.sql", sql), ("0001_a.pg.sql", sql)],
+            Flavor::Postgres
+        )
+        .is_err());
         assert!(migrations_from(&[("1_a.sql", sql)], Flavor::Postgres).is_err());
         assert!(migrations_from(&[("0001_A.sql", sql)], Flavor::Postgres).is_err());
         let ok = migrations_from(
-            &[("0001_a.sql", sql), ("0002_b.tsdb.sql", "ts"), ("0002_b.pg.sql", "pg")],
+            &[
+                ("0001_a.sql", sql),
+                ("0002_b.tsdb.sql", "ts"),
+                ("0002_b.pg.sql", "pg"),
+            ],
             Flavor::Postgres,
         )
         .expect("valid");

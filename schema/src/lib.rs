@@ -75,7 +75,9 @@ pub enum Error {
          migrated by a newer depthbook; upgrade this binary"
     )]
     UnknownApplied { version: i32, file: String },
-    #[error("the database was migrated on the {recorded} path; it cannot be switched to {requested}")]
+    #[error(
+        "the database was migrated on the {recorded} path; it cannot be switched to {requested}"
+    )]
     FlavorMismatch { recorded: Flavor, requested: Flavor },
     #[error("the TimescaleDB path was required, but {0}")]
     TimescaleUnavailable(String),

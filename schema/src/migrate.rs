@@ -134,7 +134,9 @@ async fn probe_timescale(client: &mut Client) -> Result<Result<String, String>, 
         Ok(()) => Ok(version),
         Err(e) => Err(format!(
             "timescaledb {version} is installed but cannot be created here: {}",
-            e.as_db_error().map(|d| d.message().to_owned()).unwrap_or_else(|| e.to_string())
+            e.as_db_error()
+                .map(|d| d.message().to_owned())
+                .unwrap_or_else(|| e.to_string())
         )),
     })
 }

@@ -8,9 +8,15 @@ use crate::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyChange {
     /// Drop rows older than the interval; `None` keeps them forever.
-    Retention { relation: String, after: Option<String> },
+    Retention {
+        relation: String,
+        after: Option<String>,
+    },
     /// Compress chunks older than the interval (TimescaleDB); `None` never compresses.
-    Compression { relation: String, after: Option<String> },
+    Compression {
+        relation: String,
+        after: Option<String>,
+    },
 }
 
 impl PolicyChange {
@@ -18,12 +24,16 @@ impl PolicyChange {
     /// or `none`.
     pub fn parse_pair(s: &str) -> Result<(String, Option<String>), Error> {
         let (rel, iv) = s.split_once('=').ok_or_else(|| {
-            Error::Policy(format!("expected RELATION=INTERVAL (e.g. depth_updates=14d), got {s:?}"))
+            Error::Policy(format!(
+                "expected RELATION=INTERVAL (e.g. depth_updates=14d), got {s:?}"
+            ))
         })?;
         let rel = rel.trim().to_owned();
         let iv = iv.trim();
         if rel.is_empty() || iv.is_empty() {
-            return Err(Error::Policy(format!("expected RELATION=INTERVAL, got {s:?}")));
+            return Err(Error::Policy(format!(
+                "expected RELATION=INTERVAL, got {s:?}"
+            )));
         }
         let iv = (!iv.eq_ignore_ascii_case("none")).then(|| iv.to_owned());
         Ok((rel, iv))

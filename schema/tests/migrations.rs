@@ -6,20 +6,38 @@ use common::{connect, fresh, migrated};
 use schema::{Error, Flavor, FlavorChoice};
 
 const RELATIONS: &[&str] = &[
-    "instruments", "depth_updates", "book_checkpoints", "book_top", "book_ticker", "trades",
-    "mark_prices", "sync_events", "ingest_batches", "storage_policies", "schema_migrations",
-    "ticker_1s", "ticker_1m", "ticker_1h", "trades_1s", "trades_1m", "trades_1h",
+    "instruments",
+    "depth_updates",
+    "book_checkpoints",
+    "book_top",
+    "book_ticker",
+    "trades",
+    "mark_prices",
+    "sync_events",
+    "ingest_batches",
+    "storage_policies",
+    "schema_migrations",
+    "ticker_1s",
+    "ticker_1m",
+    "ticker_1h",
+    "trades_1s",
+    "trades_1m",
+    "trades_1h",
 ];
 
 #[tokio::test]
 async fn applies_on_an_empty_database_and_reapplies_as_a_no_op() {
     let (_db, mut client) = fresh("apply").await;
-    let plan = schema::plan(&mut client, FlavorChoice::Auto).await.expect("plan");
+    let plan = schema::plan(&mut client, FlavorChoice::Auto)
+        .await
+        .expect("plan");
     assert!(plan.applied.is_empty());
     let expected = schema::migrations(plan.flavor).expect("catalog");
     assert_eq!(plan.pending.len(), expected.len());
 
-    let first = schema::apply(&mut client, FlavorChoice::Auto).await.expect("apply");
+    let first = schema::apply(&mut client, FlavorChoice::Auto)
+        .await
+        .expect("apply");
     assert_eq!(first.applied_now.len(), expected.len());
     for rel in RELATIONS {
         let found: bool = client
@@ -30,19 +48,27 @@ async fn applies_on_an_empty_database_and_reapplies_as_a_no_op() {
         assert!(found, "relation {rel} exists after migrating");
     }
     let funcs: i64 = client
-        .query_one("SELECT count(*) FROM pg_proc WHERE proname = 'book_at'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'book_at'",
+            &[],
+        )
         .await
         .expect("query")
         .get(0);
     assert_eq!(funcs, 2, "book_at by id and by venue/symbol");
     let role: bool = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'depthbook_reader')", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'depthbook_reader')",
+            &[],
+        )
         .await
         .expect("query")
         .get(0);
     assert!(role);
 
-    let second = schema::apply(&mut client, FlavorChoice::Auto).await.expect("re-apply");
+    let second = schema::apply(&mut client, FlavorChoice::Auto)
+        .await
+        .expect("re-apply");
     assert!(second.applied_now.is_empty());
     assert_eq!(second.plan.applied.len(), expected.len());
     let recorded: i64 = client
@@ -69,7 +95,9 @@ async fn concurrent_migrators_apply_each_migration_once() {
         let url = db.url.clone();
         handles.push(tokio::spawn(async move {
             let mut c = connect(&url).await;
-            schema::apply(&mut c, FlavorChoice::Auto).await.map(|r| r.applied_now.len())
+            schema::apply(&mut c, FlavorChoice::Auto)
+                .await
+                .map(|r| r.applied_now.len())
         }));
     }
     let mut total = 0;
@@ -82,25 +110,38 @@ async fn concurrent_migrators_apply_each_migration_once() {
         .await
         .expect("query")
         .get(0);
-    assert_eq!(total as i64, rows, "each migration applied by exactly one process");
+    assert_eq!(
+        total as i64, rows,
+        "each migration applied by exactly one process"
+    );
 }
 
 #[tokio::test]
 async fn a_changed_applied_migration_is_refused() {
     let (_db, mut client, _) = migrated("tampered").await;
     client
-        .execute("UPDATE schema_migrations SET checksum = 'deadbeef' WHERE version = 2", &[])
+        .execute(
+            "UPDATE schema_migrations SET checksum = 'deadbeef' WHERE version = 2",
+            &[],
+        )
         .await
         .expect("tamper");
-    let err = schema::apply(&mut client, FlavorChoice::Auto).await.expect_err("refused");
+    let err = schema::apply(&mut client, FlavorChoice::Auto)
+        .await
+        .expect_err("refused");
     match &err {
-        Error::Tampered { version, recorded, .. } => {
+        Error::Tampered {
+            version, recorded, ..
+        } => {
             assert_eq!(*version, 2);
             assert_eq!(recorded, "deadbeef");
         }
         other => panic!("expected Tampered, got {other}"),
     }
-    assert!(err.to_string().contains("0002"), "message names the migration: {err}");
+    assert!(
+        err.to_string().contains("0002"),
+        "message names the migration: {err}"
+    );
     // --plan refuses the same way.
     assert!(matches!(
         schema::plan(&mut client, FlavorChoice::Auto).await,
@@ -160,7 +201,10 @@ async fn plain_postgres_can_be_required() {
 async fn requiring_timescaledb_where_it_cannot_be_created_is_a_clear_error() {
     let (db, mut client) = fresh("require_ts").await;
     if db.timescaledb {
-        common::say_skipped("requiring_timescaledb_where_it_cannot_be_created", "timescaledb is available here");
+        common::say_skipped(
+            "requiring_timescaledb_where_it_cannot_be_created",
+            "timescaledb is available here",
+        );
         return;
     }
     let err = schema::apply(&mut client, FlavorChoice::Require(Flavor::Timescale))

@@ -21,7 +21,9 @@ pub async fn fresh(name: &str) -> (TestDatabase, Client) {
 
 pub async fn migrated(name: &str) -> (TestDatabase, Client, Flavor) {
     let (db, mut client) = fresh(name).await;
-    let report = schema::apply(&mut client, FlavorChoice::Auto).await.expect("migrations apply");
+    let report = schema::apply(&mut client, FlavorChoice::Auto)
+        .await
+        .expect("migrations apply");
     (db, client, report.plan.flavor)
 }
 

@@ -1,0 +1,25 @@
+//! Binance's public market-data protocol, shared by the collector (`ingest`) and the simulator
+//! (`sim`): venues, endpoints and the rules both sides must agree on.
+//!
+//! Wire types and the REST client come with the simulator and ingest issues.
+
+pub mod rules;
+
+/// The two markets collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Venue {
+    /// Spot (`api.binance.com`, `stream.binance.com`).
+    Spot,
+    /// USD-M perpetual futures (`fapi.binance.com`, `fstream.binance.com`).
+    Usdm,
+}
+
+impl Venue {
+    /// The name stored in `instruments.venue`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Venue::Spot => "spot",
+            Venue::Usdm => "usdm",
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `ingest migrate` as an operator runs it, against a private database.
+
+use std::process::Command;
+
+fn ingest(url: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
+    cmd.args(args)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    if let Some(u) = url {
+        cmd.env("DATABASE_URL", u);
+    }
+    let out = cmd.output().expect("run ingest");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn migrate_prints_its_plan_and_creates_every_relation() {
+    let db = pgembed::test_database("cli_migrate")
+        .await
+        .expect("database");
+    let url = db.url.clone();
+    let run = move |args: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || ingest(Some(&url), args))
+    };
+
+    let (ok, plan, err) = run(&["migrate", "--plan"]).await.expect("join");
+    assert!(ok, "{err}");
+    let path = if db.timescaledb {
+        "path: timescaledb"
+    } else {
+        "path: postgres"
+    };
+    assert!(plan.contains(path), "{plan}");
+    assert!(plan.contains("pending  0001 0001_core.sql"), "{plan}");
+
+    let (ok, out, err) = run(&["migrate", "--retention", "trades=120 days"])
+        .await
+        .expect("join");
+    assert!(ok, "{err}");
+    assert!(out.contains("applied 0005_book_at.sql"), "{out}");
+    assert!(out.contains("storage policies updated"), "{out}");
+
+    let (ok, again, err) = run(&["migrate", "--plan"]).await.expect("join");
+    assert!(ok, "{err}");
+    assert!(again.contains("up to date"), "{again}");
+    assert!(!again.contains("pending"), "{again}");
+
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    for rel in [
+        "instruments",
+        "depth_updates",
+        "book_checkpoints",
+        "book_top",
+        "book_ticker",
+        "trades",
+        "mark_prices",
+        "sync_events",
+        "ingest_batches",
+        "ticker_1s",
+        "ticker_1m",
+        "ticker_1h",
+        "trades_1s",
+        "trades_1m",
+        "trades_1h",
+    ] {
+        let found: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&rel])
+            .await
+            .expect("query")
+            .get(0);
+        assert!(found, "{rel}");
+    }
+    let kept: String = client
+        .query_one(
+            "SELECT drop_after::text FROM storage_policies WHERE relation = 'trades'",
+            &[],
+        )
+        .await
+        .expect("policy")
+        .get(0);
+    assert_eq!(kept, "120 days");
+
+    let (ok, out, _) = run(&["maintain"]).await.expect("join");
+    assert!(ok);
+    assert!(out.contains("deleted"), "{out}");
+
+    let (ok, _, err) = run(&["migrate", "--retention", "trades=soon"])
+        .await
+        .expect("join");
+    assert!(!ok);
+    assert!(err.contains("soon") && err.contains("interval"), "{err}");
+    let (ok, _, err) = run(&["migrate", "--retention", "nosuchtable=1d"])
+        .await
+        .expect("join");
+    assert!(!ok);
+    assert!(err.contains("unknown table"), "{err}");
+}
+
+#[test]
+fn without_a_database_it_says_how_to_give_one() {
+    let (ok, _, err) = ingest(None, &["migrate"]);
+    assert!(!ok);
+    assert!(err.contains("DATABASE_URL"), "{err}");
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error_not_a_panic() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let (ok, _, err) = ingest(
+        Some(&format!("postgres://x@127.0.0.1:{port}/x")),
+        &["migrate"],
+    );
+    assert!(!ok);
+    assert!(err.contains("connecting to the database"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
