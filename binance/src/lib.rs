@@ -1,9 +1,10 @@
 //! Binance's public market-data protocol, shared by the collector (`ingest`) and the simulator
 //! (`sim`): venues, endpoints and the rules both sides must agree on.
 //!
-//! Wire types and the REST client come with the simulator and ingest issues.
-
 pub mod rules;
+pub mod streams;
+pub mod units;
+pub mod wire;
 
 /// The two markets collected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

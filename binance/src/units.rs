@@ -1,0 +1,124 @@
+//! Exact decimals for prices and quantities.
+//!
+//! Binance sends prices and quantities as decimal strings with at most 8 fractional digits.
+//! Inside the code they are `i64` counts of 1e-8 ("e8 units"): exact, cheap to compare and
+//! hash, and wide enough for any Binance value (9.2e10 at most). A string with more than 8
+//! fractional digits that are not zeros is refused, never rounded.
+
+/// Fractional digits Binance uses at most (spot formats every value with exactly 8).
+pub const SCALE: u32 = 8;
+/// 10^SCALE.
+pub const ONE: i64 = 100_000_000;
+
+/// A decimal string that is not an exact non-negative value with at most 8 fractional digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an exact decimal with at most 8 fractional digits: {0:?}")]
+pub struct DecimalError(pub String);
+
+/// Parses "12.3400" into e8 units (1_234_000_000). Only digits and one dot; no sign, no exponent.
+pub fn parse_e8(s: &str) -> Result<i64, DecimalError> {
+    let err = || DecimalError(s.to_owned());
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (s, ""),
+    };
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(err());
+    }
+    let (kept, rest) = frac.split_at(frac.len().min(SCALE as usize));
+    if !rest.bytes().all(|b| b == b'0') {
+        return Err(err());
+    }
+    let mut v: i64 = 0;
+    for b in int.bytes().chain(kept.bytes()) {
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(b - b'0')))
+            .ok_or_else(err)?;
+    }
+    for _ in kept.len()..SCALE as usize {
+        v = v.checked_mul(10).ok_or_else(err)?;
+    }
+    Ok(v)
+}
+
+/// Formats e8 units with exactly `decimals` fractional digits (`decimals` <= 8); digits beyond
+/// `decimals` must be zero, or they are kept (the value is never rounded).
+pub fn format_e8(v: i64, decimals: u32) -> String {
+    let neg = v < 0;
+    let a = v.unsigned_abs();
+    let int = a / ONE as u64;
+    let frac = a % ONE as u64;
+    let mut frac_s = format!("{frac:08}");
+    let keep = (decimals.min(SCALE) as usize).max(frac_s.trim_end_matches('0').len());
+    frac_s.truncate(keep);
+    let sign = if neg { "-" } else { "" };
+    if frac_s.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac_s}")
+    }
+}
+
+/// Fractional digits of a step such as a tick size: 0.01 (1_000_000 e8) → 2.
+pub fn decimals_of(step_e8: i64) -> u32 {
+    let mut d = SCALE;
+    let mut v = step_e8;
+    while d > 0 && v % 10 == 0 && v != 0 {
+        v /= 10;
+        d -= 1;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exactly() {
+        assert_eq!(parse_e8("0.01634790"), Ok(1_634_790));
+        assert_eq!(parse_e8("67234.01"), Ok(6_723_401_000_000));
+        assert_eq!(parse_e8("1"), Ok(ONE));
+        assert_eq!(
+            parse_e8("0.000000010"),
+            Ok(1),
+            "trailing zeros past 8 digits are fine"
+        );
+        for bad in [
+            "",
+            ".5",
+            "1.2.3",
+            "-1",
+            "1e5",
+            "0.000000001",
+            "abc",
+            "99999999999999999999",
+        ] {
+            assert!(parse_e8(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn formats_without_rounding() {
+        assert_eq!(format_e8(1_634_790, 8), "0.01634790");
+        assert_eq!(format_e8(6_723_401_000_000, 2), "67234.01");
+        assert_eq!(format_e8(ONE, 0), "1");
+        assert_eq!(format_e8(1, 2), "0.00000001", "never rounds away digits");
+        assert_eq!(format_e8(-150_000_000, 2), "-1.50");
+        for v in [0, 1, 12_345, ONE, 987_654_321_012] {
+            assert_eq!(parse_e8(&format_e8(v, 8)), Ok(v));
+        }
+    }
+
+    #[test]
+    fn decimals_of_steps() {
+        assert_eq!(decimals_of(1_000_000), 2);
+        assert_eq!(decimals_of(1), 8);
+        assert_eq!(decimals_of(ONE), 0);
+        assert_eq!(decimals_of(10 * ONE), 0);
+    }
+}

@@ -1,0 +1,305 @@
+//! Replay: serve recorded Binance messages instead of the generator.
+//!
+//! A replay directory holds
+//! * `messages.jsonl`: one message per line, as received on a combined connection
+//!   (`{"stream":"btcusdt@depth@100ms","data":{...}}`) or a raw payload (the stream is then
+//!   derived from the payload);
+//! * `snapshots/<SYMBOL>.json`: the REST depth snapshot recorded beside the stream.
+//!
+//! Messages are sent byte for byte as recorded, paced by their event times (`speed` times as
+//! fast; 0 = as fast as possible). Depth events after a symbol's snapshot are applied to its
+//! book, so REST snapshots and the ground truth follow the replay. Playback starts when the
+//! first WebSocket client connects.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use binance::streams::StreamKind;
+use binance::units::{decimals_of, parse_e8, ONE};
+use binance::wire::{DepthSnapshot, DepthUpdate, Level};
+
+use sonic_rs::JsonValueTrait;
+
+use crate::book::{Book, Side};
+use crate::history::{Event, History};
+use crate::universe::SymbolSpec;
+use crate::venue::{Frame, VenueState};
+
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub dir: PathBuf,
+    /// Pace multiplier; 0 sends everything as fast as possible.
+    pub speed: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} line {line}: {why}")]
+    Parse {
+        path: String,
+        line: usize,
+        why: String,
+    },
+    #[error("{0} holds no snapshots/<SYMBOL>.json")]
+    NoSnapshots(String),
+}
+
+/// One recorded message, ready to send.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub frame: Arc<Frame>,
+    pub event_time: Option<u64>,
+    /// Upper-case symbol and the parsed event, for depth messages.
+    pub depth: Option<(String, DepthUpdate)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayData {
+    pub specs: Vec<SymbolSpec>,
+    pub snapshots: HashMap<String, DepthSnapshot>,
+    pub messages: Vec<Recorded>,
+    pub speed: f64,
+}
+
+fn levels(side: &[Level]) -> Option<Vec<(i64, i64)>> {
+    side.iter()
+        .map(|[p, q]| Some((parse_e8(p).ok()?, parse_e8(q).ok()?)))
+        .collect()
+}
+
+fn finest_step(values: impl Iterator<Item = i64>) -> i64 {
+    let d = values.map(decimals_of).max().unwrap_or(2);
+    10i64.pow(8 - d.min(8))
+}
+
+fn spec_for(symbol: &str, snap: &DepthSnapshot) -> SymbolSpec {
+    let prices = snap
+        .bids
+        .iter()
+        .chain(&snap.asks)
+        .filter_map(|[p, _]| parse_e8(p).ok());
+    let qtys = snap
+        .bids
+        .iter()
+        .chain(&snap.asks)
+        .filter_map(|[_, q]| parse_e8(q).ok());
+    let quote = ["USDT", "USDC", "FDUSD", "BTC", "ETH", "BNB"]
+        .into_iter()
+        .find(|q| symbol.ends_with(q) && symbol.len() > q.len())
+        .unwrap_or("USDT");
+    SymbolSpec {
+        symbol: symbol.to_owned(),
+        base: symbol.trim_end_matches(quote).to_owned(),
+        quote: quote.to_owned(),
+        tick_e8: finest_step(prices),
+        step_e8: finest_step(qtys),
+        start_mid_e8: snap
+            .bids
+            .first()
+            .and_then(|[p, _]| parse_e8(p).ok())
+            .unwrap_or(ONE),
+        activity: 1.0,
+        quote_volume_24h: 1_000_000,
+    }
+}
+
+fn derive_stream(data: &str) -> Option<(String, StreamKind)> {
+    let e: Option<String> = sonic_rs::get(data, &["e"])
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    let s: String = sonic_rs::get(data, &["s"])
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_ascii_lowercase))?;
+    let kind = match e.as_deref() {
+        Some("depthUpdate") => StreamKind::Depth100ms,
+        Some("aggTrade") => StreamKind::AggTrade,
+        Some("markPriceUpdate") => StreamKind::MarkPrice1s,
+        Some("bookTicker") | None => StreamKind::BookTicker,
+        Some(_) => return None,
+    };
+    Some((kind.name(&s), kind))
+}
+
+/// Reads and checks a replay directory.
+pub fn load(cfg: &ReplayConfig) -> Result<ReplayData, ReplayError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| ReplayError::Io { path, source }
+    };
+    let snap_dir = cfg.dir.join("snapshots");
+    let mut snapshots = HashMap::new();
+    for entry in std::fs::read_dir(&snap_dir).map_err(io(&snap_dir))? {
+        let path = entry.map_err(io(&snap_dir))?.path();
+        let Some(symbol) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_ascii_uppercase)
+        else {
+            continue;
+        };
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let snap: DepthSnapshot = sonic_rs::from_str(&text).map_err(|e| ReplayError::Parse {
+            path: path.display().to_string(),
+            line: 1,
+            why: e.to_string(),
+        })?;
+        snapshots.insert(symbol, snap);
+    }
+    if snapshots.is_empty() {
+        return Err(ReplayError::NoSnapshots(cfg.dir.display().to_string()));
+    }
+    let mut specs: Vec<SymbolSpec> = snapshots
+        .iter()
+        .map(|(s, snap)| spec_for(s, snap))
+        .collect();
+    specs.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+
+    let path = cfg.dir.join("messages.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let mut messages = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |why: String| ReplayError::Parse {
+            path: path.display().to_string(),
+            line: i + 1,
+            why,
+        };
+        let (stream, kind, data) = match sonic_rs::get(line, &["data"]) {
+            Ok(data) => {
+                let stream = sonic_rs::get(line, &["stream"])
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .ok_or_else(|| bad("no stream".into()))?;
+                let (_, kind) = StreamKind::parse(&stream)
+                    .ok_or_else(|| bad(format!("unknown stream {stream}")))?;
+                (stream, kind, data.as_raw_str().to_owned())
+            }
+            Err(_) => {
+                let (stream, kind) =
+                    derive_stream(line).ok_or_else(|| bad("not a market-data message".into()))?;
+                (stream, kind, line.to_owned())
+            }
+        };
+        let event_time = sonic_rs::get(&data, &["E"]).ok().and_then(|v| v.as_u64());
+        let depth = if kind == StreamKind::Depth100ms {
+            let d: DepthUpdate = sonic_rs::from_str(&data).map_err(|e| bad(e.to_string()))?;
+            Some((d.symbol.to_ascii_uppercase(), d))
+        } else {
+            None
+        };
+        messages.push(Recorded {
+            frame: Arc::new(Frame::new(stream, kind, data)),
+            event_time,
+            depth,
+        });
+    }
+    Ok(ReplayData {
+        specs,
+        snapshots,
+        messages,
+        speed: cfg.speed,
+    })
+}
+
+/// Puts each symbol's recorded snapshot in place of the generated book.
+pub fn install(state: &VenueState, data: &ReplayData) {
+    for sym in &state.symbols {
+        let Some(snap) = data.snapshots.get(&sym.spec.symbol) else {
+            continue;
+        };
+        let mut book = Book::default();
+        for (p, q) in levels(&snap.bids).unwrap_or_default() {
+            book.set(Side::Bid, p, q);
+        }
+        for (p, q) in levels(&snap.asks).unwrap_or_default() {
+            book.set(Side::Ask, p, q);
+        }
+        if let Ok(mut inner) = sym.inner.lock() {
+            inner.history = History::new(
+                snap.last_update_id,
+                &book,
+                state.cfg.truth_checkpoint_every,
+                state.cfg.truth_checkpoints,
+            );
+            inner.book = book;
+            inner.last_id = snap.last_update_id;
+            inner.generator = None;
+        }
+    }
+}
+
+/// Sends the recording once, paced by event time, starting when the first client connects
+/// (a recording played to nobody would be lost).
+pub async fn run(state: Arc<VenueState>, data: ReplayData) {
+    while state.tx.receiver_count() == 0 {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+    }
+    let start = tokio::time::Instant::now();
+    let first_e = data.messages.iter().find_map(|m| m.event_time);
+    for m in &data.messages {
+        if let (Some(e0), Some(e), true) = (first_e, m.event_time, data.speed > 0.0) {
+            let due =
+                start + Duration::from_secs_f64(e.saturating_sub(e0) as f64 / 1000.0 / data.speed);
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(due) => {}
+            }
+        }
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+        match &m.depth {
+            Some((symbol, d)) => {
+                let Some(sym) = state.symbol(symbol) else {
+                    continue;
+                };
+                let Ok(mut guard) = sym.inner.lock() else {
+                    continue;
+                };
+                let inner = &mut *guard;
+                if d.final_update_id > inner.last_id {
+                    let (Some(b), Some(a)) = (levels(&d.bids), levels(&d.asks)) else {
+                        continue;
+                    };
+                    let mut evl = Vec::with_capacity(b.len() + a.len());
+                    for (p, q) in b {
+                        inner.book.set(Side::Bid, p, q);
+                        evl.push((Side::Bid, p, q));
+                    }
+                    for (p, q) in a {
+                        inner.book.set(Side::Ask, p, q);
+                        evl.push((Side::Ask, p, q));
+                    }
+                    inner.last_id = d.final_update_id;
+                    inner.history.push(
+                        Event {
+                            first: d.first_update_id,
+                            last: d.final_update_id,
+                            levels: evl,
+                        },
+                        &inner.book,
+                    );
+                }
+                state.send_depth(inner, symbol, m.frame.clone());
+            }
+            None => state.send_frame(m.frame.clone()),
+        }
+    }
+    tracing::info!(messages = data.messages.len(), "replay finished");
+}

@@ -1,0 +1,447 @@
+//! Binance's public REST endpoints with request weights, `X-MBX-USED-WEIGHT-1M`, 429 with
+//! `Retry-After` when the budget is spent, and 418 for a client that ignores a 429.
+
+// Helpers return a ready axum `Response` as their error: that is what the handlers send.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use binance::rules::{spot_depth_weight, usdm_depth_weight, USED_WEIGHT_HEADER};
+use binance::units::format_e8;
+use binance::wire::{DepthSnapshot, ExchangeInfo, Filter, RateLimit, SymbolInfo, Ticker24h};
+use binance::Venue;
+
+use crate::book::wire_levels;
+use crate::venue::{now_ms, VenueState};
+
+/// Spot `GET /api/v3/exchangeInfo` weight.
+const SPOT_EXCHANGE_INFO_WEIGHT: u32 = 20;
+/// USD-M `GET /fapi/v1/exchangeInfo` weight.
+const USDM_EXCHANGE_INFO_WEIGHT: u32 = 1;
+/// Spot `GET /api/v3/ticker/24hr` weight: 2 for one symbol, 80 for all.
+const SPOT_TICKER_WEIGHT: (u32, u32) = (2, 80);
+/// USD-M `GET /fapi/v1/ticker/24hr` weight: 1 for one symbol, 40 for all.
+const USDM_TICKER_WEIGHT: (u32, u32) = (1, 40);
+/// Spot depth: default `limit` 100, at most 5000 (a larger one is truncated to 5000).
+const SPOT_DEPTH_DEFAULT: u32 = 100;
+const SPOT_DEPTH_MAX: u32 = 5000;
+/// USD-M depth: default `limit` 500; valid limits 5, 10, 20, 50, 100, 500, 1000.
+const USDM_DEPTH_DEFAULT: u32 = 500;
+const USDM_DEPTH_LIMITS: [u32; 7] = [5, 10, 20, 50, 100, 500, 1000];
+
+/// The per-IP weight budget (the simulator serves one client address: loopback).
+#[derive(Debug)]
+pub struct Limiter {
+    limit: u32,
+    window: Duration,
+    ban: Duration,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug)]
+struct LimitState {
+    window_start: Instant,
+    used: u32,
+    back_off_until: Option<Instant>,
+    banned_until: Option<Instant>,
+}
+
+/// A refused request: status (429 or 418) and seconds until retrying is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub retry_after: u64,
+    pub used: u32,
+}
+
+impl Limiter {
+    pub fn new(limit: u32, window: Duration, ban: Duration) -> Limiter {
+        Limiter {
+            limit,
+            window,
+            ban,
+            state: Mutex::new(LimitState {
+                window_start: Instant::now(),
+                used: 0,
+                back_off_until: None,
+                banned_until: None,
+            }),
+        }
+    }
+
+    /// Counts `weight` or refuses; `Ok(used weight in this window)`.
+    pub fn admit(&self, weight: u32) -> Result<u32, Refusal> {
+        let now = Instant::now();
+        let Ok(mut s) = self.state.lock() else {
+            return Ok(0);
+        };
+        while now.duration_since(s.window_start) >= self.window {
+            s.window_start += self.window;
+            s.used = 0;
+        }
+        let secs =
+            |until: Instant| until.saturating_duration_since(now).as_secs_f64().ceil() as u64;
+        if let Some(until) = s.banned_until.filter(|u| *u > now) {
+            return Err(Refusal {
+                status: 418,
+                retry_after: secs(until).max(1),
+                used: s.used,
+            });
+        }
+        if s.back_off_until.is_some_and(|u| u > now) {
+            // Came back before Retry-After: Binance bans the IP.
+            let until = now + self.ban;
+            s.banned_until = Some(until);
+            return Err(Refusal {
+                status: 418,
+                retry_after: secs(until).max(1),
+                used: s.used,
+            });
+        }
+        if s.used + weight > self.limit {
+            let until = s.window_start + self.window;
+            s.back_off_until = Some(until);
+            return Err(Refusal {
+                status: 429,
+                retry_after: secs(until).max(1),
+                used: s.used,
+            });
+        }
+        s.used += weight;
+        Ok(s.used)
+    }
+
+    pub fn used(&self) -> u32 {
+        self.state.lock().map(|s| s.used).unwrap_or(0)
+    }
+}
+
+fn json(status: StatusCode, body: String, used: Option<u32>) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    if let Some(u) = used {
+        if let Ok(v) = HeaderValue::from_str(&u.to_string()) {
+            h.insert(USED_WEIGHT_HEADER, v);
+        }
+    }
+    r
+}
+
+fn api_error(status: StatusCode, code: i64, msg: &str, used: Option<u32>) -> Response {
+    let body = sonic_rs::to_string(&binance::wire::ApiError {
+        code,
+        msg: msg.to_owned(),
+    })
+    .unwrap_or_default();
+    json(status, body, used)
+}
+
+fn refused(r: Refusal) -> Response {
+    let (status, msg) = if r.status == 418 {
+        (StatusCode::IM_A_TEAPOT, "Way too many requests; IP banned until later. Please use the websocket for live updates to avoid bans.")
+    } else {
+        (StatusCode::TOO_MANY_REQUESTS, "Too many requests; current limit of IP is exceeded. Please use the websocket for live updates to avoid polling the API.")
+    };
+    let mut resp = api_error(status, -1003, msg, Some(r.used));
+    if let Ok(v) = HeaderValue::from_str(&r.retry_after.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// A forced status from fault injection, if one is armed.
+fn forced(state: &VenueState) -> Option<Response> {
+    let status = state.faults.take_rest()?;
+    Some(match status {
+        429 | 418 => refused(Refusal {
+            status,
+            retry_after: 1,
+            used: state.limiter.used(),
+        }),
+        s => {
+            let code = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            api_error(
+                code,
+                -1001,
+                "Internal error; unable to process your request. Please try again.",
+                None,
+            )
+        }
+    })
+}
+
+/// Counts the request, applies forced faults and the weight budget.
+fn gate(state: &VenueState, weight: u32) -> Result<u32, Response> {
+    state.stats.rest_requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = forced(state) {
+        return Err(r);
+    }
+    state.limiter.admit(weight).map_err(refused)
+}
+
+fn bad_symbol(used: Option<u32>) -> Response {
+    api_error(StatusCode::BAD_REQUEST, -1121, "Invalid symbol.", used)
+}
+
+fn missing(param: &str) -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        -1102,
+        &format!("Mandatory parameter '{param}' was not sent, was empty/null, or malformed."),
+        None,
+    )
+}
+
+pub async fn exchange_info(State(state): State<Arc<VenueState>>) -> Response {
+    let weight = match state.venue {
+        Venue::Spot => SPOT_EXCHANGE_INFO_WEIGHT,
+        Venue::Usdm => USDM_EXCHANGE_INFO_WEIGHT,
+    };
+    let used = match gate(&state, weight) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let symbols = state
+        .symbols
+        .iter()
+        .map(|s| {
+            let spec = &s.spec;
+            let status = s
+                .inner
+                .lock()
+                .map(|i| i.status.clone())
+                .unwrap_or_else(|_| "TRADING".into());
+            let (pd, qd) = (state.price_decimals(spec), state.qty_decimals(spec));
+            SymbolInfo {
+                symbol: spec.symbol.clone(),
+                status,
+                base_asset: spec.base.clone(),
+                quote_asset: spec.quote.clone(),
+                contract_type: (state.venue == Venue::Usdm).then(|| "PERPETUAL".to_owned()),
+                filters: vec![
+                    Filter::PriceFilter {
+                        min_price: format_e8(spec.tick_e8, pd),
+                        max_price: format_e8(1_000_000 * binance::units::ONE, pd),
+                        tick_size: format_e8(spec.tick_e8, pd),
+                    },
+                    Filter::LotSize {
+                        min_qty: format_e8(spec.step_e8, qd),
+                        max_qty: format_e8(9_000_000 * binance::units::ONE, qd),
+                        step_size: format_e8(spec.step_e8, qd),
+                    },
+                ],
+            }
+        })
+        .collect();
+    let info = ExchangeInfo {
+        timezone: "UTC".into(),
+        server_time: now_ms(),
+        rate_limits: vec![RateLimit {
+            rate_limit_type: "REQUEST_WEIGHT".into(),
+            interval: "MINUTE".into(),
+            interval_num: 1,
+            limit: state.cfg.weight_limit,
+        }],
+        symbols,
+    };
+    json(
+        StatusCode::OK,
+        sonic_rs::to_string(&info).unwrap_or_default(),
+        Some(used),
+    )
+}
+
+fn parse_limit(q: &HashMap<String, String>, venue: Venue) -> Result<u32, Response> {
+    let Some(raw) = q.get("limit") else {
+        return Ok(match venue {
+            Venue::Spot => SPOT_DEPTH_DEFAULT,
+            Venue::Usdm => USDM_DEPTH_DEFAULT,
+        });
+    };
+    let n: u32 = raw.parse().map_err(|_| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            -1100,
+            "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+            None,
+        )
+    })?;
+    Ok(match venue {
+        Venue::Spot => n.clamp(1, SPOT_DEPTH_MAX),
+        Venue::Usdm => USDM_DEPTH_LIMITS
+            .into_iter()
+            .find(|l| *l >= n)
+            .unwrap_or(1000),
+    })
+}
+
+pub async fn depth(
+    State(state): State<Arc<VenueState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(symbol) = q.get("symbol").filter(|s| !s.is_empty()) else {
+        return missing("symbol");
+    };
+    let limit = match parse_limit(&q, state.venue) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let weight = match state.venue {
+        Venue::Spot => spot_depth_weight(limit),
+        Venue::Usdm => usdm_depth_weight(limit),
+    };
+    let used = match gate(&state, weight) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Some(sym) = state.symbol(symbol).cloned() else {
+        return bad_symbol(Some(used));
+    };
+    let (stale, slow) = state.faults.take_snapshot();
+    if let Some(d) = slow {
+        tokio::time::sleep(d).await;
+    }
+    let (last_id, bids, asks) = {
+        let Ok(inner) = sym.inner.lock() else {
+            return api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                -1001,
+                "Internal error",
+                None,
+            );
+        };
+        match stale {
+            Some(behind) => {
+                let id = inner.history.id_behind(behind as usize);
+                match inner.history.book_at(id) {
+                    Ok((at, book)) => {
+                        let (b, a) = book.top(limit as usize);
+                        (at, b, a)
+                    }
+                    Err(_) => {
+                        let (b, a) = inner.book.top(limit as usize);
+                        (inner.last_id, b, a)
+                    }
+                }
+            }
+            None => {
+                let (b, a) = inner.book.top(limit as usize);
+                (inner.last_id, b, a)
+            }
+        }
+    };
+    let (pd, qd) = (
+        state.price_decimals(&sym.spec),
+        state.qty_decimals(&sym.spec),
+    );
+    let e = now_ms();
+    let usdm = state.venue == Venue::Usdm;
+    let snap = DepthSnapshot {
+        last_update_id: last_id,
+        event_time: usdm.then_some(e),
+        transaction_time: usdm.then_some(e.saturating_sub(1)),
+        bids: wire_levels(&bids, pd, qd),
+        asks: wire_levels(&asks, pd, qd),
+    };
+    json(
+        StatusCode::OK,
+        sonic_rs::to_string(&snap).unwrap_or_default(),
+        Some(used),
+    )
+}
+
+pub async fn ticker_24hr(
+    State(state): State<Arc<VenueState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (one, all) = match state.venue {
+        Venue::Spot => SPOT_TICKER_WEIGHT,
+        Venue::Usdm => USDM_TICKER_WEIGHT,
+    };
+    let symbol = q.get("symbol").filter(|s| !s.is_empty());
+    let used = match gate(&state, if symbol.is_some() { one } else { all }) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let now = now_ms();
+    let ticker = |s: &crate::venue::SymbolState| {
+        let (last, vol, count) = s
+            .inner
+            .lock()
+            .map(|i| (i.last_price, i.volume_e8, i.trade_count))
+            .unwrap_or((0, 0, 0));
+        let pd = state.price_decimals(&s.spec);
+        Ticker24h {
+            symbol: s.spec.symbol.clone(),
+            last_price: format_e8(last, pd),
+            volume: format_e8(vol, state.qty_decimals(&s.spec)),
+            // Ranked like the activity the generator uses, so a top-N selection is stable.
+            quote_volume: format_e8(s.spec.quote_volume_24h * binance::units::ONE, 2),
+            open_time: now - 86_400_000,
+            close_time: now,
+            count,
+        }
+    };
+    let body = match symbol {
+        Some(sym) => match state.symbol(sym) {
+            Some(s) => sonic_rs::to_string(&ticker(s)),
+            None => return bad_symbol(Some(used)),
+        },
+        None => sonic_rs::to_string(&state.symbols.iter().map(|s| ticker(s)).collect::<Vec<_>>()),
+    };
+    json(StatusCode::OK, body.unwrap_or_default(), Some(used))
+}
+
+pub async fn ping(State(state): State<Arc<VenueState>>) -> Response {
+    match gate(&state, 1) {
+        Ok(u) => json(StatusCode::OK, "{}".into(), Some(u)),
+        Err(r) => r,
+    }
+}
+
+pub async fn time(State(state): State<Arc<VenueState>>) -> Response {
+    match gate(&state, 1) {
+        Ok(u) => json(
+            StatusCode::OK,
+            format!("{{\"serverTime\":{}}}", now_ms()),
+            Some(u),
+        ),
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spent_budget_gives_429_and_ignoring_it_418() {
+        let l = Limiter::new(100, Duration::from_secs(60), Duration::from_secs(120));
+        assert_eq!(l.admit(60), Ok(60));
+        let r = l.admit(60).expect_err("over budget");
+        assert_eq!(r.status, 429);
+        assert!(r.retry_after >= 1 && r.retry_after <= 60);
+        let r = l.admit(1).expect_err("came back too early");
+        assert_eq!(r.status, 418);
+        assert!(r.retry_after > 60, "banned for longer than the window");
+        assert_eq!(l.admit(1).expect_err("still banned").status, 418);
+    }
+
+    #[test]
+    fn the_budget_renews_each_window() {
+        let l = Limiter::new(10, Duration::from_millis(50), Duration::from_secs(1));
+        assert_eq!(l.admit(10), Ok(10));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(l.admit(10), Ok(10));
+    }
+}

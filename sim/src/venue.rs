@@ -1,0 +1,411 @@
+//! One simulated venue (spot or USD-M): its symbols, the generator loop that turns market steps
+//! into Binance frames, and the shared state the WebSocket, REST and control handlers read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use binance::streams::StreamKind;
+use binance::units::{decimals_of, format_e8, SCALE};
+use binance::wire::{AggTrade, BookTicker, DepthUpdate, MarkPrice};
+use binance::Venue;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::book::{wire_levels, Book, Side};
+use crate::faults::{Faults, FrameFault};
+use crate::history::{Event, History};
+use crate::market::{Activity, Generator, Step};
+use crate::universe::SymbolSpec;
+use crate::VenueConfig;
+
+/// One message as sent: its stream, and its text on raw (`/ws`) and combined (`/stream`)
+/// connections, serialized once for every connection.
+#[derive(Debug)]
+pub struct Frame {
+    pub stream: String,
+    pub kind: StreamKind,
+    pub raw: String,
+    pub combined: String,
+}
+
+impl Frame {
+    pub fn new(stream: String, kind: StreamKind, raw: String) -> Frame {
+        let combined = format!("{{\"stream\":\"{stream}\",\"data\":{raw}}}");
+        Frame {
+            stream,
+            kind,
+            raw,
+            combined,
+        }
+    }
+
+    /// The same frame with its text replaced (malformed and truncated faults).
+    fn mangled(&self, fault: FrameFault) -> Frame {
+        let cut = |s: &str| s[..s.len() / 2].to_owned();
+        let (raw, combined) = match fault {
+            FrameFault::Truncated => (cut(&self.raw), cut(&self.combined)),
+            _ => (
+                "{\"e\":\"depthUpdate\",\"E\":}".to_owned(),
+                "{\"stream\":\"x\",\"data\":{,}".to_owned(),
+            ),
+        };
+        Frame {
+            stream: self.stream.clone(),
+            kind: self.kind,
+            raw,
+            combined,
+        }
+    }
+}
+
+/// A symbol's live state.
+#[derive(Debug)]
+pub struct SymbolState {
+    pub spec: SymbolSpec,
+    pub inner: Mutex<SymbolInner>,
+}
+
+#[derive(Debug)]
+pub struct SymbolInner {
+    pub book: Book,
+    pub last_id: u64,
+    pub history: History,
+    /// Generated mode only (replay has no generator).
+    pub generator: Option<Generator>,
+    /// A depth frame held back by a reorder fault.
+    pub held: Option<Arc<Frame>>,
+    pub last_price: i64,
+    pub volume_e8: i64,
+    pub trade_count: u64,
+    pub status: String,
+}
+
+/// Counters the control endpoint reports.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames: AtomicU64,
+    pub depth_events: AtomicU64,
+    pub dropped: AtomicU64,
+    pub rest_requests: AtomicU64,
+    pub connections_opened: AtomicU64,
+}
+
+/// Everything one venue's server shares.
+#[derive(Debug)]
+pub struct VenueState {
+    pub venue: Venue,
+    pub cfg: VenueConfig,
+    pub symbols: Vec<Arc<SymbolState>>,
+    pub by_name: HashMap<String, usize>,
+    pub tx: broadcast::Sender<Arc<Frame>>,
+    pub faults: Faults,
+    pub conns: crate::ws::Registry,
+    pub limiter: crate::rest::Limiter,
+    pub stats: Stats,
+    pub shutdown: CancellationToken,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl VenueState {
+    pub fn new(
+        venue: Venue,
+        cfg: VenueConfig,
+        seed: u64,
+        specs: Vec<SymbolSpec>,
+        shutdown: CancellationToken,
+    ) -> VenueState {
+        let (tx, _) = broadcast::channel(cfg.broadcast_capacity);
+        let symbols: Vec<Arc<SymbolState>> = specs
+            .into_iter()
+            .map(|spec| {
+                let (generator, book) = Generator::new(&spec, seed, cfg.levels);
+                let start_id = 1_000_000 + (spec.symbol.len() as u64) * 1000;
+                let history = History::new(
+                    start_id,
+                    &book,
+                    cfg.truth_checkpoint_every,
+                    cfg.truth_checkpoints,
+                );
+                let last_price = spec.start_mid_e8;
+                Arc::new(SymbolState {
+                    spec,
+                    inner: Mutex::new(SymbolInner {
+                        book,
+                        last_id: start_id,
+                        history,
+                        generator: Some(generator),
+                        held: None,
+                        last_price,
+                        volume_e8: 0,
+                        trade_count: 0,
+                        status: "TRADING".to_owned(),
+                    }),
+                })
+            })
+            .collect();
+        let by_name = symbols
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.spec.symbol.clone(), i))
+            .collect();
+        let limiter = crate::rest::Limiter::new(cfg.weight_limit, cfg.weight_window, cfg.ban);
+        VenueState {
+            venue,
+            cfg,
+            symbols,
+            by_name,
+            tx,
+            faults: Faults::default(),
+            conns: crate::ws::Registry::default(),
+            limiter,
+            stats: Stats::default(),
+            shutdown,
+        }
+    }
+
+    pub fn symbol(&self, name: &str) -> Option<&Arc<SymbolState>> {
+        self.by_name
+            .get(&name.to_ascii_uppercase())
+            .map(|i| &self.symbols[*i])
+    }
+
+    pub fn price_decimals(&self, spec: &SymbolSpec) -> u32 {
+        // Spot formats every value with 8 decimals; USD-M with the tick's precision.
+        match self.venue {
+            Venue::Spot => SCALE,
+            Venue::Usdm => decimals_of(spec.tick_e8),
+        }
+    }
+
+    pub fn qty_decimals(&self, spec: &SymbolSpec) -> u32 {
+        match self.venue {
+            Venue::Spot => SCALE,
+            Venue::Usdm => decimals_of(spec.step_e8),
+        }
+    }
+
+    pub(crate) fn send_frame(&self, frame: Arc<Frame>) {
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        // No receivers is fine: nobody is connected.
+        let _ = self.tx.send(frame);
+    }
+
+    /// Sends a depth frame through the armed faults.
+    pub(crate) fn send_depth(&self, inner: &mut SymbolInner, symbol: &str, frame: Arc<Frame>) {
+        self.stats.depth_events.fetch_add(1, Ordering::Relaxed);
+        let fault = if self.faults.any_frame_faults() {
+            self.faults.take_frame(symbol)
+        } else {
+            None
+        };
+        match fault {
+            None => {
+                self.send_frame(frame);
+                if let Some(h) = inner.held.take() {
+                    self.send_frame(h);
+                }
+            }
+            Some(FrameFault::Drop) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(FrameFault::Duplicate) => {
+                self.send_frame(frame.clone());
+                self.send_frame(frame);
+            }
+            Some(FrameFault::Reorder) => {
+                if let Some(h) = inner.held.replace(frame) {
+                    self.send_frame(h);
+                }
+            }
+            Some(f @ (FrameFault::Malformed | FrameFault::Truncated)) => {
+                self.send_frame(Arc::new(frame.mangled(f)));
+            }
+        }
+    }
+
+    /// Publishes one generator step of one symbol as Binance frames.
+    pub fn publish(
+        &self,
+        sym: &SymbolState,
+        inner: &mut SymbolInner,
+        step: Step,
+        prev_last_id: u64,
+    ) {
+        let spec = &sym.spec;
+        let lower = spec.symbol.to_ascii_lowercase();
+        let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
+        let e = now_ms();
+        let usdm = self.venue == Venue::Usdm;
+        for t in &step.trades {
+            inner.last_price = t.price;
+            inner.volume_e8 += t.qty;
+            inner.trade_count += t.last_trade_id - t.first_trade_id + 1;
+            let msg = AggTrade {
+                event_type: "aggTrade".into(),
+                event_time: e,
+                symbol: spec.symbol.clone(),
+                agg_trade_id: t.agg_id,
+                price: format_e8(t.price, pd),
+                qty: format_e8(t.qty, qd),
+                first_trade_id: t.first_trade_id,
+                last_trade_id: t.last_trade_id,
+                trade_time: e.saturating_sub(1),
+                buyer_is_maker: t.buyer_is_maker,
+                ignore: (!usdm).then_some(true),
+            };
+            self.send_json(StreamKind::AggTrade, &lower, &msg);
+        }
+        for top in &step.tops {
+            let msg = BookTicker {
+                event_type: usdm.then(|| "bookTicker".into()),
+                update_id: top.id,
+                event_time: usdm.then_some(e),
+                transaction_time: usdm.then_some(e.saturating_sub(1)),
+                symbol: spec.symbol.clone(),
+                bid_price: format_e8(top.bid.0, pd),
+                bid_qty: format_e8(top.bid.1, qd),
+                ask_price: format_e8(top.ask.0, pd),
+                ask_qty: format_e8(top.ask.1, qd),
+            };
+            self.send_json(StreamKind::BookTicker, &lower, &msg);
+        }
+        let (Some(first), Some(last)) = (step.changes.first(), step.changes.last()) else {
+            return;
+        };
+        // The event carries the final quantity of every level changed in the interval.
+        let mut finals: HashMap<(Side, i64), i64> = HashMap::with_capacity(step.changes.len());
+        for c in &step.changes {
+            finals.insert((c.side, c.price), c.qty);
+        }
+        let mut levels: Vec<(Side, i64, i64)> =
+            finals.into_iter().map(|((s, p), q)| (s, p, q)).collect();
+        levels.sort_by_key(|(s, p, _)| (*s == Side::Ask, if *s == Side::Bid { -*p } else { *p }));
+        let bids: Vec<(i64, i64)> = levels
+            .iter()
+            .filter(|l| l.0 == Side::Bid)
+            .map(|l| (l.1, l.2))
+            .collect();
+        let asks: Vec<(i64, i64)> = levels
+            .iter()
+            .filter(|l| l.0 == Side::Ask)
+            .map(|l| (l.1, l.2))
+            .collect();
+        let msg = DepthUpdate {
+            event_type: "depthUpdate".into(),
+            event_time: e,
+            transaction_time: usdm.then_some(e.saturating_sub(1)),
+            symbol: spec.symbol.clone(),
+            first_update_id: first.id,
+            final_update_id: last.id,
+            prev_final_update_id: usdm.then_some(prev_last_id),
+            bids: wire_levels(&bids, pd, qd),
+            asks: wire_levels(&asks, pd, qd),
+        };
+        inner.history.push(
+            Event {
+                first: first.id,
+                last: last.id,
+                levels,
+            },
+            &inner.book,
+        );
+        if let Ok(raw) = sonic_rs::to_string(&msg) {
+            let frame = Arc::new(Frame::new(
+                StreamKind::Depth100ms.name(&lower),
+                StreamKind::Depth100ms,
+                raw,
+            ));
+            self.send_depth(inner, &spec.symbol, frame);
+        }
+    }
+
+    fn send_json<T: serde::Serialize>(&self, kind: StreamKind, lower: &str, msg: &T) {
+        if let Ok(raw) = sonic_rs::to_string(msg) {
+            self.send_frame(Arc::new(Frame::new(kind.name(lower), kind, raw)));
+        }
+    }
+
+    /// USD-M mark price for every symbol (once per second).
+    pub fn publish_mark_prices(&self) {
+        let e = now_ms();
+        // Funding every 8 h at 00:00, 08:00, 16:00 UTC.
+        let eight_h = 8 * 3600 * 1000;
+        let next_funding = (e / eight_h + 1) * eight_h;
+        for sym in &self.symbols {
+            let Ok(inner) = sym.inner.lock() else {
+                continue;
+            };
+            let (Some((b, _)), Some((a, _))) = (inner.book.best_bid(), inner.book.best_ask())
+            else {
+                continue;
+            };
+            drop(inner);
+            let spec = &sym.spec;
+            let mid = (a + b) / 2;
+            let pd = decimals_of(spec.tick_e8).max(2) + 2;
+            let msg = MarkPrice {
+                event_type: "markPriceUpdate".into(),
+                event_time: e,
+                symbol: spec.symbol.clone(),
+                mark_price: format_e8(mid, pd.min(SCALE)),
+                index_price: format_e8(mid - spec.tick_e8 / 2, SCALE),
+                estimated_settle_price: format_e8(mid, SCALE),
+                funding_rate: "0.00010000".into(),
+                next_funding_time: next_funding,
+            };
+            self.send_json(
+                StreamKind::MarkPrice1s,
+                &spec.symbol.to_ascii_lowercase(),
+                &msg,
+            );
+        }
+    }
+
+    /// The generator loop: every depth interval, one step per symbol.
+    pub async fn run_generator(self: Arc<Self>) {
+        let act = Activity {
+            changes_per_event: self.cfg.changes_per_event,
+            multiplier: self.cfg.rate_multiplier,
+            levels: self.cfg.levels,
+            max_id_step: if self.venue == Venue::Usdm { 3 } else { 1 },
+        };
+        let mut tick = tokio::time::interval(self.cfg.depth_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let per_second = (Duration::from_secs(1).as_millis()
+            / self.cfg.depth_interval.as_millis().max(1)) as u64;
+        let mut n: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for sym in &self.symbols {
+                let Ok(mut guard) = sym.inner.lock() else {
+                    continue;
+                };
+                let inner = &mut *guard;
+                if inner.status != "TRADING" {
+                    continue;
+                }
+                let Some(g) = inner.generator.as_mut() else {
+                    continue;
+                };
+                let prev = inner.last_id;
+                let step = g.step(&mut inner.book, &mut inner.last_id, &act);
+                self.publish(sym, inner, step, prev);
+            }
+            n += 1;
+            if self.venue == Venue::Usdm && n % per_second.max(1) == 0 {
+                self.publish_mark_prices();
+            }
+        }
+    }
+}
