@@ -45,6 +45,14 @@ pub fn parse_e8(s: &str) -> Result<i64, DecimalError> {
     Ok(v)
 }
 
+/// Like [`parse_e8`], with an optional leading minus (funding rates can be negative).
+pub fn parse_e8_signed(s: &str) -> Result<i64, DecimalError> {
+    match s.strip_prefix('-') {
+        Some(rest) => parse_e8(rest).map(|v| -v),
+        None => parse_e8(s),
+    }
+}
+
 /// Formats e8 units with exactly `decimals` fractional digits (`decimals` <= 8); digits beyond
 /// `decimals` must be zero, or they are kept (the value is never rounded).
 pub fn format_e8(v: i64, decimals: u32) -> String {
@@ -109,6 +117,8 @@ mod tests {
         assert_eq!(format_e8(ONE, 0), "1");
         assert_eq!(format_e8(1, 2), "0.00000001", "never rounds away digits");
         assert_eq!(format_e8(-150_000_000, 2), "-1.50");
+        assert_eq!(parse_e8_signed("-0.00010000"), Ok(-10_000));
+        assert!(parse_e8_signed("--1").is_err());
         for v in [0, 1, 12_345, ONE, 987_654_321_012] {
             assert_eq!(parse_e8(&format_e8(v, 8)), Ok(v));
         }

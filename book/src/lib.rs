@@ -69,7 +69,12 @@ impl OrderBook {
     /// Best `n` levels per side, best first.
     pub fn top(&self, n: usize) -> (Levels, Levels) {
         (
-            self.bids.iter().rev().take(n).map(|(p, q)| (*p, *q)).collect(),
+            self.bids
+                .iter()
+                .rev()
+                .take(n)
+                .map(|(p, q)| (*p, *q))
+                .collect(),
             self.asks.iter().take(n).map(|(p, q)| (*p, *q)).collect(),
         )
     }

@@ -119,7 +119,12 @@ impl SyncMachine {
     /// `max_buffer`: events kept while waiting for a snapshot (the oldest go first: a snapshot
     /// fetched later must be newer than them anyway).
     pub fn new(rules: Rules, max_buffer: usize) -> SyncMachine {
-        SyncMachine { rules, state: State::Buffering(VecDeque::new()), book: OrderBook::default(), max_buffer: max_buffer.max(1) }
+        SyncMachine {
+            rules,
+            state: State::Buffering(VecDeque::new()),
+            book: OrderBook::default(),
+            max_buffer: max_buffer.max(1),
+        }
     }
 
     pub fn is_synced(&self) -> bool {
@@ -165,7 +170,10 @@ impl SyncMachine {
                 buf.push_back(ev);
                 Outcome::Buffered
             }
-            State::Synced { book_id, last_time_ms } => {
+            State::Synced {
+                book_id,
+                last_time_ms,
+            } => {
                 let (id, t) = (*book_id, *last_time_ms);
                 if ev.final_update_id <= id {
                     return Outcome::Ignored;
@@ -179,17 +187,30 @@ impl SyncMachine {
                         (Rules::Usdm, Some(pu)) if pu > id => pu,
                         _ => ev.first_update_id.saturating_sub(1).max(id + 1),
                     };
-                    let gap = Gap { last_good_id: id, last_good_time_ms: t, missing_from: id + 1, missing_to };
+                    let gap = Gap {
+                        last_good_id: id,
+                        last_good_time_ms: t,
+                        missing_from: id + 1,
+                        missing_to,
+                    };
                     self.state = State::Buffering(VecDeque::from([ev]));
                     return Outcome::Gap(gap);
                 }
                 ev.apply_to(&mut self.book);
                 if self.book.is_crossed() {
-                    let gap = Gap { last_good_id: id, last_good_time_ms: t, missing_from: ev.first_update_id, missing_to: ev.final_update_id };
+                    let gap = Gap {
+                        last_good_id: id,
+                        last_good_time_ms: t,
+                        missing_from: ev.first_update_id,
+                        missing_to: ev.final_update_id,
+                    };
                     self.state = State::Buffering(VecDeque::new());
                     return Outcome::Crossed(gap);
                 }
-                self.state = State::Synced { book_id: ev.final_update_id, last_time_ms: ev.event_time_ms.max(t) };
+                self.state = State::Synced {
+                    book_id: ev.final_update_id,
+                    last_time_ms: ev.event_time_ms.max(t),
+                };
                 Outcome::Applied
             }
         }
@@ -200,15 +221,29 @@ impl SyncMachine {
     pub fn on_snapshot(&mut self, snap: Snapshot) -> Result<Synced, SnapshotError> {
         let State::Buffering(buf) = &mut self.state else {
             // Already synced: a late snapshot answer is not needed.
-            return Ok(Synced { applied: Vec::new(), snapshot_time_ms: self.last_time_ms().unwrap_or(0) });
+            return Ok(Synced {
+                applied: Vec::new(),
+                snapshot_time_ms: self.last_time_ms().unwrap_or(0),
+            });
         };
-        let Some(first) = buf.front() else { return Err(SnapshotError::NothingBuffered) };
+        let Some(first) = buf.front() else {
+            return Err(SnapshotError::NothingBuffered);
+        };
         let last = snap.last_update_id;
         if self.rules == Rules::Spot && last < first.first_update_id {
-            return Err(SnapshotError::Stale { last, first: first.first_update_id });
+            return Err(SnapshotError::Stale {
+                last,
+                first: first.first_update_id,
+            });
         }
-        if self.rules == Rules::Usdm && last < first.first_update_id && first.prev_final_update_id != Some(last) {
-            return Err(SnapshotError::Stale { last, first: first.first_update_id });
+        if self.rules == Rules::Usdm
+            && last < first.first_update_id
+            && first.prev_final_update_id != Some(last)
+        {
+            return Err(SnapshotError::Stale {
+                last,
+                first: first.first_update_id,
+            });
         }
         // Drop what the snapshot already contains.
         let mut dropped_time = None;
@@ -232,13 +267,19 @@ impl SyncMachine {
             let ok = match (self.rules, i) {
                 (Rules::Spot, 0) => e.first_update_id <= last + 1 && last < e.final_update_id,
                 (Rules::Spot, _) => e.first_update_id <= id + 1,
-                (Rules::Usdm, 0) => (e.first_update_id <= last && last <= e.final_update_id) || e.prev_final_update_id == Some(last),
+                (Rules::Usdm, 0) => {
+                    (e.first_update_id <= last && last <= e.final_update_id)
+                        || e.prev_final_update_id == Some(last)
+                }
                 (Rules::Usdm, _) => e.prev_final_update_id == Some(id),
             };
             if !ok {
                 // Keep buffering from here; the next snapshot must cover this event.
                 self.state = State::Buffering(keep[i..].iter().cloned().collect());
-                return Err(SnapshotError::Discontinuous { last: id, next: e.first_update_id });
+                return Err(SnapshotError::Discontinuous {
+                    last: id,
+                    next: e.first_update_id,
+                });
             }
             e.apply_to(&mut book);
             id = e.final_update_id;
@@ -253,8 +294,14 @@ impl SyncMachine {
             t = snapshot_time_ms;
         }
         self.book = book;
-        self.state = State::Synced { book_id: id, last_time_ms: t };
-        Ok(Synced { applied: keep, snapshot_time_ms })
+        self.state = State::Synced {
+            book_id: id,
+            last_time_ms: t,
+        };
+        Ok(Synced {
+            applied: keep,
+            snapshot_time_ms,
+        })
     }
 }
 
@@ -263,11 +310,22 @@ mod tests {
     use super::*;
 
     fn ev(first: u64, last: u64, pu: Option<u64>, bids: &[(i64, i64)]) -> DepthEvent {
-        DepthEvent { event_time_ms: last * 10, first_update_id: first, final_update_id: last, prev_final_update_id: pu, bids: bids.to_vec(), asks: vec![(1000, 1)] }
+        DepthEvent {
+            event_time_ms: last * 10,
+            first_update_id: first,
+            final_update_id: last,
+            prev_final_update_id: pu,
+            bids: bids.to_vec(),
+            asks: vec![(1000, 1)],
+        }
     }
 
     fn snap(last: u64) -> Snapshot {
-        Snapshot { last_update_id: last, bids: vec![(100, 1), (99, 2)], asks: vec![(1000, 1)] }
+        Snapshot {
+            last_update_id: last,
+            bids: vec![(100, 1), (99, 2)],
+            asks: vec![(1000, 1)],
+        }
     }
 
     #[test]
@@ -275,19 +333,46 @@ mod tests {
         let mut m = SyncMachine::new(Rules::Spot, 100);
         assert!(!m.wants_snapshot());
         assert_eq!(m.on_snapshot(snap(10)), Err(SnapshotError::NothingBuffered));
-        for e in [ev(5, 8, None, &[(98, 1)]), ev(9, 12, None, &[(99, 0)]), ev(13, 13, None, &[(101, 5)])] {
+        for e in [
+            ev(5, 8, None, &[(98, 1)]),
+            ev(9, 12, None, &[(99, 0)]),
+            ev(13, 13, None, &[(101, 5)]),
+        ] {
             assert_eq!(m.on_event(e), Outcome::Buffered);
         }
-        assert_eq!(m.on_snapshot(snap(4)), Err(SnapshotError::Stale { last: 4, first: 5 }));
+        assert_eq!(
+            m.on_snapshot(snap(4)),
+            Err(SnapshotError::Stale { last: 4, first: 5 })
+        );
         let s = m.on_snapshot(snap(10)).expect("syncs");
-        assert_eq!(s.applied.len(), 2, "the event straddling the snapshot and the next");
+        assert_eq!(
+            s.applied.len(),
+            2,
+            "the event straddling the snapshot and the next"
+        );
         assert_eq!(s.snapshot_time_ms, 80, "valid after the last dropped event");
         assert_eq!(m.book_id(), Some(13));
-        assert_eq!(m.book().top(5).0, vec![(101, 5), (100, 1)], "99 removed, 101 added, 98 never applied");
-        assert_eq!(m.on_event(ev(12, 13, None, &[])), Outcome::Ignored, "duplicate");
+        assert_eq!(
+            m.book().top(5).0,
+            vec![(101, 5), (100, 1)],
+            "99 removed, 101 added, 98 never applied"
+        );
+        assert_eq!(
+            m.on_event(ev(12, 13, None, &[])),
+            Outcome::Ignored,
+            "duplicate"
+        );
         assert_eq!(m.on_event(ev(14, 15, None, &[])), Outcome::Applied);
         match m.on_event(ev(18, 20, None, &[])) {
-            Outcome::Gap(g) => assert_eq!((g.last_good_id, g.missing_from, g.missing_to, g.last_good_time_ms), (15, 16, 17, 150)),
+            Outcome::Gap(g) => assert_eq!(
+                (
+                    g.last_good_id,
+                    g.missing_from,
+                    g.missing_to,
+                    g.last_good_time_ms
+                ),
+                (15, 16, 17, 150)
+            ),
             other => panic!("expected a gap, got {other:?}"),
         }
         assert!(!m.is_synced());
@@ -301,7 +386,10 @@ mod tests {
             m.on_event(ev(10 + 2 * i, 11 + 2 * i, None, &[]));
         }
         // The buffer kept 16..19 only; a snapshot at 12 cannot continue into it.
-        assert!(matches!(m.on_snapshot(snap(12)), Err(SnapshotError::Stale { .. })));
+        assert!(matches!(
+            m.on_snapshot(snap(12)),
+            Err(SnapshotError::Stale { .. })
+        ));
         assert!(m.on_snapshot(snap(17)).is_ok());
     }
 
@@ -335,10 +423,16 @@ mod tests {
         let mut m = SyncMachine::new(Rules::Spot, 10);
         // Binance: a snapshot below the first buffered U is refetched, even when U = id + 1.
         m.on_event(ev(11, 11, None, &[]));
-        assert!(matches!(m.on_snapshot(snap(10)), Err(SnapshotError::Stale { .. })));
+        assert!(matches!(
+            m.on_snapshot(snap(10)),
+            Err(SnapshotError::Stale { .. })
+        ));
         m.on_event(ev(12, 12, None, &[]));
         m.on_snapshot(snap(11)).expect("sync");
-        assert!(matches!(m.on_event(ev(13, 13, None, &[(2000, 1)])), Outcome::Crossed(_)));
+        assert!(matches!(
+            m.on_event(ev(13, 13, None, &[(2000, 1)])),
+            Outcome::Crossed(_)
+        ));
         assert!(!m.is_synced());
     }
 
@@ -347,6 +441,9 @@ mod tests {
         let mut m = SyncMachine::new(Rules::Spot, 10);
         m.on_event(ev(10, 12, None, &[]));
         m.on_snapshot(snap(10)).expect("sync");
-        assert!(matches!(m.on_event(ev(15, 16, None, &[])), Outcome::Gap(_)), "13-14 arrive late");
+        assert!(
+            matches!(m.on_event(ev(15, 16, None, &[])), Outcome::Gap(_)),
+            "13-14 arrive late"
+        );
     }
 }

@@ -1,5 +1,5 @@
-//! `ingest`: the collector binary. Today it owns the database schema (`migrate`) and its
-//! housekeeping (`maintain`); collection itself is being built in the ingest issue.
+//! `ingest`: the collector binary. `run` collects (migrating first unless told not to),
+//! `migrate` owns the schema, `maintain` runs the housekeeping once.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -27,6 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Collect market data until SIGTERM/SIGINT (then flush everything and exit 0).
+    Run(Box<RunArgs>),
     /// Apply the schema migrations (safe to run concurrently and repeatedly).
     Migrate(MigrateArgs),
     /// Run the periodic housekeeping once: materialize aggregates (plain PostgreSQL) and apply
@@ -52,6 +54,94 @@ struct MigrateArgs {
     /// Compress a table's chunks after INTERVAL (TimescaleDB), RELATION=INTERVAL; repeatable.
     #[arg(long = "compress-after", value_name = "RELATION=INTERVAL")]
     compress_after: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Venues to collect.
+    #[arg(
+        long,
+        env = "INGEST_VENUES",
+        value_delimiter = ',',
+        default_value = "spot,usdm"
+    )]
+    venues: Vec<String>,
+    /// Pin these symbols (e.g. BTCUSDT,ETHUSDT) instead of the top N by volume.
+    #[arg(long, env = "INGEST_SYMBOLS", value_delimiter = ',')]
+    symbols: Vec<String>,
+    /// Collect the N symbols with the highest 24 h quote volume (per venue).
+    #[arg(long, env = "INGEST_TOP", default_value_t = 200)]
+    top: usize,
+    /// Only symbols quoted in this asset when choosing the top N.
+    #[arg(long, env = "INGEST_QUOTE", default_value = "USDT")]
+    quote: String,
+    #[arg(
+        long,
+        env = "INGEST_SPOT_REST_URL",
+        default_value = "https://api.binance.com"
+    )]
+    spot_rest_url: String,
+    #[arg(
+        long,
+        env = "INGEST_SPOT_WS_URL",
+        default_value = "wss://stream.binance.com:9443"
+    )]
+    spot_ws_url: String,
+    #[arg(
+        long,
+        env = "INGEST_USDM_REST_URL",
+        default_value = "https://fapi.binance.com"
+    )]
+    usdm_rest_url: String,
+    #[arg(
+        long,
+        env = "INGEST_USDM_WS_URL",
+        default_value = "wss://fstream.binance.com"
+    )]
+    usdm_ws_url: String,
+    /// Streams per WebSocket connection (Binance allows 1024).
+    #[arg(long, env = "INGEST_STREAMS_PER_CONNECTION", default_value_t = 300)]
+    streams_per_connection: usize,
+    /// Rotate connections after this many seconds (before Binance's 24 h cut).
+    #[arg(long, env = "INGEST_CONNECTION_LIFETIME_SECS", default_value_t = 23 * 3600 + 30 * 60)]
+    connection_lifetime_secs: u64,
+    /// Reconnect a connection silent for this many seconds.
+    #[arg(long, env = "INGEST_STALE_AFTER_SECS", default_value_t = 30)]
+    stale_after_secs: u64,
+    #[arg(long, env = "INGEST_SPOT_WEIGHT_LIMIT", default_value_t = binance::rules::SPOT_REQUEST_WEIGHT_PER_MINUTE)]
+    spot_weight_limit: u32,
+    #[arg(long, env = "INGEST_USDM_WEIGHT_LIMIT", default_value_t = binance::rules::USDM_REQUEST_WEIGHT_PER_MINUTE)]
+    usdm_weight_limit: u32,
+    /// Full-book checkpoint interval per symbol.
+    #[arg(long, env = "INGEST_CHECKPOINT_SECS", default_value_t = 300)]
+    checkpoint_secs: u64,
+    /// book_top sampling interval.
+    #[arg(long, env = "INGEST_BOOK_TOP_MS", default_value_t = 1000)]
+    book_top_ms: u64,
+    /// Levels per side in book_top.
+    #[arg(long, env = "INGEST_BOOK_TOP_LEVELS", default_value_t = 20)]
+    book_top_levels: usize,
+    /// Flush a batch at this many rows ...
+    #[arg(long, env = "INGEST_BATCH_ROWS", default_value_t = 5000)]
+    batch_rows: usize,
+    /// ... or after this many milliseconds (at most 100).
+    #[arg(long, env = "INGEST_BATCH_DELAY_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100))]
+    batch_delay_ms: u64,
+    /// Rows queued per table before the streams are slowed down.
+    #[arg(long, env = "INGEST_QUEUE_ROWS", default_value_t = 200_000)]
+    queue_rows: usize,
+    /// Where batches wait while the database is unreachable.
+    #[arg(long, env = "INGEST_SPOOL_DIR", default_value = "./spool")]
+    spool_dir: std::path::PathBuf,
+    /// Prometheus /metrics and /health.
+    #[arg(long, env = "INGEST_METRICS_BIND", default_value = "0.0.0.0:9100")]
+    metrics_bind: std::net::SocketAddr,
+    /// Do not apply migrations at start.
+    #[arg(long, env = "INGEST_NO_MIGRATE")]
+    no_migrate: bool,
+    /// How long shutdown may take to flush.
+    #[arg(long, env = "INGEST_SHUTDOWN_GRACE_SECS", default_value_t = 60)]
+    shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -135,8 +225,12 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Run(args) = &cli.command {
+        return run(cli.database_url.as_deref(), args).await;
+    }
     let mut client = connect(cli.database_url.as_deref()).await?;
     match &cli.command {
+        Command::Run(_) => Ok(()),
         Command::Migrate(args) => migrate(&mut client, args).await,
         Command::Maintain => {
             let row = client
@@ -147,4 +241,76 @@ async fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
+    let url = url
+        .context("no database: pass --database-url or set DATABASE_URL")?
+        .to_owned();
+    if !a.no_migrate {
+        let mut client = connect(Some(&url)).await?;
+        let report = schema::apply(&mut client, FlavorChoice::Auto).await?;
+        tracing::info!(path = %report.plan.flavor, applied = report.applied_now.len(), "schema ready");
+    }
+    let mut venues = Vec::new();
+    for v in &a.venues {
+        venues.push(match v.as_str() {
+            "spot" => binance::Venue::Spot,
+            "usdm" => binance::Venue::Usdm,
+            other => {
+                anyhow::bail!("unknown venue {other:?}: use spot, usdm or both (comma-separated)")
+            }
+        });
+    }
+    let symbols: Vec<String> = a
+        .symbols
+        .iter()
+        .map(|s| s.trim().to_ascii_uppercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let cfg = ingest::run::RunConfig {
+        database_url: url,
+        venues,
+        spot_rest: a.spot_rest_url.clone(),
+        spot_ws: a.spot_ws_url.clone(),
+        usdm_rest: a.usdm_rest_url.clone(),
+        usdm_ws: a.usdm_ws_url.clone(),
+        selection: ingest::universe::Selection {
+            symbols: (!symbols.is_empty()).then_some(symbols),
+            top: a.top,
+            quote: Some(a.quote.clone()),
+        },
+        streams_per_connection: a.streams_per_connection,
+        connection_lifetime: std::time::Duration::from_secs(a.connection_lifetime_secs),
+        stale_after: std::time::Duration::from_secs(a.stale_after_secs),
+        spot_weight_limit: a.spot_weight_limit,
+        usdm_weight_limit: a.usdm_weight_limit,
+        checkpoint_every: std::time::Duration::from_secs(a.checkpoint_secs),
+        top_every: std::time::Duration::from_millis(a.book_top_ms),
+        top_levels: a.book_top_levels,
+        batch_rows: a.batch_rows,
+        batch_delay: std::time::Duration::from_millis(a.batch_delay_ms),
+        queue_rows: a.queue_rows,
+        spool_dir: a.spool_dir.clone(),
+        metrics_bind: a.metrics_bind,
+        shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        stop.cancel();
+    });
+    ingest::run::run(cfg, ingest::metrics::Metrics::new(), shutdown).await
 }

@@ -1,0 +1,225 @@
+//! PostgreSQL's binary COPY format, encoded into one byte buffer per batch.
+//!
+//! tokio-postgres's `BinaryCopyInWriter` streams rows straight into the connection; we encode
+//! the whole batch ourselves instead, because the very same bytes are what the disk spool keeps
+//! while the database is down and what is replayed afterwards: a spooled batch is replayed
+//! exactly as it would have been written.
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+/// `numeric` type oid, for arrays of it.
+const NUMERIC_OID: i32 = 1700;
+const NUMERIC_POS: u16 = 0x0000;
+const NUMERIC_NEG: u16 = 0x4000;
+
+/// One batch being encoded: header, rows, trailer.
+#[derive(Debug)]
+pub struct CopyBuf {
+    buf: Vec<u8>,
+    rows: usize,
+}
+
+impl Default for CopyBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CopyBuf {
+    pub fn new() -> CopyBuf {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes()); // flags
+        buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+        CopyBuf { buf, rows: 0 }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Starts a row of `fields` columns.
+    pub fn row(&mut self, fields: i16) -> &mut Self {
+        self.rows += 1;
+        self.buf.extend_from_slice(&fields.to_be_bytes());
+        self
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf
+            .extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        self.buf.extend_from_slice(bytes);
+        self
+    }
+
+    pub fn null(&mut self) -> &mut Self {
+        self.buf.extend_from_slice(&(-1i32).to_be_bytes());
+        self
+    }
+
+    pub fn int4(&mut self, v: i32) -> &mut Self {
+        self.field(&v.to_be_bytes())
+    }
+
+    pub fn int8(&mut self, v: i64) -> &mut Self {
+        self.field(&v.to_be_bytes())
+    }
+
+    pub fn opt_int8(&mut self, v: Option<i64>) -> &mut Self {
+        match v {
+            Some(v) => self.int8(v),
+            None => self.null(),
+        }
+    }
+
+    pub fn float8(&mut self, v: f64) -> &mut Self {
+        self.field(&v.to_bits().to_be_bytes())
+    }
+
+    pub fn opt_float8(&mut self, v: Option<f64>) -> &mut Self {
+        match v.filter(|x| x.is_finite()) {
+            Some(v) => self.float8(v),
+            None => self.null(),
+        }
+    }
+
+    pub fn bool(&mut self, v: bool) -> &mut Self {
+        self.field(&[u8::from(v)])
+    }
+
+    pub fn text(&mut self, v: &str) -> &mut Self {
+        self.field(v.as_bytes())
+    }
+
+    /// `timestamptz` from Unix milliseconds.
+    pub fn ts_ms(&mut self, ms: u64) -> &mut Self {
+        let us = (ms as i64).saturating_mul(1000) - PG_EPOCH_OFFSET_US;
+        self.field(&us.to_be_bytes())
+    }
+
+    /// `numeric` from an exact `mantissa / 10^scale`.
+    pub fn numeric(&mut self, mantissa: i128, scale: u32) -> &mut Self {
+        let mut tmp = Vec::with_capacity(24);
+        encode_numeric(&mut tmp, mantissa, scale);
+        self.field(&tmp)
+    }
+
+    /// `numeric` from e8 units.
+    pub fn e8(&mut self, v: i64) -> &mut Self {
+        self.numeric(i128::from(v), 8)
+    }
+
+    pub fn opt_e8(&mut self, v: Option<i64>) -> &mut Self {
+        match v {
+            Some(v) => self.e8(v),
+            None => self.null(),
+        }
+    }
+
+    /// `numeric[]` from e8 units.
+    pub fn e8_array(&mut self, values: impl ExactSizeIterator<Item = i64>) -> &mut Self {
+        let mut tmp = Vec::with_capacity(16 + values.len() * 16);
+        tmp.extend_from_slice(&1i32.to_be_bytes()); // dimensions
+        tmp.extend_from_slice(&0i32.to_be_bytes()); // no nulls
+        tmp.extend_from_slice(&NUMERIC_OID.to_be_bytes());
+        tmp.extend_from_slice(&(values.len() as i32).to_be_bytes());
+        tmp.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+        let mut el = Vec::with_capacity(24);
+        for v in values {
+            el.clear();
+            encode_numeric(&mut el, i128::from(v), 8);
+            tmp.extend_from_slice(&(el.len() as i32).to_be_bytes());
+            tmp.extend_from_slice(&el);
+        }
+        self.field(&tmp)
+    }
+
+    /// The finished COPY payload.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
+    }
+}
+
+/// PostgreSQL's binary `numeric`: base-10000 digits with a weight, sign and display scale.
+/// Trailing zeros are dropped from the display scale (as `numeric` does for "1.50000000"
+/// stored as 1.5: the value is the same).
+fn encode_numeric(out: &mut Vec<u8>, mantissa: i128, scale: u32) {
+    let neg = mantissa < 0;
+    let mut m = mantissa.unsigned_abs();
+    let mut scale = scale;
+    while scale > 0 && m % 10 == 0 && m != 0 {
+        m /= 10;
+        scale -= 1;
+    }
+    if m == 0 {
+        scale = 0;
+    }
+    // Align the fraction to whole base-10000 groups: pad to a multiple of 4 decimals.
+    let pad = (4 - scale % 4) % 4;
+    let aligned = m * 10u128.pow(pad);
+    let frac_groups = ((scale + pad) / 4) as i32;
+    let mut groups: Vec<u16> = Vec::new();
+    let mut x = aligned;
+    while x > 0 {
+        groups.push((x % 10_000) as u16);
+        x /= 10_000;
+    }
+    groups.reverse(); // most significant first
+    let mut weight = groups.len() as i32 - 1 - frac_groups;
+    // Strip leading and trailing zero groups.
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+    out.extend_from_slice(&(weight as i16).to_be_bytes());
+    out.extend_from_slice(&(if neg { NUMERIC_NEG } else { NUMERIC_POS }).to_be_bytes());
+    out.extend_from_slice(&(scale as i16).to_be_bytes());
+    for g in groups {
+        out.extend_from_slice(&g.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(m: i128, s: u32) -> Vec<i16> {
+        let mut v = Vec::new();
+        encode_numeric(&mut v, m, s);
+        v.chunks(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn numeric_encoding_matches_postgres() {
+        // ndigits, weight, sign, dscale, digits...
+        assert_eq!(
+            enc(6_723_401_000_000, 8),
+            vec![3, 1, 0, 2, 6, 7234, 100],
+            "67234.01"
+        );
+        assert_eq!(enc(1_634_790, 8), vec![2, -1, 0, 7, 163, 4790], "0.0163479");
+        assert_eq!(enc(0, 8), vec![0, 0, 0, 0]);
+        assert_eq!(enc(100_000_000, 8), vec![1, 0, 0, 0, 1], "1");
+        assert_eq!(enc(1, 8), vec![1, -2, 0, 8, 1], "0.00000001");
+        assert_eq!(enc(-150, 2), vec![1, 0, 0x4000, 1, 1, 5000], "-1.5");
+        assert_eq!(
+            enc(100_000_000_000_000, 8),
+            vec![1, 1, 0, 0, 100],
+            "1000000"
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! `ingest run`: wires universe, connections, symbol tasks, writers and the metrics server, and
+//! shuts them down in order on SIGTERM/SIGINT so that nothing acknowledged is lost.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use binance::Venue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{self, FeedCtx, Route};
+use crate::metrics::Metrics;
+use crate::rest::Rest;
+use crate::symbol::{SnapshotQueue, SymbolConfig, SymbolTask};
+use crate::universe::{self, Selection, Tier};
+use crate::writer::{self, WriterConfig};
+
+/// Everything `run` needs, filled from the command line.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub database_url: String,
+    pub venues: Vec<Venue>,
+    pub spot_rest: String,
+    pub spot_ws: String,
+    pub usdm_rest: String,
+    pub usdm_ws: String,
+    pub selection: Selection,
+    pub streams_per_connection: usize,
+    pub connection_lifetime: Duration,
+    pub stale_after: Duration,
+    pub spot_weight_limit: u32,
+    pub usdm_weight_limit: u32,
+    pub checkpoint_every: Duration,
+    pub top_every: Duration,
+    pub top_levels: usize,
+    pub batch_rows: usize,
+    pub batch_delay: Duration,
+    pub queue_rows: usize,
+    pub spool_dir: PathBuf,
+    pub metrics_bind: SocketAddr,
+    pub shutdown_grace: Duration,
+}
+
+/// Snapshot depth by tier: the deepest book for the busiest symbols, a cheaper one for the rest
+/// (spot 5000 levels cost weight 250, 1000 levels 50).
+fn snapshot_limit(venue: Venue, tier: Tier) -> u32 {
+    match (venue, tier) {
+        (Venue::Spot, Tier::Critical) => binance::rules::SPOT_SNAPSHOT_LIMIT,
+        (Venue::Spot, _) => 1000,
+        (Venue::Usdm, _) => binance::rules::USDM_SNAPSHOT_LIMIT,
+    }
+}
+
+/// Closes epochs a crashed or killed run left open, so `book_at` never trusts a book across
+/// the time ingest was not running: a 'stopped' event at the epoch's last stored update.
+const CLOSE_OPEN_EPOCHS: &str = "
+INSERT INTO sync_events (time, instrument_id, epoch, kind, detail)
+SELECT coalesce((SELECT max(d.time) FROM depth_updates d
+                 WHERE d.instrument_id = s.instrument_id AND d.time >= s.time), s.time),
+       s.instrument_id, s.epoch, 'stopped', 'open epoch found at start'
+FROM (SELECT DISTINCT ON (instrument_id) instrument_id, epoch, time, kind
+      FROM sync_events WHERE kind IN ('synced', 'gap', 'stopped')
+      ORDER BY instrument_id, time DESC, id DESC) s
+WHERE s.kind = 'synced'";
+
+/// Runs until `shutdown` is cancelled, then flushes everything.
+pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Result<()> {
+    let (db, conn) = tokio_postgres::connect(&cfg.database_url, tokio_postgres::NoTls)
+        .await
+        .context("connecting to the database")?;
+    let db_conn = tokio::spawn(conn);
+    let closed = db
+        .execute(CLOSE_OPEN_EPOCHS, &[])
+        .await
+        .context("closing epochs left open")?;
+    if closed > 0 {
+        tracing::warn!(epochs = closed, "closed epochs a previous run left open");
+    }
+
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_bind)
+        .await
+        .with_context(|| format!("binding {}", cfg.metrics_bind))?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics and health");
+    let app = crate::metrics::router(metrics.clone());
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(metrics_listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+
+    let instance = format!(
+        "{:x}",
+        crate::now_ms() ^ u64::from(std::process::id()) << 40
+    );
+    let (writer, writer_handles) = writer::start(
+        WriterConfig {
+            database_url: cfg.database_url.clone(),
+            max_rows: cfg.batch_rows,
+            max_delay: cfg.batch_delay,
+            queue: cfg.queue_rows,
+            spool_dir: cfg.spool_dir.clone(),
+            instance,
+        },
+        metrics.clone(),
+    );
+
+    // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
+    // 'stopped' events; writers flush last.
+    let feed_stop = CancellationToken::new();
+    let mut symbol_handles = Vec::new();
+    let mut feed_handles = Vec::new();
+    let mut total = 0;
+    for venue in &cfg.venues {
+        let (rest_url, ws_url, weight) = match venue {
+            Venue::Spot => (&cfg.spot_rest, &cfg.spot_ws, cfg.spot_weight_limit),
+            Venue::Usdm => (&cfg.usdm_rest, &cfg.usdm_ws, cfg.usdm_weight_limit),
+        };
+        let rest = Arc::new(Rest::new(*venue, rest_url, weight, metrics.clone()));
+        let instruments = universe::load(&rest, &db, &cfg.selection)
+            .await
+            .with_context(|| format!("loading the {} universe", venue.as_str()))?;
+        metrics
+            .symbols
+            .with_label_values(&[venue.as_str()])
+            .set(instruments.len() as i64);
+        total += instruments.len();
+        tracing::info!(
+            venue = venue.as_str(),
+            symbols = instruments.len(),
+            "collecting"
+        );
+        let snapshots = SnapshotQueue::start(rest.clone(), snapshot_limit, feed_stop.clone());
+        let mut routes = HashMap::new();
+        for inst in &instruments {
+            let (tx, rx) = mpsc::channel(10_000);
+            routes.insert(
+                inst.symbol.to_ascii_lowercase(),
+                Arc::new(Route::new(inst.id, inst.symbol.clone(), tx)),
+            );
+            let task = SymbolTask {
+                inst: inst.clone(),
+                cfg: SymbolConfig {
+                    checkpoint_every: cfg.checkpoint_every,
+                    top_every: cfg.top_every,
+                    top_levels: cfg.top_levels,
+                },
+                writer: writer.clone(),
+                snapshots: snapshots.clone(),
+                metrics: metrics.clone(),
+                shutdown: feed_stop.clone(),
+            };
+            symbol_handles.push(tokio::spawn(task.run(rx)));
+        }
+        let names: Vec<String> = instruments
+            .iter()
+            .map(|i| i.symbol.to_ascii_lowercase())
+            .collect();
+        let ctx = Arc::new(FeedCtx {
+            venue: *venue,
+            ws_base: ws_url.clone(),
+            routes,
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+            lifetime: cfg.connection_lifetime,
+            stale_after: cfg.stale_after,
+            subscribe_interval: match venue {
+                // Stay well under 5 (spot) / 10 (USD-M) incoming messages per second, pongs included.
+                Venue::Spot => Duration::from_millis(300),
+                Venue::Usdm => Duration::from_millis(150),
+            },
+            shutdown: feed_stop.clone(),
+        });
+        for shard in feed::shards(*venue, &names, cfg.streams_per_connection) {
+            feed_handles.push(tokio::spawn(feed::run_shard(ctx.clone(), shard)));
+        }
+    }
+    metrics.expected_books.store(total, Ordering::Relaxed);
+    drop(db);
+    let _ = db_conn.await;
+
+    // Health: is the database reachable?
+    let probe_url = cfg.database_url.clone();
+    let probe_metrics = metrics.clone();
+    let probe_stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let ok = match tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio_postgres::connect(&probe_url, tokio_postgres::NoTls),
+            )
+            .await
+            {
+                Ok(Ok((c, conn))) => {
+                    tokio::spawn(conn);
+                    c.simple_query("SELECT 1").await.is_ok()
+                }
+                _ => false,
+            };
+            probe_metrics.db_ok.store(ok, Ordering::Relaxed);
+            tokio::select! {
+                _ = probe_stop.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    });
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: stopping the streams, flushing every row");
+    feed_stop.cancel();
+    for h in feed_handles {
+        let _ = h.await;
+    }
+    for h in symbol_handles {
+        let _ = h.await;
+    }
+    drop(writer);
+    let flush = async {
+        for h in writer_handles {
+            let _ = h.await;
+        }
+    };
+    if tokio::time::timeout(cfg.shutdown_grace, flush)
+        .await
+        .is_err()
+    {
+        anyhow::bail!(
+            "writers did not finish within {:?}; unwritten batches stay in the spool",
+            cfg.shutdown_grace
+        );
+    }
+    tracing::info!("all rows flushed");
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The symbol universe (DESIGN §3): exchangeInfo (status TRADING) ranked by 24 h quote volume,
+//! tiers by rank, `--symbols` pins a list, `--top N` takes the first N; upserted into
+//! `instruments`.
+
+use std::collections::HashMap;
+
+use binance::units::parse_e8;
+use binance::Venue;
+use tokio_postgres::Client;
+
+use crate::rest::{Rest, RestError};
+
+/// Snapshot priority and depth follow the tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    Critical,
+    High,
+    Medium,
+    Low,
+}
+
+impl Tier {
+    /// DESIGN §3: critical 1–20, high 21–60, medium 61–120, low 121+.
+    pub fn of_rank(rank: usize) -> Tier {
+        match rank {
+            0..=20 => Tier::Critical,
+            21..=60 => Tier::High,
+            61..=120 => Tier::Medium,
+            _ => Tier::Low,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Critical => "critical",
+            Tier::High => "high",
+            Tier::Medium => "medium",
+            Tier::Low => "low",
+        }
+    }
+}
+
+/// One collected instrument.
+#[derive(Debug, Clone)]
+pub struct Instrument {
+    pub id: i32,
+    pub venue: Venue,
+    pub symbol: String,
+    pub tier: Tier,
+    pub rank: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UniverseError {
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    #[error("unknown or not trading on {venue}: {symbols}")]
+    Unknown {
+        venue: &'static str,
+        symbols: String,
+    },
+    #[error("{symbol}: bad tick or step size ({why})")]
+    BadFilter { symbol: String, why: String },
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// What to collect.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub symbols: Option<Vec<String>>,
+    pub top: usize,
+    pub quote: Option<String>,
+}
+
+struct Candidate {
+    symbol: String,
+    base: String,
+    quote: String,
+    status: String,
+    tick: String,
+    step: String,
+}
+
+/// Chooses the instruments of one venue and records them; the rest of the venue's instruments
+/// are marked inactive.
+pub async fn load(
+    rest: &Rest,
+    db: &Client,
+    sel: &Selection,
+) -> Result<Vec<Instrument>, UniverseError> {
+    let venue = rest.venue;
+    let info = rest.exchange_info().await?;
+    let tickers = rest.tickers().await?;
+    let volume: HashMap<String, f64> = tickers
+        .iter()
+        .map(|t| {
+            (
+                t.symbol.clone(),
+                t.quote_volume.parse::<f64>().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    let mut trading: Vec<Candidate> = info
+        .symbols
+        .iter()
+        .filter(|s| s.status == "TRADING")
+        .filter(|s| {
+            venue == Venue::Spot || s.contract_type.as_deref().is_none_or(|c| c == "PERPETUAL")
+        })
+        .filter_map(|s| {
+            Some(Candidate {
+                symbol: s.symbol.clone(),
+                base: s.base_asset.clone(),
+                quote: s.quote_asset.clone(),
+                status: s.status.clone(),
+                tick: s.tick_size()?.to_owned(),
+                step: s.step_size()?.to_owned(),
+            })
+        })
+        .collect();
+    // Rank by 24 h quote volume (ties by name, so the order is stable).
+    trading.sort_by(|a, b| {
+        let (va, vb) = (
+            volume.get(&a.symbol).copied().unwrap_or(0.0),
+            volume.get(&b.symbol).copied().unwrap_or(0.0),
+        );
+        vb.total_cmp(&va).then_with(|| a.symbol.cmp(&b.symbol))
+    });
+    let chosen: Vec<(usize, &Candidate)> = match &sel.symbols {
+        Some(list) => {
+            let unknown: Vec<&str> = list
+                .iter()
+                .filter(|s| !trading.iter().any(|c| &c.symbol == *s))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                return Err(UniverseError::Unknown {
+                    venue: venue.as_str(),
+                    symbols: unknown.join(", "),
+                });
+            }
+            trading
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| list.contains(&c.symbol))
+                .map(|(i, c)| (i + 1, c))
+                .collect()
+        }
+        None => trading
+            .iter()
+            .filter(|c| sel.quote.as_ref().is_none_or(|q| &c.quote == q))
+            .take(sel.top)
+            .enumerate()
+            .map(|(i, c)| (i + 1, c))
+            .collect(),
+    };
+    let mut out = Vec::with_capacity(chosen.len());
+    for (rank, c) in chosen {
+        for (what, v) in [("tickSize", &c.tick), ("stepSize", &c.step)] {
+            if parse_e8(v).map(|x| x <= 0).unwrap_or(true) {
+                return Err(UniverseError::BadFilter {
+                    symbol: c.symbol.clone(),
+                    why: format!("{what} {v:?}"),
+                });
+            }
+        }
+        let tier = Tier::of_rank(rank);
+        let qv = volume.get(&c.symbol).map(|v| v.to_string());
+        let row = db
+            .query_one(
+                "INSERT INTO instruments (venue, symbol, base, quote, status, tick_size, step_size, tier, volume_rank, quote_volume_24h, active, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7::text::numeric, $8, $9, $10::text::numeric, true, now())
+                 ON CONFLICT (venue, symbol) DO UPDATE SET
+                   status = EXCLUDED.status, tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size,
+                   tier = EXCLUDED.tier, volume_rank = EXCLUDED.volume_rank, quote_volume_24h = EXCLUDED.quote_volume_24h,
+                   active = true, delisted_at = NULL, updated_at = now()
+                 RETURNING id",
+                &[&venue.as_str(), &c.symbol, &c.base, &c.quote, &c.status, &c.tick, &c.step, &tier.as_str(), &(rank as i32), &qv],
+            )
+            .await?;
+        out.push(Instrument {
+            id: row.get(0),
+            venue,
+            symbol: c.symbol.clone(),
+            tier,
+            rank,
+        });
+    }
+    let names: Vec<&str> = out.iter().map(|i| i.symbol.as_str()).collect();
+    db.execute(
+        "UPDATE instruments SET active = false, updated_at = now() WHERE venue = $1 AND active AND NOT (symbol = ANY($2))",
+        &[&venue.as_str(), &names],
+    )
+    .await?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tier;
+
+    #[test]
+    fn tiers_follow_design() {
+        assert_eq!(Tier::of_rank(1), Tier::Critical);
+        assert_eq!(Tier::of_rank(20), Tier::Critical);
+        assert_eq!(Tier::of_rank(21), Tier::High);
+        assert_eq!(Tier::of_rank(61), Tier::Medium);
+        assert_eq!(Tier::of_rank(121), Tier::Low);
+        assert_eq!(Tier::of_rank(400), Tier::Low);
+    }
+}
