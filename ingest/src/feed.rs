@@ -30,6 +30,8 @@ const SUBSCRIBE_CHUNK: usize = 100;
 /// Backoff bounds for reconnects.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How long both connections are read during a rotation (at most a quarter of the lifetime).
+const ROTATION_OVERLAP: Duration = Duration::from_secs(2);
 
 /// Where one symbol's messages go.
 #[derive(Debug)]
@@ -40,6 +42,7 @@ pub struct Route {
     /// Dedupe across overlapping connections (rotation): highest ids seen.
     last_agg: AtomicU64,
     last_ticker: AtomicU64,
+    last_mark: AtomicU64,
 }
 
 impl Route {
@@ -50,6 +53,7 @@ impl Route {
             depth,
             last_agg: AtomicU64::new(0),
             last_ticker: AtomicU64::new(0),
+            last_mark: AtomicU64::new(0),
         }
     }
 }
@@ -171,11 +175,35 @@ pub async fn run_shard(ctx: Arc<FeedCtx>, shard: Shard) {
                 return;
             }
             _ = tokio::time::sleep_until(rotate_at) => {
-                // Make before break: the new connection is subscribed before the old one closes.
+                // Make before break: the new connection is subscribed, then both are read for
+                // an overlap so nothing falls between them. The old one's messages are
+                // dispatched as they come; the new one's are held and dispatched after, where
+                // the ones already seen are ignored (depth by id, tickers, trades and mark
+                // prices by their ids and times).
                 match open(&ctx, &shard).await {
-                    Ok(new) => {
+                    Ok(mut new) => {
+                        let overlap_end = tokio::time::Instant::now() + (ctx.lifetime / 4).min(ROTATION_OVERLAP);
+                        let mut held: Vec<String> = Vec::new();
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(overlap_end) => break,
+                                m = ws.next() => match m {
+                                    Some(Ok(Message::Text(t))) => dispatch(&ctx, t.as_str()).await,
+                                    Some(Ok(_)) => {}
+                                    _ => break,
+                                },
+                                m = new.next() => match m {
+                                    Some(Ok(Message::Text(t))) => held.push(t.to_string()),
+                                    Some(Ok(_)) => {}
+                                    _ => break,
+                                },
+                            }
+                        }
                         let _ = ws.close(None).await;
                         ws = new;
+                        for t in &held {
+                            dispatch(&ctx, t).await;
+                        }
                         ctx.metrics.reconnects.with_label_values(&[venue, "rotation"]).inc();
                         rotate_at = tokio::time::Instant::now() + ctx.lifetime;
                     }
@@ -383,6 +411,9 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
             let Ok(m) = sonic_rs::from_str::<MarkPrice>(raw) else {
                 return bad();
             };
+            if route.last_mark.fetch_max(m.event_time, Ordering::Relaxed) >= m.event_time {
+                return;
+            }
             let Ok(mark) = parse_e8(&m.mark_price) else {
                 return bad();
             };
@@ -400,7 +431,6 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
                 .await;
         }
     }
-    let _ = &route.symbol;
 }
 
 #[cfg(test)]

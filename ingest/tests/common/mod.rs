@@ -1,0 +1,254 @@
+//! Shared by the ingest tests: the simulator, a database, and the checks.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use binance::units::parse_e8;
+use binance::Venue;
+use ingest::run::RunConfig;
+use ingest::universe::Selection;
+use sim::{Sim, VenueConfig};
+use tokio_postgres::Client;
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn venue_cfg(v: Venue) -> VenueConfig {
+    let mut c = VenueConfig::for_venue(v);
+    c.symbols = 4;
+    c.levels = 300;
+    c.depth_interval = Duration::from_millis(20);
+    c.changes_per_event = 5.0;
+    c.truth_checkpoint_every = 100;
+    c.truth_checkpoints = 60;
+    c
+}
+
+pub async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn count(db: &Client, sql: &str) -> i64 {
+    db.query_one(sql, &[]).await.expect(sql).get(0)
+}
+
+pub fn run_config(db_url: &str, sim: &Sim, spool: &std::path::Path) -> RunConfig {
+    let (s, u) = (
+        sim.spot.as_ref().expect("spot"),
+        sim.usdm.as_ref().expect("usdm"),
+    );
+    RunConfig {
+        database_url: db_url.to_owned(),
+        venues: vec![Venue::Spot, Venue::Usdm],
+        spot_rest: s.rest_url(),
+        spot_ws: s.ws_url(),
+        usdm_rest: u.rest_url(),
+        usdm_ws: u.ws_url(),
+        selection: Selection {
+            symbols: None,
+            top: 4,
+            quote: Some("USDT".into()),
+        },
+        streams_per_connection: 6,
+        connection_lifetime: Duration::from_secs(3600),
+        stale_after: Duration::from_secs(10),
+        spot_weight_limit: 6000,
+        usdm_weight_limit: 2400,
+        checkpoint_every: Duration::from_secs(1),
+        top_every: Duration::from_millis(200),
+        top_levels: 20,
+        batch_rows: 2000,
+        batch_delay: Duration::from_millis(50),
+        queue_rows: 100_000,
+        spool_dir: spool.to_owned(),
+        metrics_bind: "127.0.0.1:0".parse().expect("addr"),
+        shutdown_grace: Duration::from_secs(30),
+    }
+}
+
+pub type Book = (Vec<(i64, i64)>, Vec<(i64, i64)>);
+
+pub async fn db_book(db: &Client, iid: i32, time_ms: i64) -> (Book, i64) {
+    let rows = db
+        .query(
+            "SELECT side, price::text, qty::text, book_update_id FROM book_at($1, to_timestamp($2::float8 / 1000), 100000)",
+            &[&iid, &(time_ms as f64)],
+        )
+        .await
+        .expect("book_at");
+    let mut book: Book = (Vec::new(), Vec::new());
+    let mut id = 0;
+    for r in rows {
+        let side: String = r.get(0);
+        let lvl = (
+            parse_e8(r.get::<_, &str>(1)).expect("price"),
+            parse_e8(r.get::<_, &str>(2)).expect("qty"),
+        );
+        id = r.get(3);
+        if side == "bid" {
+            book.0.push(lvl)
+        } else {
+            book.1.push(lvl)
+        }
+    }
+    (book, id)
+}
+
+pub fn truth_book(t: &binance::wire::DepthSnapshot) -> Book {
+    let conv = |v: &Vec<binance::wire::Level>| {
+        v.iter()
+            .map(|[p, q]| (parse_e8(p).expect("p"), parse_e8(q).expect("q")))
+            .collect()
+    };
+    (conv(&t.bids), conv(&t.asks))
+}
+
+/// Books from the database equal the simulator's truth, at several events of each
+/// instrument's last epoch; returns how many books were compared.
+pub async fn check_books(db: &Client, sim: &Sim) -> usize {
+    let (spot, usdm) = (
+        sim.spot.as_ref().expect("spot"),
+        sim.usdm.as_ref().expect("usdm"),
+    );
+    let instruments = db
+        .query(
+            "SELECT id, venue, symbol FROM instruments WHERE active ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("instruments");
+    assert_eq!(instruments.len(), 8);
+    let mut compared = 0;
+    for inst in &instruments {
+        let (iid, venue, symbol): (i32, String, String) = (inst.get(0), inst.get(1), inst.get(2));
+        let handle = if venue == "spot" { spot } else { usdm };
+        // Events of the last completed epoch, sampled.
+        let events = db
+            .query(
+                "SELECT DISTINCT update_id, (extract(epoch FROM time) * 1000)::int8 FROM depth_updates d
+                 WHERE instrument_id = $1
+                   AND time > (SELECT max(time) FROM book_checkpoints WHERE instrument_id = $1 AND kind = 'snapshot')
+                   AND time <= (SELECT max(time) FROM sync_events WHERE instrument_id = $1 AND kind = 'stopped')
+                 ORDER BY 1",
+                &[&iid],
+            )
+            .await
+            .expect("events");
+        if events.len() <= 10 {
+            for r in db.query("SELECT kind, time::text, first_update_id, last_update_id FROM sync_events WHERE instrument_id = $1 ORDER BY time, id", &[&iid]).await.expect("dump") {
+                eprintln!("event {:?} {:?} {:?} {:?}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, Option<i64>>(2), r.get::<_, Option<i64>>(3));
+            }
+            for r in db.query("SELECT kind, time::text, update_id FROM book_checkpoints WHERE instrument_id = $1 ORDER BY time", &[&iid]).await.expect("dump") {
+                eprintln!("checkpoint {:?} {:?} {:?}", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2));
+            }
+            let r = db.query_one("SELECT count(*), min(time)::text, max(time)::text FROM depth_updates WHERE instrument_id = $1", &[&iid]).await.expect("dump");
+            eprintln!(
+                "depth {:?} {:?} {:?}",
+                r.get::<_, i64>(0),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, Option<String>>(2)
+            );
+        }
+        assert!(
+            events.len() > 10,
+            "{venue} {symbol}: events stored: {}",
+            events.len()
+        );
+        for idx in [events.len() / 3, events.len() / 2, events.len() - 1] {
+            let (uid, t): (i64, i64) = (events[idx].get(0), events[idx].get(1));
+            // Two events in one millisecond cannot be told apart by time: skip those.
+            let same_ms = db
+                .query_one("SELECT count(DISTINCT update_id) FROM depth_updates WHERE instrument_id = $1 AND time = to_timestamp($2::float8 / 1000)", &[&iid, &(t as f64)])
+                .await
+                .expect("count")
+                .get::<_, i64>(0);
+            if same_ms > 1 {
+                continue;
+            }
+            let (book, book_id) = db_book(db, iid, t).await;
+            let truth = handle
+                .truth(&symbol, Some(uid as u64), usize::MAX)
+                .expect("truth within the window");
+            assert_eq!(
+                book_id, uid,
+                "{venue} {symbol}: book_at stands at the event's id"
+            );
+            assert_eq!(truth.last_update_id, uid as u64);
+            assert_eq!(
+                book,
+                truth_book(&truth),
+                "{venue} {symbol} at {uid}: database book equals the truth"
+            );
+            compared += 1;
+        }
+    }
+    compared
+}
+
+/// Spot ids are contiguous inside an epoch: every hole in the stored ids is covered by a
+/// recorded resync (a snapshot checkpoint in the hole).
+pub async fn check_spot_continuity(db: &Client) {
+    let instruments = db
+        .query(
+            "SELECT id, venue, symbol FROM instruments WHERE active ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("instruments");
+
+    for inst in instruments
+        .iter()
+        .filter(|i| i.get::<_, String>(1) == "spot")
+    {
+        let iid: i32 = inst.get(0);
+        let evs = db.query("SELECT DISTINCT first_update_id, update_id FROM depth_updates WHERE instrument_id = $1 ORDER BY 2", &[&iid]).await.expect("events");
+        for w in evs.windows(2) {
+            let (prev_last, next_first): (i64, i64) = (w[0].get(1), w[1].get(0));
+            if next_first == prev_last + 1 {
+                continue;
+            }
+            let explained = count(
+                db,
+                &format!(
+                    "SELECT count(*) FROM book_checkpoints WHERE instrument_id = {iid} AND kind = 'snapshot' AND update_id >= {prev_last} AND update_id < {next_first}"
+                ),
+            )
+            .await;
+            assert!(
+                explained > 0,
+                "instrument {iid}: ids {}..{} missing without a resync",
+                prev_last + 1,
+                next_first - 1
+            );
+        }
+    }
+}
+
+/// No depth row or trade stored twice.
+pub async fn check_no_duplicates(db: &Client) {
+    let dups = count(db, "SELECT count(*) FROM (SELECT instrument_id, update_id, side, price FROM depth_updates GROUP BY 1, 2, 3, 4 HAVING count(*) > 1) d").await;
+    assert_eq!(dups, 0, "no duplicate depth rows");
+    let dup_trades = count(db, "SELECT count(*) FROM (SELECT instrument_id, agg_trade_id FROM trades GROUP BY 1, 2 HAVING count(*) > 1) d").await;
+    assert_eq!(dup_trades, 0, "no duplicate trades");
+}
+
+/// Waits until every active instrument has stored at least `n` depth events since its latest
+/// snapshot (so its current epoch has history to compare).
+pub async fn events_since_sync(db: &Client, n: i64) {
+    let sql = "SELECT coalesce(min(c), 0) FROM (
+                 SELECT i.id, (SELECT count(DISTINCT d.update_id) FROM depth_updates d
+                               WHERE d.instrument_id = i.id
+                                 AND d.time > (SELECT max(time) FROM book_checkpoints b WHERE b.instrument_id = i.id AND b.kind = 'snapshot')) AS c
+                 FROM instruments i WHERE i.active) x";
+    wait_until("events in every current epoch", || async move {
+        count(db, sql).await >= n
+    })
+    .await;
+}

@@ -1,0 +1,435 @@
+//! ingest through a database outage, SIGTERM under load, connection rotation, rate limits,
+//! malformed messages and bad configuration.
+
+mod common;
+
+use std::time::Duration;
+
+use binance::Venue;
+use common::*;
+use ingest::metrics::Metrics;
+use sim::{Fault, Sim, SimConfig};
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+async fn sim(changes: f64) -> Sim {
+    let mut s = venue_cfg(Venue::Spot);
+    let mut u = venue_cfg(Venue::Usdm);
+    s.changes_per_event = changes;
+    u.changes_per_event = changes;
+    Sim::start(SimConfig {
+        seed: 5,
+        spot: Some(s),
+        usdm: Some(u),
+    })
+    .await
+    .expect("sim")
+}
+
+async fn connect(url: &str) -> Client {
+    let (c, conn) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    c
+}
+
+async fn migrated(url: &str) -> Client {
+    let mut c = connect(url).await;
+    schema::apply(&mut c, schema::FlavorChoice::Auto)
+        .await
+        .expect("migrate");
+    c.execute("UPDATE storage_policies SET drop_after = NULL", &[])
+        .await
+        .expect("policies");
+    c
+}
+
+async fn synced(metrics: &std::sync::Arc<Metrics>, n: i64) {
+    let m = metrics.clone();
+    wait_until("books synced", || {
+        let m = m.clone();
+        async move { m.synced_books() == n }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_database_outage_is_spooled_and_replayed_in_order() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let opts = pgembed::Options {
+        dir: Some(root.path().join("pg")),
+        port: Some(port),
+        ephemeral: true,
+        settings: vec![],
+    };
+    let o = opts.clone();
+    let server = tokio::task::spawn_blocking(move || pgembed::PgServer::start(o))
+        .await
+        .expect("join")
+        .expect("server");
+    {
+        let admin = connect(&server.url("postgres")).await;
+        admin
+            .batch_execute("CREATE DATABASE depthbook")
+            .await
+            .expect("create");
+    }
+    let url = server.url("depthbook");
+    migrated(&url).await;
+
+    let sim = sim(5.0).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(ingest::run::run(
+        run_config(&url, &sim, spool.path()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    synced(&metrics, 8).await;
+
+    // The database goes away for 30 seconds while the market goes on.
+    let outage = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("stop");
+    let m = metrics.clone();
+    wait_until("batches spooled", || {
+        let m = m.clone();
+        async move {
+            m.spooled_batches
+                .with_label_values(&["depth_updates"])
+                .get()
+                > 0
+        }
+    })
+    .await;
+    assert_eq!(
+        metrics.synced_books(),
+        8,
+        "books keep syncing while the database is down"
+    );
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    let o = opts.clone();
+    let server = tokio::task::spawn_blocking(move || pgembed::PgServer::start(o))
+        .await
+        .expect("join")
+        .expect("restart");
+
+    // The spool drains; rows from the outage are there, in order, once.
+    let spool_dir = spool.path().to_owned();
+    wait_until("the spool drained", || {
+        let d = spool_dir.clone();
+        async move {
+            walk(&d)
+                .iter()
+                .all(|p| p.extension().is_none_or(|e| e != "copy"))
+        }
+    })
+    .await;
+    let db = connect(&url).await;
+    let dbr = &db;
+    let before = count(&db, "SELECT count(*) FROM depth_updates").await;
+    wait_until("live rows again", || async move {
+        count(dbr, "SELECT count(*) FROM depth_updates").await > before + 200
+    })
+    .await;
+    events_since_sync(&db, 30).await;
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+
+    let during = count(&db, &format!("SELECT count(*) FROM depth_updates WHERE received_at BETWEEN now() - interval '{} seconds' AND now() - interval '10 seconds'", outage.elapsed().as_secs())).await;
+    assert!(during > 0, "rows from the outage were replayed");
+    assert!(count(&db, "SELECT count(*) FROM ingest_batches WHERE spooled").await > 0);
+    check_no_duplicates(&db).await;
+    check_spot_continuity(&db).await;
+    let compared = check_books(&db, &sim).await;
+    assert!(compared >= 8, "compared {compared}");
+    drop(server);
+}
+
+fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sigterm_under_load_flushes_everything_and_exits_0() {
+    let sim = sim(30.0).await;
+    let tdb = pgembed::test_database("ingest_sigterm").await.expect("db");
+    let db = migrated(&tdb.url).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let (s, u) = (
+        sim.spot.as_ref().expect("spot"),
+        sim.usdm.as_ref().expect("usdm"),
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args([
+            "run",
+            "--top",
+            "4",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--book-top-ms",
+            "200",
+            "--batch-delay-ms",
+            "50",
+        ])
+        .args([
+            "--spot-rest-url",
+            &s.rest_url(),
+            "--spot-ws-url",
+            &s.ws_url(),
+            "--usdm-rest-url",
+            &u.rest_url(),
+            "--usdm-ws-url",
+            &u.ws_url(),
+        ])
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .env("DATABASE_URL", &tdb.url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ingest");
+    let dbr = &db;
+    wait_until("8 books synced", || async move {
+        count(
+            dbr,
+            "SELECT count(DISTINCT instrument_id) FROM sync_events WHERE kind = 'synced'",
+        )
+        .await
+            == 8
+    })
+    .await;
+    wait_until("rows flowing", || async move {
+        count(dbr, "SELECT count(*) FROM depth_updates").await > 2000
+    })
+    .await;
+
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert!(exit.success(), "exit status {exit:?}");
+
+    // Every book ended with 'stopped' at its last applied id, and every depth row up to it is
+    // stored: nothing the collector had applied was lost.
+    let stops = db
+        .query(
+            "SELECT DISTINCT ON (instrument_id) instrument_id, kind, first_update_id FROM sync_events
+             WHERE kind IN ('synced', 'gap', 'stopped') ORDER BY instrument_id, time DESC, id DESC",
+            &[],
+        )
+        .await
+        .expect("stops");
+    assert_eq!(stops.len(), 8);
+    for r in &stops {
+        let (iid, kind, last): (i32, String, Option<i64>) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(kind, "stopped", "instrument {iid}");
+        let stored: i64 = db
+            .query_one(
+                "SELECT coalesce(max(update_id), 0) FROM depth_updates WHERE instrument_id = $1",
+                &[&iid],
+            )
+            .await
+            .expect("max")
+            .get(0);
+        assert!(
+            stored >= last.expect("book id"),
+            "instrument {iid}: rows up to {last:?} stored, found up to {stored}"
+        );
+    }
+    assert!(walk(spool.path()).is_empty(), "nothing left in the spool");
+    check_no_duplicates(&db).await;
+    check_spot_continuity(&db).await;
+}
+
+#[tokio::test]
+async fn rotation_is_make_before_break() {
+    let sim = sim(5.0).await;
+    let tdb = pgembed::test_database("ingest_rotation").await.expect("db");
+    let db = migrated(&tdb.url).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let mut cfg = run_config(&tdb.url, &sim, spool.path());
+    cfg.connection_lifetime = Duration::from_millis(700);
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(ingest::run::run(cfg, metrics.clone(), shutdown.clone()));
+    synced(&metrics, 8).await;
+    let m = metrics.clone();
+    wait_until("several rotations of every connection", || {
+        let m = m.clone();
+        async move {
+            m.reconnects.with_label_values(&["spot", "rotation"]).get() >= 6
+                && m.reconnects.with_label_values(&["usdm", "rotation"]).get() >= 6
+        }
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM sync_events WHERE kind = 'gap'").await,
+        0,
+        "rotation loses nothing"
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM (SELECT instrument_id, update_id FROM book_ticker GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0, "overlap deduplicated");
+    check_no_duplicates(&db).await;
+    check_spot_continuity(&db).await;
+}
+
+#[tokio::test]
+async fn rate_limits_pause_snapshots_and_are_recorded() {
+    let sim = sim(5.0).await;
+    let tdb = pgembed::test_database("ingest_ratelimit")
+        .await
+        .expect("db");
+    let db = migrated(&tdb.url).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(ingest::run::run(
+        run_config(&tdb.url, &sim, spool.path()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    synced(&metrics, 8).await;
+    let spot = sim.spot.as_ref().expect("spot");
+    spot.inject(Fault::RestErrors {
+        status: 429,
+        count: 1,
+    });
+    spot.inject(Fault::RestErrors {
+        status: 418,
+        count: 1,
+    });
+    spot.inject(Fault::DropDepth {
+        symbol: Some("ETHUSDT".into()),
+        count: 1,
+    });
+    let dbr = &db;
+    wait_until("rate limiting recorded", || async move {
+        count(
+            dbr,
+            "SELECT count(*) FROM sync_events WHERE kind = 'rate_limited'",
+        )
+        .await
+            >= 1
+    })
+    .await;
+    synced(&metrics, 8).await;
+    assert!(
+        metrics
+            .rest_responses
+            .with_label_values(&["spot", "429"])
+            .get()
+            == 1
+    );
+    assert!(
+        metrics
+            .rest_responses
+            .with_label_values(&["spot", "418"])
+            .get()
+            == 1
+    );
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+}
+
+#[tokio::test]
+async fn malformed_messages_are_counted_and_the_book_resyncs() {
+    let sim = sim(5.0).await;
+    let tdb = pgembed::test_database("ingest_malformed")
+        .await
+        .expect("db");
+    let db = migrated(&tdb.url).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(ingest::run::run(
+        run_config(&tdb.url, &sim, spool.path()),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    synced(&metrics, 8).await;
+    let usdm = sim.usdm.as_ref().expect("usdm");
+    usdm.inject(Fault::MalformedFrames {
+        symbol: Some("BTCUSDT".into()),
+        count: 1,
+    });
+    usdm.inject(Fault::TruncatedFrames {
+        symbol: Some("BTCUSDT".into()),
+        count: 1,
+    });
+    let m = metrics.clone();
+    wait_until("parse errors counted", || {
+        let m = m.clone();
+        async move { m.parse_errors.with_label_values(&["usdm"]).get() >= 2 }
+    })
+    .await;
+    let dbr = &db;
+    wait_until("the lost event recorded as a gap", || async move {
+        count(dbr, "SELECT count(*) FROM sync_events e JOIN instruments i ON i.id = e.instrument_id WHERE i.venue = 'usdm' AND i.symbol = 'BTCUSDT' AND kind = 'gap'").await >= 1
+    })
+    .await;
+    synced(&metrics, 8).await;
+    events_since_sync(&db, 30).await;
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+    let compared = check_books(&db, &sim).await;
+    assert!(compared >= 8);
+}
+
+#[tokio::test]
+async fn unknown_symbols_are_a_clear_startup_error() {
+    let sim = sim(1.0).await;
+    let tdb = pgembed::test_database("ingest_unknown").await.expect("db");
+    migrated(&tdb.url).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let mut cfg = run_config(&tdb.url, &sim, spool.path());
+    cfg.selection.symbols = Some(vec!["BTCUSDT".into(), "NOPEUSDT".into(), "FAKEUSDT".into()]);
+    let err = ingest::run::run(cfg, Metrics::new(), CancellationToken::new())
+        .await
+        .expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("NOPEUSDT") && msg.contains("FAKEUSDT") && !msg.contains("BTCUSDT,"),
+        "{msg}"
+    );
+}
