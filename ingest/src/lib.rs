@@ -8,6 +8,7 @@
 pub mod copy;
 pub mod feed;
 pub mod metrics;
+pub mod notify;
 pub mod rest;
 pub mod run;
 pub mod symbol;

@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Set by the writers' health probe.
     pub db_ok: AtomicBool,
     pub expected_books: AtomicUsize,
+    /// Where `/metrics` and `/health` listen (known once bound).
+    pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 macro_rules! reg {
@@ -178,6 +180,7 @@ impl Metrics {
             registry: r,
             db_ok: AtomicBool::new(false),
             expected_books: AtomicUsize::new(0),
+            http_addr: std::sync::OnceLock::new(),
         })
     }
 

@@ -85,7 +85,9 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_bind)
         .await
         .with_context(|| format!("binding {}", cfg.metrics_bind))?;
-    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics and health");
+    let http_addr = metrics_listener.local_addr()?;
+    let _ = metrics.http_addr.set(http_addr);
+    tracing::info!(addr = %http_addr, "metrics and health");
     let app = crate::metrics::router(metrics.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -401,6 +401,8 @@ struct Batch {
     first_ms: u64,
     last_ms: u64,
     bytes: Vec<u8>,
+    /// LISTEN/NOTIFY announcements (live batches only; a replayed batch is history).
+    notes: Option<crate::notify::Notes>,
 }
 
 struct TableWriter {
@@ -445,6 +447,10 @@ impl TableWriter {
             let mut buf = CopyBuf::new();
             let (mut lo, mut hi) = (first.time(), first.time());
             first.encode(&mut buf);
+            let mut notes = self.channel().map(|_| crate::notify::Notes::default());
+            if let Some(n) = notes.as_mut() {
+                n.add(&first);
+            }
             let mut closed = false;
             while buf.rows() < self.cfg.max_rows {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -452,6 +458,9 @@ impl TableWriter {
                         lo = lo.min(row.time());
                         hi = hi.max(row.time());
                         row.encode(&mut buf);
+                        if let Some(n) = notes.as_mut() {
+                            n.add(&row);
+                        }
                     }
                     Ok(None) => {
                         closed = true;
@@ -472,6 +481,7 @@ impl TableWriter {
                 first_ms: lo,
                 last_ms: hi,
                 bytes: buf.finish(),
+                notes,
             };
             self.write(batch).await;
             if closed {
@@ -480,6 +490,16 @@ impl TableWriter {
         }
         // Final attempt at an outstanding spool before exiting.
         self.drain_spool().await;
+    }
+
+    /// The NOTIFY channel of this table, if it has one.
+    fn channel(&self) -> Option<&'static str> {
+        match self.table {
+            Table::BookTop => Some(crate::notify::BOOK_CHANNEL),
+            Table::BookTicker => Some(crate::notify::TICKER_CHANNEL),
+            Table::Trades => Some(crate::notify::TRADES_CHANNEL),
+            _ => None,
+        }
     }
 
     async fn connect(&mut self) -> bool {
@@ -530,6 +550,7 @@ impl TableWriter {
 
     async fn commit(&mut self, b: &Batch, spooled: bool) -> Result<(), tokio_postgres::Error> {
         let started = Instant::now();
+        let channel = self.channel();
         let Some(client) = self.client.as_mut() else {
             return Ok(());
         };
@@ -553,6 +574,16 @@ impl TableWriter {
             futures_util::pin_mut!(sink);
             sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
             sink.finish().await?;
+            if let (false, Some(notes), Some(channel)) = (spooled, b.notes.as_ref(), channel) {
+                let (channels, payloads) = notes.payloads(channel);
+                if !payloads.is_empty() {
+                    tx.execute(
+                        "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
+                        &[&channels, &payloads],
+                    )
+                    .await?;
+                }
+            }
         }
         tx.commit().await?;
         let name = self.table.name();
@@ -638,6 +669,7 @@ impl TableWriter {
             first_ms,
             last_ms,
             bytes: data[nl + 1..].to_vec(),
+            notes: None,
         })
     }
 

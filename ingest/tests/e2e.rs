@@ -35,6 +35,26 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
         .await
         .expect("policies");
 
+    // A listener, as the API will be: live book samples, best bid/ask and trades.
+    let (listener, mut lconn) = tokio_postgres::connect(&tdb.url, NoTls)
+        .await
+        .expect("connect");
+    let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| lconn.poll_message(cx));
+        while let Some(Ok(m)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = ntx.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    listener
+        .batch_execute(
+            "LISTEN depthbook_book; LISTEN depthbook_book_ticker; LISTEN depthbook_trades",
+        )
+        .await
+        .expect("listen");
+
     let spool = tempfile::tempdir().expect("spool");
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
@@ -50,6 +70,20 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
         async move { m.synced_books() == 8 }
     })
     .await;
+
+    let mut channels = std::collections::HashSet::new();
+    while channels.len() < 3 {
+        let (channel, payload) = tokio::time::timeout(DEADLINE, nrx.recv())
+            .await
+            .expect("notifications")
+            .expect("open");
+        let v: sonic_rs::Value = sonic_rs::from_str(&payload).expect("JSON payload");
+        assert!(
+            sonic_rs::JsonValueTrait::get(&v, "instrument_id").is_some(),
+            "{payload}"
+        );
+        channels.insert(channel);
+    }
 
     let spot = sim.spot.as_ref().expect("spot");
     let usdm = sim.usdm.as_ref().expect("usdm");
@@ -99,6 +133,40 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
             == 8
     })
     .await;
+
+    // /health says ready; /metrics carries the collector's numbers.
+    let base = format!("http://{}", metrics.http_addr.get().expect("bound"));
+    let m = metrics.clone();
+    wait_until("database probe", || {
+        let m = m.clone();
+        async move { m.db_ok.load(std::sync::atomic::Ordering::Relaxed) }
+    })
+    .await;
+    let health = reqwest::get(format!("{base}/health"))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    assert!(health
+        .text()
+        .await
+        .expect("body")
+        .contains("\"ready\":true"));
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for name in [
+        "depthbook_ingest_messages_total",
+        "depthbook_ingest_gaps_total",
+        "depthbook_ingest_rows_written_total",
+        "depthbook_ingest_event_to_commit_seconds_bucket",
+        "depthbook_ingest_copy_seconds_bucket",
+        "depthbook_ingest_rest_weight_used",
+    ] {
+        assert!(text.contains(name), "{name} exported");
+    }
 
     shutdown.cancel();
     tokio::time::timeout(DEADLINE, run)
