@@ -155,6 +155,7 @@ fn mid_text(mantissa: i128, scale: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
     #[test]
     fn trades_are_chunked_under_the_payload_limit() {
@@ -180,8 +181,10 @@ mod tests {
         for p in &pl {
             assert!(p.len() < 8000);
             let v: sonic_rs::Value = sonic_rs::from_str(p).expect("valid JSON");
-            total += sonic_rs::JsonValueTrait::get(&v, "trades")
-                .and_then(|t| sonic_rs::JsonValueTrait::as_array(t).map(|a| a.len()))
+            total += v
+                .get("trades")
+                .and_then(|t| t.as_array())
+                .map(|a| a.len())
                 .unwrap_or(0);
         }
         assert_eq!(total, 500);
