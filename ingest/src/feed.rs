@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use binance::streams::{StreamKind, UsdmPath};
+use binance::streams::StreamKind;
 use binance::units::{parse_e8, parse_e8_signed};
 use binance::wire::{AggTrade, BookTicker, DepthUpdate, MarkPrice};
 use binance::Venue;
@@ -64,7 +64,7 @@ pub struct FeedCtx {
     pub venue: Venue,
     pub ws_base: String,
     /// Lower-case symbol → route.
-    pub routes: HashMap<String, Arc<Route>>,
+    pub routes: std::sync::RwLock<HashMap<String, Arc<Route>>>,
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub lifetime: Duration,
@@ -79,40 +79,6 @@ pub struct Shard {
     pub index: usize,
     pub path: &'static str,
     pub streams: Vec<String>,
-}
-
-/// Splits the venue's streams into shards of at most `per_connection` (USD-M: separately for
-/// `/public` and `/market`).
-pub fn shards(venue: Venue, symbols: &[String], per_connection: usize) -> Vec<Shard> {
-    let per = per_connection.clamp(1, binance::rules::MAX_STREAMS_PER_CONNECTION);
-    let mut groups: Vec<(&'static str, Vec<String>)> = match venue {
-        Venue::Spot => vec![("/stream", Vec::new())],
-        Venue::Usdm => vec![
-            ("/public/stream", Vec::new()),
-            ("/market/stream", Vec::new()),
-        ],
-    };
-    for s in symbols {
-        for kind in StreamKind::ALL.into_iter().filter(|k| k.on(venue)) {
-            let g = match (venue, kind.usdm_path()) {
-                (Venue::Spot, _) => 0,
-                (Venue::Usdm, UsdmPath::Public) => 0,
-                (Venue::Usdm, UsdmPath::Market) => 1,
-            };
-            groups[g].1.push(kind.name(s));
-        }
-    }
-    let mut out = Vec::new();
-    for (path, streams) in groups {
-        for chunk in streams.chunks(per) {
-            out.push(Shard {
-                index: out.len(),
-                path,
-                streams: chunk.to_vec(),
-            });
-        }
-    }
-    out
 }
 
 type Ws =
@@ -141,7 +107,51 @@ async fn open(ctx: &FeedCtx, shard: &Shard) -> Result<Ws, String> {
 }
 
 /// Runs one shard until shutdown: connect, read, reconnect, rotate.
-pub async fn run_shard(ctx: Arc<FeedCtx>, shard: Shard) {
+/// Changes to a running shard's streams (listings and delistings).
+#[derive(Debug, Clone)]
+pub enum ShardCmd {
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+}
+
+async fn apply_cmd(
+    ctx: &FeedCtx,
+    ws: &mut Ws,
+    shard: &mut Shard,
+    cmd: ShardCmd,
+    next_id: &mut u64,
+) -> Result<(), String> {
+    let (method, names) = match cmd {
+        ShardCmd::Subscribe(n) => {
+            shard.streams.extend(n.iter().cloned());
+            ("SUBSCRIBE", n)
+        }
+        ShardCmd::Unsubscribe(n) => {
+            shard.streams.retain(|s| !n.contains(s));
+            ("UNSUBSCRIBE", n)
+        }
+    };
+    for chunk in names.chunks(SUBSCRIBE_CHUNK) {
+        tokio::time::sleep(ctx.subscribe_interval).await;
+        *next_id += 1;
+        let req = format!(
+            r#"{{"method":"{method}","params":{},"id":{next_id}}}"#,
+            sonic_rs::to_string(chunk).unwrap_or_default()
+        );
+        ws.send(Message::Text(req.into()))
+            .await
+            .map_err(|e| format!("{method}: {e}"))?;
+    }
+    Ok(())
+}
+
+pub async fn run_shard(
+    ctx: Arc<FeedCtx>,
+    mut shard: Shard,
+    mut cmds: mpsc::UnboundedReceiver<ShardCmd>,
+) {
+    let mut cmds_open = true;
+    let mut next_id: u64 = 1_000;
     let venue = ctx.venue.as_str();
     let mut backoff = BACKOFF_START;
     // Stagger rotations so connections never all reconnect together.
@@ -169,6 +179,19 @@ pub async fn run_shard(ctx: Arc<FeedCtx>, shard: Shard) {
     let mut rotate_at = tokio::time::Instant::now() + ctx.lifetime.saturating_sub(stagger);
     loop {
         let reason = tokio::select! {
+            cmd = cmds.recv(), if cmds_open => {
+                match cmd {
+                    Some(cmd) => match apply_cmd(&ctx, &mut ws, &mut shard, cmd, &mut next_id).await {
+                        Ok(()) => continue,
+                        // The stream list is updated; the reconnect subscribes it whole.
+                        Err(_) => "error",
+                    },
+                    None => {
+                        cmds_open = false;
+                        continue;
+                    }
+                }
+            }
             _ = ctx.shutdown.cancelled() => {
                 let _ = ws.close(None).await;
                 ctx.metrics.connections.dec();
@@ -284,7 +307,8 @@ async fn notify_disconnect(ctx: &FeedCtx, shard: &Shard, reason: &'static str) {
         if kind != StreamKind::Depth100ms || !told.insert(sym) {
             continue;
         }
-        if let Some(r) = ctx.routes.get(sym) {
+        let route = ctx.routes.read().ok().and_then(|r| r.get(sym).cloned());
+        if let Some(r) = route {
             let _ = r.depth.send(FeedMsg::Disconnected(reason)).await;
         }
     }
@@ -320,7 +344,7 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
     let Some((sym, kind)) = StreamKind::parse(stream) else {
         return bad();
     };
-    let Some(route) = ctx.routes.get(sym) else {
+    let Some(route) = ctx.routes.read().ok().and_then(|r| r.get(sym).cloned()) else {
         return;
     };
     let raw = data.as_raw_str();
@@ -429,39 +453,6 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
                     recv,
                 })
                 .await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_respect_the_limit_and_usdm_paths() {
-        let syms: Vec<String> = (0..300).map(|i| format!("s{i}usdt")).collect();
-        let spot = shards(Venue::Spot, &syms, 200);
-        assert_eq!(spot.iter().map(|s| s.streams.len()).sum::<usize>(), 900);
-        assert!(spot
-            .iter()
-            .all(|s| s.streams.len() <= 200 && s.path == "/stream"));
-        let usdm = shards(Venue::Usdm, &syms, 5000);
-        assert!(
-            usdm.iter().all(|s| s.streams.len() <= 1024),
-            "capped at Binance's limit"
-        );
-        for s in &usdm {
-            for name in &s.streams {
-                let (_, kind) = StreamKind::parse(name).expect("valid");
-                assert_eq!(
-                    s.path,
-                    if kind.usdm_path() == UsdmPath::Public {
-                        "/public/stream"
-                    } else {
-                        "/market/stream"
-                    }
-                );
-            }
         }
     }
 }

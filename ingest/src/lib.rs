@@ -13,6 +13,7 @@ pub mod rest;
 pub mod run;
 pub mod symbol;
 pub mod universe;
+pub mod venue;
 pub mod writer;
 
 /// What a connection hands to a symbol task.

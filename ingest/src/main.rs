@@ -139,6 +139,9 @@ struct RunArgs {
     /// Do not apply migrations at start.
     #[arg(long, env = "INGEST_NO_MIGRATE")]
     no_migrate: bool,
+    /// Reload the symbol universe (listings, delistings, volume ranking) this often.
+    #[arg(long, env = "INGEST_UNIVERSE_REFRESH_SECS", default_value_t = 600)]
+    universe_refresh_secs: u64,
     /// How long shutdown may take to flush.
     #[arg(long, env = "INGEST_SHUTDOWN_GRACE_SECS", default_value_t = 60)]
     shutdown_grace_secs: u64,
@@ -294,6 +297,7 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         spool_dir: a.spool_dir.clone(),
         metrics_bind: a.metrics_bind,
         shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs),
+        universe_refresh: std::time::Duration::from_secs(a.universe_refresh_secs.max(1)),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();

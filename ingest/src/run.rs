@@ -1,7 +1,6 @@
 //! `ingest run`: wires universe, connections, symbol tasks, writers and the metrics server, and
 //! shuts them down in order on SIGTERM/SIGINT so that nothing acknowledged is lost.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -10,14 +9,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use binance::Venue;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::{self, FeedCtx, Route};
 use crate::metrics::Metrics;
 use crate::rest::Rest;
-use crate::symbol::{SnapshotQueue, SymbolConfig, SymbolTask};
+use crate::symbol::{SnapshotQueue, SymbolConfig};
 use crate::universe::{self, Selection, Tier};
+use crate::venue::VenueManager;
 use crate::writer::{self, WriterConfig};
 
 /// Everything `run` needs, filled from the command line.
@@ -44,6 +42,8 @@ pub struct RunConfig {
     pub spool_dir: PathBuf,
     pub metrics_bind: SocketAddr,
     pub shutdown_grace: Duration,
+    /// How often the universe is reloaded (listings, delistings, the top N).
+    pub universe_refresh: Duration,
 }
 
 /// Snapshot depth by tier: the deepest book for the busiest symbols, a cheaper one for the rest
@@ -115,9 +115,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
     // 'stopped' events; writers flush last.
     let feed_stop = CancellationToken::new();
-    let mut symbol_handles = Vec::new();
-    let mut feed_handles = Vec::new();
-    let mut total = 0;
+    let mut managers = Vec::new();
     for venue in &cfg.venues {
         let (rest_url, ws_url, weight) = match venue {
             Venue::Spot => (&cfg.spot_rest, &cfg.spot_ws, cfg.spot_weight_limit),
@@ -127,62 +125,36 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         let instruments = universe::load(&rest, &db, &cfg.selection)
             .await
             .with_context(|| format!("loading the {} universe", venue.as_str()))?;
-        metrics
-            .symbols
-            .with_label_values(&[venue.as_str()])
-            .set(instruments.len() as i64);
-        total += instruments.len();
         tracing::info!(
             venue = venue.as_str(),
             symbols = instruments.len(),
             "collecting"
         );
         let snapshots = SnapshotQueue::start(rest.clone(), snapshot_limit, feed_stop.clone());
-        let mut routes = HashMap::new();
-        for inst in &instruments {
-            let (tx, rx) = mpsc::channel(10_000);
-            routes.insert(
-                inst.symbol.to_ascii_lowercase(),
-                Arc::new(Route::new(inst.id, inst.symbol.clone(), tx)),
-            );
-            let task = SymbolTask {
-                inst: inst.clone(),
-                cfg: SymbolConfig {
-                    checkpoint_every: cfg.checkpoint_every,
-                    top_every: cfg.top_every,
-                    top_levels: cfg.top_levels,
-                },
-                writer: writer.clone(),
-                snapshots: snapshots.clone(),
-                metrics: metrics.clone(),
-                shutdown: feed_stop.clone(),
-            };
-            symbol_handles.push(tokio::spawn(task.run(rx)));
-        }
-        let names: Vec<String> = instruments
-            .iter()
-            .map(|i| i.symbol.to_ascii_lowercase())
-            .collect();
-        let ctx = Arc::new(FeedCtx {
-            venue: *venue,
-            ws_base: ws_url.clone(),
-            routes,
-            writer: writer.clone(),
-            metrics: metrics.clone(),
-            lifetime: cfg.connection_lifetime,
-            stale_after: cfg.stale_after,
-            subscribe_interval: match venue {
-                // Stay well under 5 (spot) / 10 (USD-M) incoming messages per second, pongs included.
-                Venue::Spot => Duration::from_millis(300),
-                Venue::Usdm => Duration::from_millis(150),
+        let mut m = VenueManager::new(
+            *venue,
+            ws_url.clone(),
+            rest,
+            snapshots,
+            writer.clone(),
+            metrics.clone(),
+            SymbolConfig {
+                checkpoint_every: cfg.checkpoint_every,
+                top_every: cfg.top_every,
+                top_levels: cfg.top_levels,
             },
-            shutdown: feed_stop.clone(),
-        });
-        for shard in feed::shards(*venue, &names, cfg.streams_per_connection) {
-            feed_handles.push(tokio::spawn(feed::run_shard(ctx.clone(), shard)));
-        }
+            cfg.streams_per_connection,
+            cfg.connection_lifetime,
+            cfg.stale_after,
+            feed_stop.clone(),
+        );
+        m.add(instruments);
+        managers.push(m);
     }
-    metrics.expected_books.store(total, Ordering::Relaxed);
+    let expected = |ms: &[VenueManager]| ms.iter().map(|m| m.symbols()).sum::<usize>();
+    metrics
+        .expected_books
+        .store(expected(&managers), Ordering::Relaxed);
     drop(db);
     let _ = db_conn.await;
 
@@ -212,14 +184,40 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         }
     });
 
-    shutdown.cancelled().await;
+    // Listings and delistings, picked up while running.
+    let mut refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + cfg.universe_refresh,
+        cfg.universe_refresh,
+    );
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = refresh.tick() => {
+                match tokio_postgres::connect(&cfg.database_url, tokio_postgres::NoTls).await {
+                    Ok((db, conn)) => {
+                        let conn = tokio::spawn(conn);
+                        for m in managers.iter_mut() {
+                            match m.refresh(&db, &cfg.selection).await {
+                                Ok((0, 0)) => {}
+                                Ok((added, removed)) => tracing::info!(venue = m.venue.as_str(), added, removed, "universe changed"),
+                                Err(e) => tracing::warn!(venue = m.venue.as_str(), error = %e, "universe refresh failed; keeping the current symbols"),
+                            }
+                        }
+                        drop(db);
+                        let _ = conn.await;
+                        metrics.expected_books.store(expected(&managers), Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "universe refresh skipped: database unreachable"),
+                }
+            }
+        }
+    }
     tracing::info!("shutting down: stopping the streams, flushing every row");
     feed_stop.cancel();
-    for h in feed_handles {
-        let _ = h.await;
-    }
-    for h in symbol_handles {
-        let _ = h.await;
+    for m in managers {
+        for h in m.handles {
+            let _ = h.await;
+        }
     }
     drop(writer);
     let flush = async {

@@ -433,3 +433,71 @@ async fn unknown_symbols_are_a_clear_startup_error() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn listings_and_delistings_are_picked_up_without_a_restart() {
+    let mut s = venue_cfg(Venue::Spot);
+    s.symbols = 5;
+    let sim = Sim::start(SimConfig {
+        seed: 9,
+        spot: Some(s),
+        usdm: None,
+    })
+    .await
+    .expect("sim");
+    let tdb = pgembed::test_database("ingest_listing").await.expect("db");
+    let db = migrated(&tdb.url).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let mut cfg = run_config(&tdb.url, &sim, spool.path());
+    cfg.venues = vec![Venue::Spot];
+    cfg.universe_refresh = Duration::from_millis(300);
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(ingest::run::run(cfg, metrics.clone(), shutdown.clone()));
+    synced(&metrics, 4).await;
+    let dbr = &db;
+    let active = |sym: &'static str| async move {
+        dbr.query_opt(
+            "SELECT active FROM instruments WHERE venue = 'spot' AND symbol = $1",
+            &[&sym],
+        )
+        .await
+        .expect("query")
+        .map(|r| r.get::<_, bool>(0))
+    };
+    assert_eq!(
+        active("XRPUSDT").await,
+        None,
+        "the fifth symbol is not collected yet"
+    );
+
+    // ETHUSDT stops trading: the fifth by volume takes its place.
+    let spot = sim.spot.as_ref().expect("spot");
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/_control/status?symbol=ETHUSDT&status=BREAK",
+            spot.rest_url()
+        ))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 204);
+    wait_until("XRPUSDT synced", || async move {
+        count(dbr, "SELECT count(*) FROM sync_events e JOIN instruments i ON i.id = e.instrument_id WHERE i.symbol = 'XRPUSDT' AND e.kind = 'synced'").await >= 1
+    })
+    .await;
+    assert_eq!(active("ETHUSDT").await, Some(false));
+    assert_eq!(active("XRPUSDT").await, Some(true));
+    wait_until("ETHUSDT's epoch closed", || async move {
+        count(dbr, "SELECT count(*) FROM sync_events e JOIN instruments i ON i.id = e.instrument_id WHERE i.symbol = 'ETHUSDT' AND e.kind = 'stopped'").await >= 1
+    })
+    .await;
+    synced(&metrics, 4).await;
+    assert_eq!(metrics.symbols.with_label_values(&["spot"]).get(), 4);
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+}

@@ -40,17 +40,25 @@ pub async fn count(db: &Client, sql: &str) -> i64 {
 }
 
 pub fn run_config(db_url: &str, sim: &Sim, spool: &std::path::Path) -> RunConfig {
-    let (s, u) = (
-        sim.spot.as_ref().expect("spot"),
-        sim.usdm.as_ref().expect("usdm"),
-    );
+    let urls =
+        |h: Option<&sim::VenueHandle>| h.map(|h| (h.rest_url(), h.ws_url())).unwrap_or_default();
+    let ((spot_rest, spot_ws), (usdm_rest, usdm_ws)) =
+        (urls(sim.spot.as_ref()), urls(sim.usdm.as_ref()));
+    let venues = [
+        (Venue::Spot, sim.spot.is_some()),
+        (Venue::Usdm, sim.usdm.is_some()),
+    ]
+    .into_iter()
+    .filter(|v| v.1)
+    .map(|v| v.0)
+    .collect();
     RunConfig {
         database_url: db_url.to_owned(),
-        venues: vec![Venue::Spot, Venue::Usdm],
-        spot_rest: s.rest_url(),
-        spot_ws: s.ws_url(),
-        usdm_rest: u.rest_url(),
-        usdm_ws: u.ws_url(),
+        venues,
+        spot_rest,
+        spot_ws,
+        usdm_rest,
+        usdm_ws,
         selection: Selection {
             symbols: None,
             top: 4,
@@ -70,6 +78,7 @@ pub fn run_config(db_url: &str, sim: &Sim, spool: &std::path::Path) -> RunConfig
         spool_dir: spool.to_owned(),
         metrics_bind: "127.0.0.1:0".parse().expect("addr"),
         shutdown_grace: Duration::from_secs(30),
+        universe_refresh: Duration::from_secs(600),
     }
 }
 

@@ -1,0 +1,266 @@
+//! One venue's collection: its symbol tasks, its connections, and the universe refresh that
+//! picks up listings and delistings while running (DESIGN §3).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use binance::streams::{StreamKind, UsdmPath};
+use binance::Venue;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::feed::{self, FeedCtx, Route, Shard, ShardCmd};
+use crate::metrics::Metrics;
+use crate::rest::Rest;
+use crate::symbol::{SnapshotQueue, SymbolConfig, SymbolTask};
+use crate::universe::{self, Instrument, Selection, UniverseError};
+use crate::writer::Writer;
+
+/// Depth events queued per symbol before its connection is slowed down.
+const SYMBOL_QUEUE: usize = 10_000;
+
+struct ShardHandle {
+    path: &'static str,
+    streams: usize,
+    tx: mpsc::UnboundedSender<ShardCmd>,
+}
+
+struct Active {
+    inst: Instrument,
+    stop: CancellationToken,
+    /// (shard index, stream name)
+    streams: Vec<(usize, String)>,
+}
+
+/// Runs a venue: add and remove symbols, own their tasks and connections.
+pub struct VenueManager {
+    pub venue: Venue,
+    ctx: Arc<FeedCtx>,
+    rest: Arc<Rest>,
+    snapshots: SnapshotQueue,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+    symbol_cfg: SymbolConfig,
+    per_connection: usize,
+    feed_stop: CancellationToken,
+    shards: Vec<ShardHandle>,
+    active: HashMap<String, Active>,
+    pub handles: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for VenueManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VenueManager")
+            .field("venue", &self.venue)
+            .field("symbols", &self.active.len())
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+fn path_of(venue: Venue, kind: StreamKind) -> &'static str {
+    match (venue, kind.usdm_path()) {
+        (Venue::Spot, _) => "/stream",
+        (Venue::Usdm, UsdmPath::Public) => "/public/stream",
+        (Venue::Usdm, UsdmPath::Market) => "/market/stream",
+    }
+}
+
+impl VenueManager {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        venue: Venue,
+        ws_base: String,
+        rest: Arc<Rest>,
+        snapshots: SnapshotQueue,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+        symbol_cfg: SymbolConfig,
+        per_connection: usize,
+        lifetime: Duration,
+        stale_after: Duration,
+        feed_stop: CancellationToken,
+    ) -> VenueManager {
+        let ctx = Arc::new(FeedCtx {
+            venue,
+            ws_base,
+            routes: std::sync::RwLock::new(HashMap::new()),
+            writer: writer.clone(),
+            metrics: metrics.clone(),
+            lifetime,
+            stale_after,
+            subscribe_interval: match venue {
+                // Stay well under 5 (spot) / 10 (USD-M) incoming messages per second, pongs included.
+                Venue::Spot => Duration::from_millis(300),
+                Venue::Usdm => Duration::from_millis(150),
+            },
+            shutdown: feed_stop.clone(),
+        });
+        VenueManager {
+            venue,
+            ctx,
+            rest,
+            snapshots,
+            writer,
+            metrics,
+            symbol_cfg,
+            per_connection: per_connection.clamp(1, binance::rules::MAX_STREAMS_PER_CONNECTION),
+            feed_stop,
+            shards: Vec::new(),
+            active: HashMap::new(),
+            handles: Vec::new(),
+        }
+    }
+
+    pub fn symbols(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Starts collecting `insts`: one task each, their streams on shards with room, new shards
+    /// for the rest (one SUBSCRIBE burst per shard, not one per symbol).
+    pub fn add(&mut self, insts: Vec<Instrument>) {
+        let mut per_shard: HashMap<usize, Vec<String>> = HashMap::new();
+        let mut fresh: HashMap<&'static str, Vec<(String, String)>> = HashMap::new();
+        for inst in insts {
+            let lower = inst.symbol.to_ascii_lowercase();
+            if self.active.contains_key(&lower) {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(SYMBOL_QUEUE);
+            if let Ok(mut routes) = self.ctx.routes.write() {
+                routes.insert(
+                    lower.clone(),
+                    Arc::new(Route::new(inst.id, inst.symbol.clone(), tx)),
+                );
+            }
+            let stop = self.feed_stop.child_token();
+            let task = SymbolTask {
+                inst: inst.clone(),
+                cfg: self.symbol_cfg.clone(),
+                writer: self.writer.clone(),
+                snapshots: self.snapshots.clone(),
+                metrics: self.metrics.clone(),
+                shutdown: stop.clone(),
+            };
+            self.handles.push(tokio::spawn(task.run(rx)));
+            let mut streams = Vec::new();
+            for kind in StreamKind::ALL.into_iter().filter(|k| k.on(self.venue)) {
+                let name = kind.name(&lower);
+                let path = path_of(self.venue, kind);
+                let room = self
+                    .shards
+                    .iter()
+                    .position(|s| s.path == path && s.streams < self.per_connection);
+                match room {
+                    Some(i) => {
+                        self.shards[i].streams += 1;
+                        per_shard.entry(i).or_default().push(name.clone());
+                        streams.push((i, name));
+                    }
+                    None => fresh.entry(path).or_default().push((lower.clone(), name)),
+                }
+            }
+            self.active.insert(
+                lower,
+                Active {
+                    inst,
+                    stop,
+                    streams,
+                },
+            );
+        }
+        for (i, names) in per_shard {
+            let _ = self.shards[i].tx.send(ShardCmd::Subscribe(names));
+        }
+        for (path, names) in fresh {
+            for chunk in names.chunks(self.per_connection) {
+                let index = self.shards.len();
+                let (tx, rx) = mpsc::unbounded_channel();
+                let streams: Vec<String> = chunk.iter().map(|(_, n)| n.clone()).collect();
+                for (sym, n) in chunk {
+                    if let Some(a) = self.active.get_mut(sym) {
+                        a.streams.push((index, n.clone()));
+                    }
+                }
+                self.shards.push(ShardHandle {
+                    path,
+                    streams: streams.len(),
+                    tx,
+                });
+                let shard = Shard {
+                    index,
+                    path,
+                    streams,
+                };
+                self.handles
+                    .push(tokio::spawn(feed::run_shard(self.ctx.clone(), shard, rx)));
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Stops collecting `symbol` (delisted or dropped from the top N): its streams are
+    /// unsubscribed and its task records the end of its epoch.
+    pub fn remove(&mut self, symbol: &str) {
+        let lower = symbol.to_ascii_lowercase();
+        let Some(a) = self.active.remove(&lower) else {
+            return;
+        };
+        let mut per_shard: HashMap<usize, Vec<String>> = HashMap::new();
+        for (i, name) in a.streams {
+            per_shard.entry(i).or_default().push(name);
+        }
+        for (i, names) in per_shard {
+            self.shards[i].streams = self.shards[i].streams.saturating_sub(names.len());
+            let _ = self.shards[i].tx.send(ShardCmd::Unsubscribe(names));
+        }
+        if let Ok(mut routes) = self.ctx.routes.write() {
+            routes.remove(&lower);
+        }
+        a.stop.cancel();
+        tracing::info!(venue = self.venue.as_str(), symbol = %a.inst.symbol, "stopped collecting");
+        self.update_gauges();
+    }
+
+    fn update_gauges(&self) {
+        self.metrics
+            .symbols
+            .with_label_values(&[self.venue.as_str()])
+            .set(self.active.len() as i64);
+    }
+
+    /// Reloads the universe and applies the difference.
+    pub async fn refresh(
+        &mut self,
+        db: &Client,
+        sel: &Selection,
+    ) -> Result<(usize, usize), UniverseError> {
+        let insts = universe::load(&self.rest, db, sel).await?;
+        let wanted: HashSet<String> = insts
+            .iter()
+            .map(|i| i.symbol.to_ascii_lowercase())
+            .collect();
+        let gone: Vec<String> = self
+            .active
+            .keys()
+            .filter(|s| !wanted.contains(*s))
+            .cloned()
+            .collect();
+        for s in &gone {
+            self.remove(s);
+        }
+        let new: Vec<Instrument> = insts
+            .into_iter()
+            .filter(|i| !self.active.contains_key(&i.symbol.to_ascii_lowercase()))
+            .collect();
+        let added = new.len();
+        if added > 0 {
+            tracing::info!(venue = self.venue.as_str(), added, "new symbols");
+            self.add(new);
+        }
+        Ok((added, gone.len()))
+    }
+}
