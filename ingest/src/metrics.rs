@@ -25,6 +25,7 @@ pub struct Metrics {
     pub reconnects: IntCounterVec,
     pub stale_streams: IntCounterVec,
     pub books_synced: IntGaugeVec,
+    pub book_synced: IntGaugeVec,
     pub symbols: IntGaugeVec,
     pub rest_weight_used: IntGaugeVec,
     pub rest_responses: IntCounterVec,
@@ -109,6 +110,14 @@ impl Metrics {
                 )
             ),
             books_synced: reg!(r, g("books_synced", "Books currently synced", &["venue"])),
+            book_synced: reg!(
+                r,
+                g(
+                    "book_synced",
+                    "1 while a symbol's book is synced",
+                    &["venue", "symbol"]
+                )
+            ),
             symbols: reg!(r, g("symbols", "Symbols collected", &["venue"])),
             rest_weight_used: reg!(
                 r,

@@ -256,6 +256,10 @@ impl SymbolTask {
             } else {
                 g.dec()
             }
+            self.metrics
+                .book_synced
+                .with_label_values(&[venue, &self.inst.symbol])
+                .set(i64::from(on));
         };
         loop {
             // Ask for a snapshot once something is buffered and none is under way.

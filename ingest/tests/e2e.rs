@@ -199,5 +199,5 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
 
     let compared = check_books(&db, &sim).await;
     assert!(compared >= 16, "compared {compared} books");
-    check_spot_continuity(&db).await;
+    check_continuity(&db).await;
 }

@@ -150,7 +150,7 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
     assert!(during > 0, "rows from the outage were replayed");
     assert!(count(&db, "SELECT count(*) FROM ingest_batches WHERE spooled").await > 0);
     check_no_duplicates(&db).await;
-    check_spot_continuity(&db).await;
+    check_continuity(&db).await;
     let compared = check_books(&db, &sim).await;
     assert!(compared >= 8, "compared {compared}");
     drop(server);
@@ -266,7 +266,7 @@ async fn sigterm_under_load_flushes_everything_and_exits_0() {
     }
     assert!(walk(spool.path()).is_empty(), "nothing left in the spool");
     check_no_duplicates(&db).await;
-    check_spot_continuity(&db).await;
+    check_continuity(&db).await;
 }
 
 #[tokio::test]
@@ -303,7 +303,7 @@ async fn rotation_is_make_before_break() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM (SELECT instrument_id, update_id FROM book_ticker GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0, "overlap deduplicated");
     check_no_duplicates(&db).await;
-    check_spot_continuity(&db).await;
+    check_continuity(&db).await;
 }
 
 #[tokio::test]

@@ -201,42 +201,54 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
     compared
 }
 
-/// Spot ids are contiguous inside an epoch: every hole in the stored ids is covered by a
-/// recorded resync (a snapshot checkpoint in the hole).
-pub async fn check_spot_continuity(db: &Client) {
+/// Inside an epoch the stored events are continuous (spot: `U` = previous `u` + 1; USD-M:
+/// `pu` = previous `u`); every break is covered by a resync (a snapshot checkpoint in it).
+pub async fn check_continuity(db: &Client) {
     let instruments = db
         .query(
-            "SELECT id, venue, symbol FROM instruments WHERE active ORDER BY id",
+            "SELECT id, venue FROM instruments WHERE active ORDER BY id",
             &[],
         )
         .await
         .expect("instruments");
-
-    for inst in instruments
-        .iter()
-        .filter(|i| i.get::<_, String>(1) == "spot")
-    {
-        let iid: i32 = inst.get(0);
-        let evs = db.query("SELECT DISTINCT first_update_id, update_id FROM depth_updates WHERE instrument_id = $1 ORDER BY 2", &[&iid]).await.expect("events");
+    for inst in &instruments {
+        let (iid, venue): (i32, String) = (inst.get(0), inst.get(1));
+        let evs = db
+            .query("SELECT DISTINCT first_update_id, update_id, prev_update_id FROM depth_updates WHERE instrument_id = $1 ORDER BY 2", &[&iid])
+            .await
+            .expect("events");
+        let mut breaks = 0;
         for w in evs.windows(2) {
-            let (prev_last, next_first): (i64, i64) = (w[0].get(1), w[1].get(0));
-            if next_first == prev_last + 1 {
+            let (prev_last, next_first, next_last, next_pu): (i64, i64, i64, Option<i64>) =
+                (w[0].get(1), w[1].get(0), w[1].get(1), w[1].get(2));
+            let continuous = match venue.as_str() {
+                "spot" => next_first == prev_last + 1,
+                _ => next_pu == Some(prev_last),
+            };
+            if continuous {
                 continue;
             }
+            breaks += 1;
+            let hi = if venue == "spot" {
+                next_first - 1
+            } else {
+                next_last
+            };
             let explained = count(
                 db,
-                &format!(
-                    "SELECT count(*) FROM book_checkpoints WHERE instrument_id = {iid} AND kind = 'snapshot' AND update_id >= {prev_last} AND update_id < {next_first}"
-                ),
+                &format!("SELECT count(*) FROM book_checkpoints WHERE instrument_id = {iid} AND kind = 'snapshot' AND update_id >= {prev_last} AND update_id <= {hi}"),
             )
             .await;
             assert!(
                 explained > 0,
-                "instrument {iid}: ids {}..{} missing without a resync",
-                prev_last + 1,
-                next_first - 1
+                "{venue} instrument {iid}: break after id {prev_last} without a resync"
             );
         }
+        let resyncs = count(db, &format!("SELECT count(*) FROM book_checkpoints WHERE instrument_id = {iid} AND kind = 'snapshot'")).await;
+        assert!(
+            breaks < resyncs.max(1),
+            "{venue} instrument {iid}: {breaks} breaks, {resyncs} snapshots"
+        );
     }
 }
 
