@@ -142,6 +142,9 @@ struct RunArgs {
     /// Reload the symbol universe (listings, delistings, volume ranking) this often.
     #[arg(long, env = "INGEST_UNIVERSE_REFRESH_SECS", default_value_t = 600)]
     universe_refresh_secs: u64,
+    /// Run the database housekeeping (aggregates on plain PostgreSQL, retention) this often.
+    #[arg(long, env = "INGEST_MAINTAIN_SECS", default_value_t = 10)]
+    maintain_secs: u64,
     /// How long shutdown may take to flush.
     #[arg(long, env = "INGEST_SHUTDOWN_GRACE_SECS", default_value_t = 60)]
     shutdown_grace_secs: u64,
@@ -298,6 +301,7 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         metrics_bind: a.metrics_bind,
         shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs),
         universe_refresh: std::time::Duration::from_secs(a.universe_refresh_secs.max(1)),
+        maintain_every: std::time::Duration::from_secs(a.maintain_secs.max(1)),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();

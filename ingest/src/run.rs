@@ -44,6 +44,8 @@ pub struct RunConfig {
     pub shutdown_grace: Duration,
     /// How often the universe is reloaded (listings, delistings, the top N).
     pub universe_refresh: Duration,
+    /// How often `maintain()` runs.
+    pub maintain_every: Duration,
 }
 
 /// Snapshot depth by tier: the deepest book for the busiest symbols, a cheaper one for the rest
@@ -180,6 +182,34 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
             tokio::select! {
                 _ = probe_stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    });
+
+    // Housekeeping: on plain PostgreSQL maintain() materializes the aggregates and applies
+    // retention (TimescaleDB's own jobs do that there; maintain() then only trims the ledger).
+    let maint_url = cfg.database_url.clone();
+    let maint_stop = shutdown.clone();
+    let maint_every = cfg.maintain_every;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(maint_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = maint_stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match tokio_postgres::connect(&maint_url, tokio_postgres::NoTls).await {
+                Ok((c, conn)) => {
+                    let conn = tokio::spawn(conn);
+                    match c.query_one("SELECT maintain()", &[]).await {
+                        Ok(r) => tracing::debug!(summary = r.get::<_, String>(0), "maintenance"),
+                        Err(e) => tracing::warn!(error = %e, "maintenance failed"),
+                    }
+                    drop(c);
+                    let _ = conn.await;
+                }
+                Err(e) => tracing::debug!(error = %e, "maintenance skipped: database unreachable"),
             }
         }
     });

@@ -675,9 +675,10 @@ impl TableWriter {
 
     /// Replays spooled batches in order while the database takes them.
     async fn drain_spool(&mut self) {
+        let mut replayed_since: Option<u64> = None;
         for path in self.spool_files() {
             if !self.connect().await {
-                return;
+                break;
             }
             let Some(batch) = Self::read_spooled(&path) else {
                 tracing::error!(path = %path.display(), "unreadable spool file kept aside");
@@ -686,6 +687,8 @@ impl TableWriter {
             };
             match self.commit(&batch, true).await {
                 Ok(()) => {
+                    replayed_since =
+                        Some(replayed_since.map_or(batch.first_ms, |t| t.min(batch.first_ms)));
                     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     let _ = std::fs::remove_file(&path);
                     self.metrics
@@ -696,9 +699,61 @@ impl TableWriter {
                 Err(e) => {
                     tracing::warn!(table = self.table.name(), error = %e, "spool replay paused");
                     self.client = None;
-                    return;
+                    break;
                 }
             }
+        }
+        if let Some(since) = replayed_since {
+            self.refresh_aggregates(since).await;
+        }
+    }
+
+    /// Rows replayed late may fall into aggregate buckets already materialized: have them
+    /// recomputed (plain PostgreSQL: lower the rollup watermarks; TimescaleDB: refresh the
+    /// 1 s continuous aggregates over the replayed range; the coarser levels follow from their
+    /// refresh policies).
+    async fn refresh_aggregates(&mut self, since_ms: u64) {
+        let views: &[&str] = match self.table {
+            Table::BookTicker => &["ticker_1s"],
+            Table::Trades => &["trades_1s"],
+            _ => return,
+        };
+        let Some(client) = self.client.as_ref() else {
+            return;
+        };
+        let since = since_ms as f64 / 1000.0;
+        let plain = client
+            .query_one(
+                "SELECT to_regproc('invalidate_aggregates') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false);
+        let res = if plain {
+            client
+                .execute(
+                    "SELECT invalidate_aggregates(to_timestamp($1::float8))",
+                    &[&since],
+                )
+                .await
+                .map(|_| ())
+        } else {
+            let mut r = Ok(());
+            for v in views {
+                // CALL cannot take bind parameters for its procedure arguments here: the values
+                // are our own numbers, formatted, never user input.
+                let sql = format!(
+                    "CALL refresh_continuous_aggregate('{v}', to_timestamp({since}), now())"
+                );
+                if let Err(e) = client.batch_execute(&sql).await {
+                    r = Err(e);
+                }
+            }
+            r
+        };
+        if let Err(e) = res {
+            tracing::warn!(table = self.table.name(), error = %e, "could not refresh aggregates after a spool replay");
         }
     }
 }

@@ -184,6 +184,7 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
     }
     assert_eq!(open, 0, "no epoch left open");
     check_no_duplicates(&db).await;
+    check_aggregates_complete(&db).await;
     assert!(count(&db, "SELECT count(*) FROM trades").await > 0);
     assert!(count(&db, "SELECT count(*) FROM book_ticker").await > 0);
     assert!(count(&db, "SELECT count(*) FROM mark_prices").await > 0);

@@ -149,6 +149,7 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
     let during = count(&db, &format!("SELECT count(*) FROM depth_updates WHERE received_at BETWEEN now() - interval '{} seconds' AND now() - interval '10 seconds'", outage.elapsed().as_secs())).await;
     assert!(during > 0, "rows from the outage were replayed");
     assert!(count(&db, "SELECT count(*) FROM ingest_batches WHERE spooled").await > 0);
+    check_aggregates_complete(&db).await;
     check_no_duplicates(&db).await;
     check_continuity(&db).await;
     let compared = check_books(&db, &sim).await;
