@@ -1,7 +1,94 @@
-//! `graphql`: the API server (DESIGN §7). Not built yet (the GraphQL issue); it refuses to
-//! start rather than pretend to serve.
+//! `graphql`: serve depthbook's API until SIGTERM/SIGINT.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("graphql: the API server is not implemented yet; see the GraphQL and REST API issue");
-    std::process::ExitCode::from(2)
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bb8_postgres::PostgresConnectionManager;
+use clap::Parser;
+use graphql::schema::Limits;
+use graphql::{live::Hub, AppState, Metrics};
+
+#[derive(Debug, Parser)]
+#[command(name = "graphql", version, about = "depthbook's GraphQL and REST API")]
+struct Cli {
+    /// Database URL of a read-only login role (a member of depthbook_reader).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "API_BIND", default_value = "0.0.0.0:8080")]
+    bind: SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on /graphql, /data and /stats.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Allowed CORS origins (comma-separated, `*` for any; none by default).
+    #[arg(long, env = "API_CORS_ORIGINS", value_delimiter = ',')]
+    cors: Vec<String>,
+    /// Rows per page at most (GraphQL `first`, REST `limit`).
+    #[arg(long, env = "API_MAX_PAGE", default_value_t = 1000)]
+    max_page: i32,
+    /// Widest time range a query may ask for, in seconds.
+    #[arg(long, env = "API_MAX_RANGE_SECS", default_value_t = 7 * 86_400)]
+    max_range_secs: u64,
+    /// Deepest book a query may ask for.
+    #[arg(long, env = "API_MAX_DEPTH", default_value_t = 5000)]
+    max_depth: i32,
+    /// Database connections.
+    #[arg(long, env = "API_POOL_SIZE", default_value_t = 16)]
+    pool_size: u32,
+    /// /health reports stale when ingest committed nothing for this many seconds.
+    #[arg(long, env = "API_FRESH_WITHIN_SECS", default_value_t = 60)]
+    fresh_within_secs: u64,
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).context("bad --log filter")?,
+        )
+        .init();
+    let manager =
+        PostgresConnectionManager::new_from_stringlike(&cli.database_url, tokio_postgres::NoTls)
+            .context("DATABASE_URL is not a valid connection string")?;
+    let pool = bb8::Pool::builder()
+        .max_size(cli.pool_size)
+        .connection_timeout(Duration::from_secs(5))
+        .build_unchecked(manager);
+    let hub = Hub::default();
+    tokio::spawn(hub.clone().run(cli.database_url.clone()));
+    let limits = Limits {
+        max_page: cli.max_page,
+        max_range: Duration::from_secs(cli.max_range_secs),
+        max_depth: cli.max_depth,
+    };
+    let state = AppState {
+        schema: graphql::schema::build(pool.clone(), hub, limits.clone()),
+        pool,
+        limits,
+        metrics: Metrics::new(),
+        token: cli.token.filter(|t| !t.is_empty()),
+        fresh_within: Duration::from_secs(cli.fresh_within_secs),
+    };
+    let app = graphql::router(state, &cli.cors);
+    let listener = tokio::net::TcpListener::bind(cli.bind)
+        .await
+        .with_context(|| format!("binding {}", cli.bind))?;
+    tracing::info!(addr = %cli.bind, "serving GraphQL at /graphql, GraphiQL at /");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await?;
+    Ok(())
 }

@@ -13,7 +13,7 @@ use crate::writer::Row;
 pub const BOOK_CHANNEL: &str = "depthbook_book";
 /// Channel of best bid/ask: `{"instrument_id","time","update_id","bid","bid_qty","ask","ask_qty"}`.
 pub const TICKER_CHANNEL: &str = "depthbook_book_ticker";
-/// Channel of trades: `{"instrument_id","trades":[{"id","time","price","qty","buyer_is_maker"}]}`.
+/// Channel of trades: `{"instrument_id","trades":[{"id","time","price","qty","first","last","buyer_is_maker"}]}`.
 pub const TRADES_CHANNEL: &str = "depthbook_trades";
 /// PostgreSQL refuses payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7_900;
@@ -90,11 +90,13 @@ impl Notes {
                 agg_id,
                 price,
                 qty,
+                first,
+                last,
                 maker,
                 ..
             } => {
                 self.trades.entry(*iid).or_default().push(format!(
-                    "{{\"id\":{agg_id},\"time\":{time},\"price\":\"{}\",\"qty\":\"{}\",\"buyer_is_maker\":{maker}}}",
+                    "{{\"id\":{agg_id},\"time\":{time},\"price\":\"{}\",\"qty\":\"{}\",\"first\":{first},\"last\":{last},\"buyer_is_maker\":{maker}}}",
                     dec(*price),
                     dec(*qty)
                 ));
