@@ -1,9 +1,8 @@
 //! The read-only database: a bb8 pool, instrument lookup, and errors as clients see them.
 
 use bb8_postgres::PostgresConnectionManager;
-use tokio_postgres::NoTls;
 
-pub type Pool = bb8::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = bb8::Pool<PostgresConnectionManager<pgconn::Tls>>;
 
 /// What a request can get wrong, or what went wrong serving it.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use sonic_rs::JsonValueTrait;
 use tokio::sync::{broadcast, watch};
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 /// Channels ingest notifies on (see ingest's `notify` module).
 pub const BOOK_CHANNEL: &str = "depthbook_book";
@@ -96,7 +96,14 @@ impl Hub {
     /// Listens until the process ends, reconnecting after a lost connection.
     pub async fn run(self, database_url: String) {
         loop {
-            match tokio_postgres::connect(&database_url, NoTls).await {
+            let target = match pgconn::target(&database_url) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(error = %e, "live updates disabled: bad database URL");
+                    return;
+                }
+            };
+            match target.config.connect(target.tls).await {
                 Ok((client, mut conn)) => {
                     let hub = self.clone();
                     let reader = tokio::spawn(async move {

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bb8_postgres::PostgresConnectionManager;
 use clap::Parser;
 use graphql::schema::Limits;
 use graphql::{live::Hub, AppState, Metrics};
@@ -50,9 +49,7 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_new(&cli.log).context("bad --log filter")?,
         )
         .init();
-    let manager =
-        PostgresConnectionManager::new_from_stringlike(&cli.database_url, tokio_postgres::NoTls)
-            .context("DATABASE_URL is not a valid connection string")?;
+    let manager = pgconn::manager(&cli.database_url).context("DATABASE_URL")?;
     let pool = bb8::Pool::builder()
         .max_size(cli.pool_size)
         .connection_timeout(Duration::from_secs(5))

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bb8_postgres::PostgresConnectionManager;
 use binance::Venue as BVenue;
 use futures_util::{SinkExt, StreamExt};
 use graphql::schema::Limits;
@@ -53,7 +52,7 @@ struct Env {
 }
 
 async fn start_api(reader_url: &str, token: Option<String>) -> String {
-    let manager = PostgresConnectionManager::new_from_stringlike(reader_url, NoTls).expect("url");
+    let manager = pgconn::manager(reader_url).expect("url");
     let pool = bb8::Pool::builder().max_size(8).build_unchecked(manager);
     let hub = Hub::default();
     tokio::spawn(hub.clone().run(reader_url.to_owned()));

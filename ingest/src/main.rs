@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use schema::{Flavor, FlavorChoice, PolicyChange};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -172,14 +172,9 @@ impl From<StorageArg> for FlavorChoice {
 
 async fn connect(url: Option<&str>) -> Result<Client> {
     let url = url.context("no database: pass --database-url or set DATABASE_URL")?;
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
+    let (client, _conn) = pgconn::connect(url)
         .await
         .context("connecting to the database")?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::error!(error = %e, "database connection lost");
-        }
-    });
     Ok(client)
 }
 

@@ -72,10 +72,9 @@ WHERE s.kind = 'synced'";
 
 /// Runs until `shutdown` is cancelled, then flushes everything.
 pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Result<()> {
-    let (db, conn) = tokio_postgres::connect(&cfg.database_url, tokio_postgres::NoTls)
+    let (db, db_conn) = pgconn::connect(&cfg.database_url)
         .await
         .context("connecting to the database")?;
-    let db_conn = tokio::spawn(conn);
     let closed = db
         .execute(CLOSE_OPEN_EPOCHS, &[])
         .await
@@ -166,16 +165,10 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     let probe_stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
-            let ok = match tokio::time::timeout(
-                Duration::from_secs(5),
-                tokio_postgres::connect(&probe_url, tokio_postgres::NoTls),
-            )
-            .await
+            let ok = match tokio::time::timeout(Duration::from_secs(5), pgconn::connect(&probe_url))
+                .await
             {
-                Ok(Ok((c, conn))) => {
-                    tokio::spawn(conn);
-                    c.simple_query("SELECT 1").await.is_ok()
-                }
+                Ok(Ok((c, _conn))) => c.simple_query("SELECT 1").await.is_ok(),
                 _ => false,
             };
             probe_metrics.db_ok.store(ok, Ordering::Relaxed);
@@ -199,9 +192,8 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
                 _ = maint_stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match tokio_postgres::connect(&maint_url, tokio_postgres::NoTls).await {
+            match pgconn::connect(&maint_url).await {
                 Ok((c, conn)) => {
-                    let conn = tokio::spawn(conn);
                     match c.query_one("SELECT maintain()", &[]).await {
                         Ok(r) => tracing::debug!(summary = r.get::<_, String>(0), "maintenance"),
                         Err(e) => tracing::warn!(error = %e, "maintenance failed"),
@@ -223,9 +215,8 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = refresh.tick() => {
-                match tokio_postgres::connect(&cfg.database_url, tokio_postgres::NoTls).await {
+                match pgconn::connect(&cfg.database_url).await {
                     Ok((db, conn)) => {
-                        let conn = tokio::spawn(conn);
                         for m in managers.iter_mut() {
                             match m.refresh(&db, &cfg.selection).await {
                                 Ok((0, 0)) => {}

@@ -12,7 +12,7 @@ use book::features::Features;
 use book::{Levels, Side};
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::copy::CopyBuf;
 use crate::metrics::Metrics;
@@ -514,11 +514,8 @@ impl TableWriter {
             return false;
         }
         self.last_connect_attempt = Some(Instant::now());
-        match tokio_postgres::connect(&self.cfg.database_url, NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
+        match pgconn::connect(&self.cfg.database_url).await {
+            Ok((client, _conn)) => {
                 self.client = Some(client);
                 true
             }
