@@ -34,6 +34,11 @@ enum Command {
     /// Run the periodic housekeeping once: materialize aggregates (plain PostgreSQL) and apply
     /// retention.
     Maintain,
+    /// Exit 0 when URL answers 200 (container health checks: the images carry no curl).
+    Healthcheck {
+        #[arg(default_value = "http://127.0.0.1:9100/health")]
+        url: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +59,17 @@ struct MigrateArgs {
     /// Compress a table's chunks after INTERVAL (TimescaleDB), RELATION=INTERVAL; repeatable.
     #[arg(long = "compress-after", value_name = "RELATION=INTERVAL")]
     compress_after: Vec<String>,
+
+    /// Read-only login roles to create or update, NAME:PASSWORD, comma-separated (the API's
+    /// and Grafana's database users; members of depthbook_reader).
+    #[arg(
+        long = "reader-login",
+        env = "DEPTHBOOK_READER_LOGINS",
+        value_delimiter = ',',
+        value_name = "NAME:PASSWORD",
+        hide_env_values = true
+    )]
+    reader_logins: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,6 +230,13 @@ async fn migrate(client: &mut Client, args: &MigrateArgs) -> Result<()> {
         schema::set_policies(client, &changes).await?;
         println!("storage policies updated");
     }
+    for login in args.reader_logins.iter().filter(|l| !l.trim().is_empty()) {
+        let (name, password) = login
+            .split_once(':')
+            .context("--reader-login takes NAME:PASSWORD")?;
+        schema::ensure_reader_login(client, name.trim(), password).await?;
+        println!("reader login {} ready", name.trim());
+    }
     Ok(())
 }
 
@@ -229,9 +252,19 @@ async fn main() -> Result<()> {
     if let Command::Run(args) = &cli.command {
         return run(cli.database_url.as_deref(), args).await;
     }
+    if let Command::Healthcheck { url } = &cli.command {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        anyhow::ensure!(resp.status().is_success(), "{url}: HTTP {}", resp.status());
+        return Ok(());
+    }
     let mut client = connect(cli.database_url.as_deref()).await?;
     match &cli.command {
-        Command::Run(_) => Ok(()),
+        Command::Run(_) | Command::Healthcheck { .. } => Ok(()),
         Command::Migrate(args) => migrate(&mut client, args).await,
         Command::Maintain => {
             let row = client

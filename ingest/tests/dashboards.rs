@@ -26,7 +26,10 @@ fn dashboards() -> Vec<(String, sonic_rs::Value)> {
     for e in std::fs::read_dir(&dir).expect("dashboards dir") {
         let p = e.expect("entry").path();
         let text = std::fs::read_to_string(&p).expect("read");
-        out.push((p.display().to_string(), sonic_rs::from_str(&text).expect("dashboard JSON")));
+        out.push((
+            p.display().to_string(),
+            sonic_rs::from_str(&text).expect("dashboard JSON"),
+        ));
     }
     assert!(out.len() >= 2);
     out
@@ -38,7 +41,10 @@ fn concrete(sql: &str) -> String {
     while let Some(i) = s.find("$__timeFilter(") {
         let end = s[i..].find(')').expect("closing paren") + i;
         let col = s[i + "$__timeFilter(".len()..end].to_owned();
-        s.replace_range(i..=end, &format!("{col} BETWEEN now() - interval '1 day' AND now() + interval '1 minute'"));
+        s.replace_range(
+            i..=end,
+            &format!("{col} BETWEEN now() - interval '1 day' AND now() + interval '1 minute'"),
+        );
     }
     assert!(!s.contains('$'), "an unreplaced macro or variable: {s}");
     s
@@ -46,9 +52,23 @@ fn concrete(sql: &str) -> String {
 
 fn targets(d: &sonic_rs::Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for p in d.get("panels").and_then(|p| p.as_array()).expect("panels").iter() {
-        let title = p.get("title").and_then(|t| t.as_str()).unwrap_or("").to_owned();
-        for t in p.get("targets").and_then(|t| t.as_array()).map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default() {
+    for p in d
+        .get("panels")
+        .and_then(|p| p.as_array())
+        .expect("panels")
+        .iter()
+    {
+        let title = p
+            .get("title")
+            .and_then(|t| t.as_str())
+            .unwrap_or("")
+            .to_owned();
+        for t in p
+            .get("targets")
+            .and_then(|t| t.as_array())
+            .map(|a| a.iter().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             if let Some(sql) = t.get("rawSql").and_then(|s| s.as_str()) {
                 out.push((title.clone(), format!("sql:{sql}")));
             }
@@ -57,9 +77,24 @@ fn targets(d: &sonic_rs::Value) -> Vec<(String, String)> {
             }
         }
     }
-    for v in d.get("templating").and_then(|t| t.get("list")).and_then(|l| l.as_array()).map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default() {
+    for v in d
+        .get("templating")
+        .and_then(|t| t.get("list"))
+        .and_then(|l| l.as_array())
+        .map(|a| a.iter().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
         if v.get("type").and_then(|t| t.as_str()) == Some("query") {
-            out.push((format!("variable {}", v.get("name").and_then(|n| n.as_str()).unwrap_or("?")), format!("sql:{}", v.get("query").and_then(|q| q.as_str()).expect("query"))));
+            out.push((
+                format!(
+                    "variable {}",
+                    v.get("name").and_then(|n| n.as_str()).unwrap_or("?")
+                ),
+                format!(
+                    "sql:{}",
+                    v.get("query").and_then(|q| q.as_str()).expect("query")
+                ),
+            ));
         }
     }
     out
@@ -67,30 +102,57 @@ fn targets(d: &sonic_rs::Value) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn every_panel_query_runs_against_collected_data() {
-    let sim = Sim::start(SimConfig { seed: 21, spot: Some(venue_cfg(Venue::Spot)), usdm: Some(venue_cfg(Venue::Usdm)) }).await.expect("sim");
+    let sim = Sim::start(SimConfig {
+        seed: 21,
+        spot: Some(venue_cfg(Venue::Spot)),
+        usdm: Some(venue_cfg(Venue::Usdm)),
+    })
+    .await
+    .expect("sim");
     let tdb = pgembed::test_database("dashboards").await.expect("db");
-    let (mut db, conn) = tokio_postgres::connect(&tdb.url, NoTls).await.expect("connect");
+    let (mut db, conn) = tokio_postgres::connect(&tdb.url, NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
-    schema::apply(&mut db, schema::FlavorChoice::Auto).await.expect("migrate");
+    schema::apply(&mut db, schema::FlavorChoice::Auto)
+        .await
+        .expect("migrate");
     let spool = tempfile::tempdir().expect("spool");
     let stop = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(run_config(&tdb.url, &sim, spool.path()), Metrics::new(), stop.clone()));
+    let run = tokio::spawn(ingest::run::run(
+        run_config(&tdb.url, &sim, spool.path()),
+        Metrics::new(),
+        stop.clone(),
+    ));
     let dbr = &db;
     wait_until("trades and samples", || async move {
-        count(dbr, "SELECT count(*) FROM book_top").await > 50 && count(dbr, "SELECT count(*) FROM trades").await > 50
+        count(dbr, "SELECT count(*) FROM book_top").await > 50
+            && count(dbr, "SELECT count(*) FROM trades").await > 50
     })
     .await;
     stop.cancel();
-    tokio::time::timeout(DEADLINE, run).await.expect("in time").expect("join").expect("clean stop");
-    db.query_one("SELECT maintain()", &[]).await.expect("maintain");
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+    db.query_one("SELECT maintain()", &[])
+        .await
+        .expect("maintain");
 
     let mut checked = 0;
     let mut promql = Vec::new();
     for (file, d) in dashboards() {
         for (panel, q) in targets(&d) {
             if let Some(sql) = q.strip_prefix("sql:") {
-                let rows = db.query(&concrete(sql), &[]).await.unwrap_or_else(|e| panic!("{file}: panel {panel:?}: {e:?}\n{sql}"));
-                assert!(!rows.is_empty(), "{file}: panel {panel:?} returns no rows on collected data");
+                let rows = db
+                    .query(&concrete(sql), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{file}: panel {panel:?}: {e:?}\n{sql}"));
+                assert!(
+                    !rows.is_empty(),
+                    "{file}: panel {panel:?} returns no rows on collected data"
+                );
                 checked += 1;
             } else if let Some(expr) = q.strip_prefix("promql:") {
                 promql.push((panel, expr.to_owned()));
@@ -101,7 +163,11 @@ async fn every_panel_query_runs_against_collected_data() {
     assert!(promql.len() >= 10, "PromQL expressions: {}", promql.len());
 
     // PromQL, alert rules and the Prometheus config, by promtool.
-    if std::process::Command::new("promtool").arg("--version").output().is_err() {
+    if std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         let _ = writeln!(std::io::stderr(), "skipped: promtool not installed (apt-get install prometheus) (every_panel_query_runs_against_collected_data)");
         return;
     }
@@ -109,15 +175,41 @@ async fn every_panel_query_runs_against_collected_data() {
     let rules = dir.path().join("panels.yml");
     let mut y = String::from("groups:\n  - name: panels\n    rules:\n");
     for (i, (_, expr)) in promql.iter().enumerate() {
-        y.push_str(&format!("      - record: panel_{i}\n        expr: {}\n", sonic_rs::to_string(expr).expect("quote")));
+        y.push_str(&format!(
+            "      - record: panel_{i}\n        expr: {}\n",
+            sonic_rs::to_string(expr).expect("quote")
+        ));
     }
     std::fs::write(&rules, y).expect("write");
     for args in [
-        vec!["check".to_owned(), "rules".to_owned(), rules.display().to_string()],
-        vec!["check".to_owned(), "rules".to_owned(), root().join("prometheus/alerts.yml").display().to_string()],
-        vec!["check".to_owned(), "config".to_owned(), root().join("prometheus/prometheus.yml").display().to_string()],
+        vec![
+            "check".to_owned(),
+            "rules".to_owned(),
+            rules.display().to_string(),
+        ],
+        vec![
+            "check".to_owned(),
+            "rules".to_owned(),
+            root().join("prometheus/alerts.yml").display().to_string(),
+        ],
+        vec![
+            "check".to_owned(),
+            "config".to_owned(),
+            root()
+                .join("prometheus/prometheus.yml")
+                .display()
+                .to_string(),
+        ],
     ] {
-        let out = std::process::Command::new("promtool").args(&args).output().expect("promtool");
-        assert!(out.status.success(), "promtool {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("promtool")
+            .args(&args)
+            .output()
+            .expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -93,6 +93,38 @@ async fn migrate_prints_its_plan_and_creates_every_relation() {
     assert!(ok);
     assert!(out.contains("deleted"), "{out}");
 
+    let login = format!("reader_{}", db.name);
+    let arg: &'static str = Box::leak(format!("{login}:pw1,{login}_2:pw2").into_boxed_str());
+    let args: &'static [&'static str] =
+        Box::leak(vec!["migrate", "--reader-login", arg].into_boxed_slice());
+    let (ok, out, err) = run(args).await.expect("join");
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("reader login {login} ready")),
+        "{out}"
+    );
+    let members: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member JOIN pg_roles g ON g.oid = m.roleid
+             WHERE g.rolname = 'depthbook_reader' AND r.rolname IN ($1, $2) AND r.rolcanlogin",
+            &[&login, &format!("{login}_2")],
+        )
+        .await
+        .expect("members")
+        .get(0);
+    assert_eq!(members, 2);
+    // Again: the passwords are updated, nothing fails.
+    let (ok, _, err) = run(args).await.expect("join");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["migrate", "--reader-login", "Bad-Name:pw"])
+        .await
+        .expect("join");
+    assert!(!ok && err.contains("lower-case"), "{err}");
+    client
+        .batch_execute(&format!("DROP ROLE \"{login}\"; DROP ROLE \"{login}_2\""))
+        .await
+        .expect("cleanup");
+
     let (ok, _, err) = run(&["migrate", "--retention", "trades=soon"])
         .await
         .expect("join");
@@ -103,6 +135,21 @@ async fn migrate_prints_its_plan_and_creates_every_relation() {
         .expect("join");
     assert!(!ok);
     assert!(err.contains("unknown table"), "{err}");
+}
+
+#[test]
+fn healthcheck_exits_non_zero_when_nothing_answers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let (ok, _, err) = ingest(
+        None,
+        &["healthcheck", &format!("http://127.0.0.1:{port}/health")],
+    );
+    assert!(!ok);
+    assert!(err.contains("GET"), "{err}");
 }
 
 #[test]

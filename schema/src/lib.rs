@@ -11,7 +11,7 @@ mod policy;
 
 pub use catalog::{files, migrations, Migration};
 pub use migrate::{apply, plan, Applied, Plan, Report};
-pub use policy::{set_policies, PolicyChange};
+pub use policy::{ensure_reader_login, set_policies, PolicyChange};
 
 /// Which storage path a database uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

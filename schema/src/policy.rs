@@ -91,3 +91,56 @@ pub async fn set_policies(client: &mut Client, changes: &[PolicyChange]) -> Resu
     tx.commit().await?;
     Ok(())
 }
+
+/// Creates (or updates the password of) a login role that reads through `depthbook_reader`:
+/// the API's and Grafana's database users.
+pub async fn ensure_reader_login(client: &Client, name: &str, password: &str) -> Result<(), Error> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(Error::Policy(format!(
+            "reader login {name:?}: use lower-case letters, digits and underscores"
+        )));
+    }
+    if password.is_empty() {
+        return Err(Error::Policy(format!(
+            "reader login {name:?}: the password is empty"
+        )));
+    }
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)",
+            &[&name],
+        )
+        .await?
+        .get(0);
+    // format() quotes the name and the password; neither is ever spliced in by us.
+    let sql: String = if exists {
+        client
+            .query_one(
+                "SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', $1::text, $2::text)",
+                &[&name, &password],
+            )
+            .await?
+            .get(0)
+    } else {
+        client.query_one("SELECT format('CREATE ROLE %I LOGIN PASSWORD %L IN ROLE depthbook_reader', $1::text, $2::text)", &[&name, &password]).await?.get(0)
+    };
+    client.batch_execute(&sql).await?;
+    let grant: String = client
+        .query_one(
+            "SELECT format('GRANT depthbook_reader TO %I', $1::text)",
+            &[&name],
+        )
+        .await?
+        .get(0);
+    client.batch_execute(&grant).await?;
+    Ok(())
+}
