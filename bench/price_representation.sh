@@ -34,7 +34,7 @@ COPY (SELECT time, instrument_id, first_update_id, update_id, prev_update_id, si
              price_ticks, qty_steps, received_at FROM src) TO '$tmp/int8.bin' (FORMAT binary);
 SQL
 declare -A best
-for round in 1 2 3; do
+for _ in 1 2 3; do
   for t in numeric8 numeric int8; do
     q -c "TRUNCATE du_$t; CHECKPOINT"
     start=$(date +%s%N)
