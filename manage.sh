@@ -1,27 +1,49 @@
 #!/usr/bin/env bash
-# depthbook operations. Today: the local run without Docker (a private PostgreSQL in ./data from
-# the system's binaries, with the schema migrated). Collection, the API, deploy, scale, backup
-# and the rest arrive with their issues; until then they are not offered.
+# depthbook operations.
+#
+# Local mode (default): no Docker. A private PostgreSQL in $DEPTHBOOK_DATA from the system's
+# binaries, migrations, ingest and graphql as background processes (and the simulator with
+# --sim). Compose mode (DEPTHBOOK_MODE=compose): the same commands drive docker compose, on this
+# machine or, for `deploy`, on $DEPTHBOOK_HOST over ssh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")" && pwd)
+MODE=${DEPTHBOOK_MODE:-local}
 DATA=${DEPTHBOOK_DATA:-$ROOT/data}
-PG_PORT=${PGEMBED_PORT:-54329}
 PROFILE=${DEPTHBOOK_PROFILE:-release}
+PG_PORT=${PGEMBED_PORT:-54329}
+API_PORT=${API_PORT:-8080}
+METRICS_PORT=${INGEST_METRICS_PORT:-9100}
+SIM_SPOT_PORT=${SIM_SPOT_PORT:-18080}
+SIM_USDM_PORT=${SIM_USDM_PORT:-18081}
+SERVICES=(sim ingest graphql)
 
 usage() {
   cat <<USAGE
-usage: manage.sh COMMAND
+usage: manage.sh COMMAND [ARGS]
 
-  up        start a private PostgreSQL in $DATA/pg (port $PG_PORT) and migrate it
-  status    show whether it runs, its URL and the schema's migration plan
-  down      stop it (the data stays in $DATA)
+  up [--sim]       start everything (local: PostgreSQL in $DATA, migrations, ingest, graphql;
+                   --sim collects from the simulator instead of Binance)
+  status           what runs, health, storage path and migrations
+  logs SERVICE     the last lines of a service's log (postgres, sim, ingest, graphql)
+  monitor          key numbers every 5 s until Ctrl-C
+  restart [SVC]    restart one service, or all
+  scale N          collect the top N symbols per venue (restarts ingest)
+  backup           pg_dump the database to $ROOT/backups/
+  restore FILE     restore a backup (stops ingest and graphql meanwhile)
+  deploy           (compose mode) copy the repo to \$DEPTHBOOK_HOST and start the stack there
+  down             stop everything (data stays)
 
-environment: DEPTHBOOK_DATA (data dir), PGEMBED_PORT (port), DEPTHBOOK_PROFILE (release|dev)
+environment: DEPTHBOOK_MODE (local|compose), DEPTHBOOK_DATA, DEPTHBOOK_PROFILE (release|dev),
+DEPTHBOOK_HOST (deploy target, user@host), PGEMBED_PORT, API_PORT, INGEST_METRICS_PORT,
+SIM_SPOT_PORT, SIM_USDM_PORT, INGEST_TOP
 USAGE
 }
 
 die() { echo "manage.sh: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null || die "$1 not found: $2"; }
+
+# --- local mode -----------------------------------------------------------------------------
 
 bin() {
   local dir=release
@@ -30,64 +52,247 @@ bin() {
 }
 
 build() {
+  need cargo "install Rust (https://rustup.rs)"
   local flag=(--release)
   [ "$PROFILE" = dev ] && flag=()
-  (cd "$ROOT" && cargo build -q "${flag[@]}" -p pgembed -p ingest) || die "build failed"
+  (cd "$ROOT" && cargo build -q "${flag[@]}" -p pgembed -p ingest -p graphql -p sim) || die "build failed"
 }
 
-pg_running() {
-  [ -f "$DATA/pgembed.pid" ] && kill -0 "$(cat "$DATA/pgembed.pid")" 2>/dev/null
+pidfile() { echo "$DATA/$1.pid"; }
+running() { [ -f "$(pidfile "$1")" ] && kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; }
+admin_url() { cat "$DATA/database_url"; }
+api_url() { admin_url | sed "s|postgres://postgres@|postgres://depthbook_api:local@|"; }
+
+# start NAME COMMAND...: background process with its log and pid file.
+start() {
+  local name=$1
+  shift
+  if running "$name"; then
+    echo "$name: already running (pid $(cat "$(pidfile "$name")"))"
+    return
+  fi
+  "$@" >>"$DATA/$name.log" 2>&1 &
+  echo $! >"$(pidfile "$name")"
+  echo "$name: started (pid $!, log $DATA/$name.log)"
 }
 
-cmd_up() {
-  command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs)"
-  build
+stop() {
+  local name=$1 pid
+  running "$name" || { rm -f "$(pidfile "$name")"; return 0; }
+  pid=$(cat "$(pidfile "$name")")
+  kill -TERM "$pid"
+  for _ in $(seq 900); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && die "$name (pid $pid) did not stop within 90 s"
+  rm -f "$(pidfile "$name")"
+  echo "$name: stopped"
+}
+
+# wait_http NAME URL: until URL answers (any status), or the process died.
+wait_http() {
+  for _ in $(seq 600); do
+    curl -s -o /dev/null "$2" && return 0
+    running "$1" || { tail -n 20 "$DATA/$1.log" >&2; die "$1 exited"; }
+    sleep 0.1
+  done
+  die "$1 did not answer at $2"
+}
+
+start_postgres() {
+  if running postgres; then return; fi
+  : >"$DATA/postgres.log"
+  start postgres "$(bin pgembed)" --dir "$DATA/pg" --port "$PG_PORT"
+  # pgembed prints its URL once the server accepts connections.
+  for _ in $(seq 600); do
+    grep -m1 '^postgres://' "$DATA/postgres.log" >"$DATA/database_url" && return 0
+    running postgres || { cat "$DATA/postgres.log" >&2; die "PostgreSQL did not start"; }
+    sleep 0.1
+  done
+  die "PostgreSQL did not report its URL; see $DATA/postgres.log"
+}
+
+start_sim() {
+  start sim "$(bin sim)" --symbols "${SIM_SYMBOLS:-20}" \
+    --spot-bind "127.0.0.1:$SIM_SPOT_PORT" --usdm-bind "127.0.0.1:$SIM_USDM_PORT"
+  wait_http sim "http://127.0.0.1:$SIM_SPOT_PORT/api/v3/ping"
+}
+
+start_ingest() {
+  local args=(run --no-migrate --metrics-bind "127.0.0.1:$METRICS_PORT" --spool-dir "$DATA/spool"
+    --top "$(cat "$DATA/scale" 2>/dev/null || echo "${INGEST_TOP:-200}")")
+  if [ -f "$DATA/sim" ]; then
+    args+=(--spot-rest-url "http://127.0.0.1:$SIM_SPOT_PORT" --spot-ws-url "ws://127.0.0.1:$SIM_SPOT_PORT"
+      --usdm-rest-url "http://127.0.0.1:$SIM_USDM_PORT" --usdm-ws-url "ws://127.0.0.1:$SIM_USDM_PORT")
+  fi
+  DATABASE_URL=$(admin_url) start ingest "$(bin ingest)" "${args[@]}"
+  wait_http ingest "http://127.0.0.1:$METRICS_PORT/metrics"
+}
+
+start_graphql() {
+  DATABASE_URL=$(api_url) start graphql "$(bin graphql)" --bind "127.0.0.1:$API_PORT"
+  wait_http graphql "http://127.0.0.1:$API_PORT/metrics"
+}
+
+local_up() {
+  need curl "apt-get install curl"
   mkdir -p "$DATA"
-  if pg_running; then
-    echo "PostgreSQL already runs (pid $(cat "$DATA/pgembed.pid"))"
-  else
-    : >"$DATA/database_url"
-    "$(bin pgembed)" --dir "$DATA/pg" --port "$PG_PORT" >"$DATA/database_url" 2>"$DATA/pgembed.log" &
-    echo $! >"$DATA/pgembed.pid"
-    for _ in $(seq 600); do
-      [ -s "$DATA/database_url" ] && break
-      kill -0 "$(cat "$DATA/pgembed.pid")" 2>/dev/null || { cat "$DATA/pgembed.log" >&2; die "PostgreSQL did not start"; }
-      sleep 0.1
-    done
-    [ -s "$DATA/database_url" ] || die "PostgreSQL did not report ready; see $DATA/pgembed.log"
-  fi
-  DATABASE_URL=$(cat "$DATA/database_url") "$(bin ingest)" migrate
-  echo "database: $(cat "$DATA/database_url")"
+  rm -f "$DATA/sim"
+  [ "${1:-}" = "--sim" ] && touch "$DATA/sim"
+  build
+  start_postgres
+  DATABASE_URL=$(admin_url) DEPTHBOOK_READER_LOGINS="depthbook_api:local" "$(bin ingest)" migrate
+  [ -f "$DATA/sim" ] && start_sim
+  start_ingest
+  start_graphql
+  echo "API: http://127.0.0.1:$API_PORT/  metrics: http://127.0.0.1:$METRICS_PORT/metrics  database: $(admin_url)"
 }
 
-cmd_status() {
-  if pg_running; then
-    echo "postgres: running (pid $(cat "$DATA/pgembed.pid")), $(cat "$DATA/database_url")"
-    DATABASE_URL=$(cat "$DATA/database_url") "$(bin ingest)" migrate --plan
-  else
-    echo "postgres: stopped"
-    return 3
-  fi
+local_status() {
+  local rc=0 svc
+  for svc in postgres "${SERVICES[@]}"; do
+    if running "$svc"; then
+      echo "$svc: running (pid $(cat "$(pidfile "$svc")"))"
+    elif [ "$svc" = sim ] && [ ! -f "$DATA/sim" ]; then
+      continue
+    else
+      echo "$svc: stopped"
+      rc=3
+    fi
+  done
+  if running ingest; then echo "ingest health: $(curl -s "http://127.0.0.1:$METRICS_PORT/health")"; fi
+  if running graphql; then echo "graphql health: $(curl -s "http://127.0.0.1:$API_PORT/health")"; fi
+  if running postgres; then DATABASE_URL=$(admin_url) "$(bin ingest)" migrate --plan; fi
+  return $rc
 }
 
-cmd_down() {
-  if pg_running; then
-    local pid
-    pid=$(cat "$DATA/pgembed.pid")
-    kill -TERM "$pid"
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && die "PostgreSQL (pid $pid) did not stop"
-    echo "postgres: stopped"
-  else
-    echo "postgres: not running"
-  fi
-  rm -f "$DATA/pgembed.pid"
+local_down() {
+  local svc
+  for svc in graphql ingest sim postgres; do stop "$svc"; done
 }
 
-case "${1:-}" in
-  up) cmd_up ;;
-  status) cmd_status ;;
-  down) cmd_down ;;
-  -h | --help | help | "") usage ;;
-  *) usage >&2; die "unknown command: $1" ;;
+pg_bin() {
+  local dir
+  dir=$(pg_config --bindir 2>/dev/null || true)
+  [ -x "$dir/$1" ] || dir=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n1)
+  [ -x "$dir/$1" ] || die "$1 not found: install the PostgreSQL client (apt-get install postgresql)"
+  echo "$dir/$1"
+}
+
+local_backup() {
+  running postgres || die "PostgreSQL is not running (manage.sh up)"
+  mkdir -p "$ROOT/backups"
+  local file
+  file="$ROOT/backups/depthbook-$(date -u +%Y%m%dT%H%M%SZ).dump"
+  "$(pg_bin pg_dump)" --format=custom --file="$file" "$(admin_url)"
+  echo "$file"
+}
+
+local_restore() {
+  local file=${1:-}
+  [ -n "$file" ] || die "restore needs a backup file"
+  [ -f "$file" ] || die "no such file: $file"
+  running postgres || die "PostgreSQL is not running (manage.sh up)"
+  local was_ingest=0 was_graphql=0
+  running ingest && was_ingest=1
+  running graphql && was_graphql=1
+  stop graphql
+  stop ingest
+  "$(pg_bin pg_restore)" --clean --if-exists --no-owner --single-transaction --dbname="$(admin_url)" "$file"
+  echo "restored $file"
+  [ $was_ingest = 1 ] && start_ingest
+  [ $was_graphql = 1 ] && start_graphql
+  return 0
+}
+
+local_monitor() {
+  while true; do
+    clear 2>/dev/null || true
+    date -u
+    curl -s "http://127.0.0.1:$METRICS_PORT/health" || echo "ingest: no answer"
+    echo
+    curl -s "http://127.0.0.1:$METRICS_PORT/metrics" |
+      grep -E '^depthbook_ingest_(books_synced|symbols|gaps_total|rows_written_total|spool_bytes|connections) ' || true
+    sleep 5
+  done
+}
+
+local_restart() {
+  case "${1:-all}" in
+    ingest) stop ingest; start_ingest ;;
+    graphql) stop graphql; start_graphql ;;
+    sim) stop sim; start_sim ;;
+    all) local_down; local_up "$([ -f "$DATA/sim" ] && echo --sim)" ;;
+    *) die "unknown service: $1 (sim, ingest, graphql or nothing for all)" ;;
+  esac
+}
+
+# --- compose mode ---------------------------------------------------------------------------
+
+compose() {
+  if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+
+compose_cmd() {
+  need docker "install Docker (https://docs.docker.com/engine/install/)"
+  [ -f "$ROOT/.env" ] || die "no .env: cp .env.example .env and set the passwords"
+  cd "$ROOT"
+  case "$1" in
+    up) compose up -d --build ;;
+    status) compose ps ;;
+    logs) compose logs --tail=200 "${2:?logs needs a service}" ;;
+    monitor) watch -n 5 "docker compose ps; curl -s http://127.0.0.1:${API_PORT}/health" ;;
+    restart) if [ -n "${2:-}" ]; then compose restart "$2"; else compose restart; fi ;;
+    scale)
+      sed -i "s/^INGEST_TOP=.*/INGEST_TOP=$2/" .env
+      grep -q '^INGEST_TOP=' .env || echo "INGEST_TOP=$2" >>.env
+      compose up -d ingest ;;
+    backup)
+      mkdir -p backups
+      local file
+      file="backups/depthbook-$(date -u +%Y%m%dT%H%M%SZ).dump"
+      compose exec -T timescaledb pg_dump -U depthbook --format=custom depthbook >"$file"
+      echo "$file" ;;
+    restore)
+      [ -f "${2:-}" ] || die "restore needs a backup file"
+      compose stop ingest graphql
+      compose exec -T timescaledb pg_restore -U depthbook --clean --if-exists --no-owner -d depthbook <"$2"
+      compose start ingest graphql ;;
+    deploy)
+      [ -n "${DEPTHBOOK_HOST:-}" ] || die "deploy needs DEPTHBOOK_HOST=user@host (see terraform output)"
+      need rsync "apt-get install rsync"
+      rsync -az --delete --exclude target --exclude data --exclude .git "$ROOT/" "$DEPTHBOOK_HOST:depthbook/"
+      ssh "$DEPTHBOOK_HOST" 'cd depthbook && docker compose up -d --build' ;;
+    down) compose down ;;
+  esac
+}
+
+# --- dispatch -------------------------------------------------------------------------------
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  up | status | logs | monitor | restart | scale | backup | restore | deploy | down) ;;
+  -h | --help | help | "") usage; exit 0 ;;
+  *) usage >&2; die "unknown command: $cmd" ;;
+esac
+case "$cmd" in
+  scale) [[ "${1:-}" =~ ^[1-9][0-9]*$ ]] || die "scale needs a positive number of symbols" ;;
+  logs) [ -n "${1:-}" ] || die "logs needs a service (postgres, sim, ingest, graphql)" ;;
+esac
+
+if [ "$MODE" = compose ]; then
+  compose_cmd "$cmd" "$@"
+  exit
+fi
+[ "$MODE" = local ] || die "DEPTHBOOK_MODE must be local or compose"
+case "$cmd" in
+  up) local_up "${1:-}" ;;
+  status) local_status ;;
+  logs) [ -f "$DATA/$1.log" ] || die "no log for $1 in $DATA"; tail -n 100 "$DATA/$1.log" ;;
+  monitor) local_monitor ;;
+  restart) local_restart "${1:-all}" ;;
+  scale) mkdir -p "$DATA"; echo "$1" >"$DATA/scale"; if running ingest; then stop ingest; start_ingest; fi ;;
+  backup) local_backup ;;
+  restore) local_restore "${1:-}" ;;
+  deploy) die "deploy works in compose mode: DEPTHBOOK_MODE=compose DEPTHBOOK_HOST=user@host manage.sh deploy" ;;
+  down) local_down ;;
 esac
