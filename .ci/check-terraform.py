@@ -1,0 +1,36 @@
+"""CI: terraform/ parses (python-hcl2), every var.X used is declared, every declared variable
+is used, every templatefile variable is passed, and the files keep `terraform fmt`'s layout
+where we can check it without terraform (2-space indent, no tabs, no trailing spaces)."""
+import pathlib
+import re
+import sys
+
+import hcl2
+
+root = pathlib.Path(__file__).resolve().parent.parent / "terraform"
+declared, used, problems = set(), set(), []
+for tf in sorted(root.glob("*.tf")):
+    text = tf.read_text()
+    with tf.open() as f:
+        doc = hcl2.load(f)
+    for block in doc.get("variable", []):
+        declared.update(k.strip("\"") for k in block.keys())
+    used.update(re.findall(r"\bvar\.([A-Za-z_][A-Za-z0-9_]*)", text))
+    for n, line in enumerate(text.splitlines(), 1):
+        if "\t" in line or line != line.rstrip() or (len(line) - len(line.lstrip(" "))) % 2:
+            problems.append(f"{tf.name}:{n}: not terraform fmt layout")
+for v in sorted(used - declared):
+    problems.append(f"var.{v} is used but not declared")
+for v in sorted(declared - used):
+    problems.append(f"variable {v} is declared but never used")
+main = (root / "main.tf").read_text()
+passed = set(re.findall(r"^\s+([a-z_]+)\s+=", main.split("templatefile(")[1].split("})")[0], re.M))
+template = set(re.findall(r"\$\{([a-z_]+)\}", (root / "cloud-init.yaml").read_text()))
+for v in sorted(template - passed):
+    problems.append(f"cloud-init.yaml uses ${{{v}}} that templatefile does not pass")
+for v in sorted(passed - template):
+    problems.append(f"templatefile passes {v} that cloud-init.yaml does not use")
+if problems:
+    print("\n".join(problems))
+    sys.exit(1)
+print(f"terraform: {len(declared)} variables declared and used, cloud-init template complete")

@@ -1,0 +1,120 @@
+resource "digitalocean_project" "depthbook" {
+  name        = var.name
+  description = "Binance order book collection (depthbook)"
+  purpose     = "Service or API"
+  environment = "Production"
+}
+
+resource "digitalocean_ssh_key" "admin" {
+  name       = "${var.name}-admin"
+  public_key = var.ssh_public_key
+}
+
+resource "random_password" "api_db" {
+  length  = 32
+  special = false
+}
+
+resource "random_password" "grafana_db" {
+  length  = 32
+  special = false
+}
+
+resource "random_password" "grafana_admin" {
+  length  = 24
+  special = false
+}
+
+resource "random_password" "api_token" {
+  length  = 48
+  special = false
+}
+
+resource "digitalocean_database_cluster" "pg" {
+  name       = "${var.name}-pg"
+  engine     = "pg"
+  version    = var.db_version
+  size       = var.db_size
+  region     = var.region
+  node_count = 1
+}
+
+resource "digitalocean_database_db" "depthbook" {
+  cluster_id = digitalocean_database_cluster.pg.id
+  name       = "depthbook"
+}
+
+resource "digitalocean_droplet" "app" {
+  name       = "${var.name}-app"
+  image      = "ubuntu-24-04-x64"
+  size       = var.droplet_size
+  region     = var.region
+  ssh_keys   = [digitalocean_ssh_key.admin.id]
+  monitoring = true
+  user_data = templatefile("${path.module}/cloud-init.yaml", {
+    repo_url               = var.repo_url
+    repo_ref               = var.repo_ref
+    ingest_top             = var.ingest_top
+    db_host                = digitalocean_database_cluster.pg.private_host
+    db_port                = digitalocean_database_cluster.pg.port
+    db_user                = digitalocean_database_cluster.pg.user
+    db_password            = digitalocean_database_cluster.pg.password
+    db_name                = digitalocean_database_db.depthbook.name
+    api_db_password        = random_password.api_db.result
+    grafana_db_password    = random_password.grafana_db.result
+    grafana_admin_password = random_password.grafana_admin.result
+    api_token              = random_password.api_token.result
+  })
+}
+
+# The database admits the droplet only.
+resource "digitalocean_database_firewall" "pg" {
+  cluster_id = digitalocean_database_cluster.pg.id
+  rule {
+    type  = "droplet"
+    value = digitalocean_droplet.app.id
+  }
+}
+
+resource "digitalocean_firewall" "app" {
+  name        = "${var.name}-app"
+  droplet_ids = [digitalocean_droplet.app.id]
+
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "22"
+    source_addresses = var.admin_cidrs
+  }
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "8080"
+    source_addresses = var.allowed_cidrs
+  }
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "3000"
+    source_addresses = var.allowed_cidrs
+  }
+  outbound_rule {
+    protocol              = "tcp"
+    port_range            = "1-65535"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+  outbound_rule {
+    protocol              = "udp"
+    port_range            = "53"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+  outbound_rule {
+    protocol              = "icmp"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+}
+
+resource "digitalocean_project_resources" "depthbook" {
+  project = digitalocean_project.depthbook.id
+  resources = [
+    digitalocean_droplet.app.urn,
+    digitalocean_database_cluster.pg.urn,
+  ]
+}
