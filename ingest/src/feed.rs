@@ -37,7 +37,6 @@ const ROTATION_OVERLAP: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Route {
     pub iid: i32,
-    pub symbol: String,
     pub depth: mpsc::Sender<FeedMsg>,
     /// Dedupe across overlapping connections (rotation): highest ids seen.
     last_agg: AtomicU64,
@@ -46,10 +45,9 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(iid: i32, symbol: String, depth: mpsc::Sender<FeedMsg>) -> Route {
+    pub fn new(iid: i32, depth: mpsc::Sender<FeedMsg>) -> Route {
         Route {
             iid,
-            symbol,
             depth,
             last_agg: AtomicU64::new(0),
             last_ticker: AtomicU64::new(0),

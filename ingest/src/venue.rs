@@ -133,7 +133,7 @@ impl VenueManager {
             if let Ok(mut routes) = self.ctx.routes.write() {
                 routes.insert(
                     lower.clone(),
-                    Arc::new(Route::new(inst.id, inst.symbol.clone(), tx)),
+                    Arc::new(Route::new(inst.id, tx)),
                 );
             }
             let stop = self.feed_stop.child_token();

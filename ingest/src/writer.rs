@@ -411,6 +411,8 @@ struct TableWriter {
     metrics: Arc<Metrics>,
     client: Option<Client>,
     spool: PathBuf,
+    /// Batches in the spool; counted here so the write path never lists the directory.
+    spooled: usize,
     last_connect_attempt: Option<Instant>,
 }
 
@@ -423,6 +425,7 @@ impl TableWriter {
             metrics,
             client: None,
             spool,
+            spooled: 0,
             last_connect_attempt: None,
         }
     }
@@ -431,6 +434,8 @@ impl TableWriter {
         if let Err(e) = std::fs::create_dir_all(&self.spool) {
             tracing::error!(table = self.table.name(), error = %e, "cannot create the spool directory");
         }
+        // A previous run may have left batches behind: they go first.
+        self.spooled = self.spool_files().len();
         loop {
             let first = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
                 Ok(Some(row)) => row,
@@ -619,10 +624,10 @@ impl TableWriter {
     }
 
     fn spool_len(&self) -> usize {
-        self.spool_files().len()
+        self.spooled
     }
 
-    fn to_spool(&self, b: &Batch) {
+    fn to_spool(&mut self, b: &Batch) {
         // <time-ordered seq>.copy: a text header line, then the COPY bytes.
         let name = format!(
             "{:020}-{:012}.copy",
@@ -636,6 +641,7 @@ impl TableWriter {
         let res = std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &path));
         match res {
             Ok(()) => {
+                self.spooled += 1;
                 self.metrics
                     .spool_bytes
                     .with_label_values(&[self.table.name()])
@@ -680,6 +686,7 @@ impl TableWriter {
             let Some(batch) = Self::read_spooled(&path) else {
                 tracing::error!(path = %path.display(), "unreadable spool file kept aside");
                 let _ = std::fs::rename(&path, path.with_extension("bad"));
+                self.spooled = self.spooled.saturating_sub(1);
                 continue;
             };
             match self.commit(&batch, true).await {
@@ -688,6 +695,7 @@ impl TableWriter {
                         Some(replayed_since.map_or(batch.first_ms, |t| t.min(batch.first_ms)));
                     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     let _ = std::fs::remove_file(&path);
+                    self.spooled = self.spooled.saturating_sub(1);
                     self.metrics
                         .spool_bytes
                         .with_label_values(&[self.table.name()])
