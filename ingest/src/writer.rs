@@ -534,7 +534,7 @@ impl TableWriter {
     async fn write(&mut self, batch: Batch) {
         if self.spool_len() > 0 {
             // Keep order: everything after a spooled batch goes through the spool too.
-            self.to_spool(&batch);
+            self.spool_batch(&batch);
             self.drain_spool().await;
             return;
         }
@@ -547,7 +547,7 @@ impl TableWriter {
                 }
             }
         }
-        self.to_spool(&batch);
+        self.spool_batch(&batch);
     }
 
     async fn commit(&mut self, b: &Batch, spooled: bool) -> Result<(), tokio_postgres::Error> {
@@ -627,7 +627,7 @@ impl TableWriter {
         self.spooled
     }
 
-    fn to_spool(&mut self, b: &Batch) {
+    fn spool_batch(&mut self, b: &Batch) {
         // <time-ordered seq>.copy: a text header line, then the COPY bytes.
         let name = format!(
             "{:020}-{:012}.copy",
