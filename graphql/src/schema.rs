@@ -290,41 +290,86 @@ pub async fn range(
     })
 }
 
-/// Runs a keyset page: `sql` takes $1 instrument, $2 from, $3 to, $4 limit + 1, then the cursor
-/// parameters; `key` makes a row's cursor parts.
-async fn page<T, F, K>(
+/// A range query paginated by keyset: rows of one instrument with `time_col` in [from, to),
+/// ordered by `key` (each column with the SQL type its cursor part is read back as).
+struct Keyset {
+    table: &'static str,
+    cols: &'static str,
+    time_col: &'static str,
+    key: &'static [(&'static str, &'static str)],
+}
+
+impl Keyset {
+    /// $1 instrument, $2 from, $3 to, $4 limit; with a cursor, $5.. its parts. The key columns
+    /// come back as text after `cols`, to make the next cursor.
+    fn sql(&self, after: bool) -> String {
+        let names: Vec<&str> = self.key.iter().map(|k| k.0).collect();
+        let key_text: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n}::text AS cursor_{i}"))
+            .collect();
+        let mut sql = format!(
+            "SELECT {}, {} FROM {} WHERE instrument_id = $1 AND {t} >= $2 AND {t} < $3",
+            self.cols,
+            key_text.join(", "),
+            self.table,
+            t = self.time_col
+        );
+        if after {
+            let params: Vec<String> = self
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 5))
+                .collect();
+            sql.push_str(&format!(
+                " AND ({}) > ({})",
+                names.join(", "),
+                params.join(", ")
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY {} LIMIT $4", names.join(", ")));
+        sql
+    }
+}
+
+/// Runs one page of `q`; `row` reads a result row (its first columns are `q.cols`).
+async fn page<T, F>(
     pool: &Pool,
     r: &Range,
-    sql_first: &str,
-    sql_after: &str,
+    q: &Keyset,
     after: Option<String>,
-    n: usize,
-    key: K,
     row: F,
 ) -> Result<Connection<String, T>, ApiError>
 where
     T: async_graphql::OutputType,
     F: Fn(&tokio_postgres::Row) -> T,
-    K: Fn(&tokio_postgres::Row) -> Vec<String>,
 {
     let c = pool.get().await?;
     let lim = r.limit + 1;
     let rows = match after {
-        None => c.query(sql_first, &[&r.iid, &r.from, &r.to, &lim]).await?,
+        None => {
+            c.query(&q.sql(false), &[&r.iid, &r.from, &r.to, &lim])
+                .await?
+        }
         Some(cur) => {
-            let parts = decode_cursor(&cur, n)?;
+            let parts = decode_cursor(&cur, q.key.len())?;
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 vec![&r.iid, &r.from, &r.to, &lim];
             for p in &parts {
                 params.push(p);
             }
-            c.query(sql_after, &params).await?
+            c.query(&q.sql(true), &params).await?
         }
     };
     let more = rows.len() as i64 > r.limit;
     let mut conn = Connection::new(false, more);
     for rw in rows.iter().take(r.limit as usize) {
-        conn.edges.push(Edge::new(encode_cursor(&key(rw)), row(rw)));
+        let key: Vec<String> = (rw.len() - q.key.len()..rw.len())
+            .map(|i| rw.get(i))
+            .collect();
+        conn.edges.push(Edge::new(encode_cursor(&key), row(rw)));
     }
     Ok(conn)
 }
@@ -412,18 +457,20 @@ impl Query {
         let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
             .await
             .map_err(err)?;
-        let cols =
-            "time, update_id, bid_price::text, bid_qty::text, ask_price::text, ask_qty::text";
-        page(
-            pool,
-            &r,
-            &format!("SELECT {cols} FROM book_ticker WHERE instrument_id = $1 AND time >= $2 AND time < $3 ORDER BY time, update_id LIMIT $4"),
-            &format!("SELECT {cols} FROM book_ticker WHERE instrument_id = $1 AND time >= $2 AND time < $3 AND (time, update_id) > ($5::text::timestamptz, $6::text::int8) ORDER BY time, update_id LIMIT $4"),
-            after,
-            2,
-            |r| vec![r.get::<_, DateTime<Utc>>(0).to_rfc3339(), r.get::<_, i64>(1).to_string()],
-            |r| BookTicker { time: r.get(0), update_id: r.get::<_, i64>(1).to_string(), bid_price: r.get(2), bid_qty: r.get(3), ask_price: r.get(4), ask_qty: r.get(5) },
-        )
+        let q = Keyset {
+            table: "book_ticker",
+            cols: "time, update_id, bid_price::text, bid_qty::text, ask_price::text, ask_qty::text",
+            time_col: "time",
+            key: &[("time", "timestamptz"), ("update_id", "int8")],
+        };
+        page(pool, &r, &q, after, |r| BookTicker {
+            time: r.get(0),
+            update_id: r.get::<_, i64>(1).to_string(),
+            bid_price: r.get(2),
+            bid_qty: r.get(3),
+            ask_price: r.get(4),
+            ask_qty: r.get(5),
+        })
         .await
         .map_err(err)
     }
@@ -443,25 +490,16 @@ impl Query {
         let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
             .await
             .map_err(err)?;
-        let cols = "time, agg_trade_id, price::text, qty::text, first_trade_id, last_trade_id, buyer_is_maker";
-        page(
-            pool,
-            &r,
-            &format!("SELECT {cols} FROM trades WHERE instrument_id = $1 AND time >= $2 AND time < $3 ORDER BY time, agg_trade_id LIMIT $4"),
-            &format!("SELECT {cols} FROM trades WHERE instrument_id = $1 AND time >= $2 AND time < $3 AND (time, agg_trade_id) > ($5::text::timestamptz, $6::text::int8) ORDER BY time, agg_trade_id LIMIT $4"),
-            after,
-            2,
-            |r| vec![r.get::<_, DateTime<Utc>>(0).to_rfc3339(), r.get::<_, i64>(1).to_string()],
-            |r| Trade {
-                time: r.get(0),
-                agg_trade_id: r.get::<_, i64>(1).to_string(),
-                price: r.get(2),
-                qty: r.get(3),
-                first_trade_id: r.get::<_, i64>(4).to_string(),
-                last_trade_id: r.get::<_, i64>(5).to_string(),
-                buyer_is_maker: r.get(6),
-            },
-        )
+        let q = Keyset { table: "trades", cols: "time, agg_trade_id, price::text, qty::text, first_trade_id, last_trade_id, buyer_is_maker", time_col: "time", key: &[("time", "timestamptz"), ("agg_trade_id", "int8")] };
+        page(pool, &r, &q, after, |r| Trade {
+            time: r.get(0),
+            agg_trade_id: r.get::<_, i64>(1).to_string(),
+            price: r.get(2),
+            qty: r.get(3),
+            first_trade_id: r.get::<_, i64>(4).to_string(),
+            last_trade_id: r.get::<_, i64>(5).to_string(),
+            buyer_is_maker: r.get(6),
+        })
         .await
         .map_err(err)
     }
@@ -481,25 +519,25 @@ impl Query {
         let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
             .await
             .map_err(err)?;
-        let cols = "time, first_update_id, update_id, prev_update_id, side, price::text, qty::text";
-        page(
-            pool,
-            &r,
-            &format!("SELECT {cols} FROM depth_updates WHERE instrument_id = $1 AND time >= $2 AND time < $3 ORDER BY update_id, side, price LIMIT $4"),
-            &format!("SELECT {cols} FROM depth_updates WHERE instrument_id = $1 AND time >= $2 AND time < $3 AND (update_id, side, price) > ($5::text::int8, $6, $7::text::numeric) ORDER BY update_id, side, price LIMIT $4"),
-            after,
-            3,
-            |r| vec![r.get::<_, i64>(2).to_string(), r.get(4), r.get(5)],
-            |r| DepthUpdate {
-                time: r.get(0),
-                first_update_id: r.get::<_, i64>(1).to_string(),
-                update_id: r.get::<_, i64>(2).to_string(),
-                prev_update_id: r.get::<_, Option<i64>>(3).map(|v| v.to_string()),
-                side: r.get(4),
-                price: r.get(5),
-                qty: r.get(6),
-            },
-        )
+        let q = Keyset {
+            table: "depth_updates",
+            cols: "time, first_update_id, update_id, prev_update_id, side, price::text, qty::text",
+            time_col: "time",
+            key: &[
+                ("update_id", "int8"),
+                ("side", "text"),
+                ("price", "numeric"),
+            ],
+        };
+        page(pool, &r, &q, after, |r| DepthUpdate {
+            time: r.get(0),
+            first_update_id: r.get::<_, i64>(1).to_string(),
+            update_id: r.get::<_, i64>(2).to_string(),
+            prev_update_id: r.get::<_, Option<i64>>(3).map(|v| v.to_string()),
+            side: r.get(4),
+            price: r.get(5),
+            qty: r.get(6),
+        })
         .await
         .map_err(err)
     }
@@ -519,19 +557,10 @@ impl Query {
         let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
             .await
             .map_err(err)?;
-        let cols = "time, update_id, mid::text, spread::text, microprice::text, imbalance_1, imbalance_5, imbalance_10, bid_prices::text[], bid_qtys::text[], ask_prices::text[], ask_qtys::text[]";
-        page(
-            pool,
-            &r,
-            &format!("SELECT {cols} FROM book_top WHERE instrument_id = $1 AND time >= $2 AND time < $3 ORDER BY time, update_id LIMIT $4"),
-            &format!("SELECT {cols} FROM book_top WHERE instrument_id = $1 AND time >= $2 AND time < $3 AND (time, update_id) > ($5::text::timestamptz, $6::text::int8) ORDER BY time, update_id LIMIT $4"),
-            after,
-            2,
-            |r| vec![r.get::<_, DateTime<Utc>>(0).to_rfc3339(), r.get::<_, i64>(1).to_string()],
-            book_top_from_row,
-        )
-        .await
-        .map_err(err)
+        let q = Keyset { table: "book_top", cols: "time, update_id, mid::text, spread::text, microprice::text, imbalance_1, imbalance_5, imbalance_10, bid_prices::text[], bid_qtys::text[], ask_prices::text[], ask_qtys::text[]", time_col: "time", key: &[("time", "timestamptz"), ("update_id", "int8")] };
+        page(pool, &r, &q, after, book_top_from_row)
+            .await
+            .map_err(err)
     }
 
     /// Trade candles (OHLC, volumes, VWAP) from the continuous aggregates.
@@ -555,29 +584,20 @@ impl Query {
             Interval::M1 => "trades_1m",
             Interval::H1 => "trades_1h",
         };
-        let cols = "bucket, open::text, high::text, low::text, close::text, volume::text, quote_volume::text, vwap::text, buy_volume::text, sell_volume::text, trade_count";
-        page(
-            pool,
-            &r,
-            &format!("SELECT {cols} FROM {view} WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket LIMIT $4"),
-            &format!("SELECT {cols} FROM {view} WHERE instrument_id = $1 AND bucket >= $2 AND bucket < $3 AND bucket > $5::text::timestamptz ORDER BY bucket LIMIT $4"),
-            after,
-            1,
-            |r| vec![r.get::<_, DateTime<Utc>>(0).to_rfc3339()],
-            |r| Candle {
-                bucket: r.get(0),
-                open: r.get(1),
-                high: r.get(2),
-                low: r.get(3),
-                close: r.get(4),
-                volume: r.get(5),
-                quote_volume: r.get(6),
-                vwap: r.get(7),
-                buy_volume: r.get(8),
-                sell_volume: r.get(9),
-                trade_count: r.get::<_, i64>(10).to_string(),
-            },
-        )
+        let q = Keyset { table: view, cols: "bucket, open::text, high::text, low::text, close::text, volume::text, quote_volume::text, vwap::text, buy_volume::text, sell_volume::text, trade_count", time_col: "bucket", key: &[("bucket", "timestamptz")] };
+        page(pool, &r, &q, after, |r| Candle {
+            bucket: r.get(0),
+            open: r.get(1),
+            high: r.get(2),
+            low: r.get(3),
+            close: r.get(4),
+            volume: r.get(5),
+            quote_volume: r.get(6),
+            vwap: r.get(7),
+            buy_volume: r.get(8),
+            sell_volume: r.get(9),
+            trade_count: r.get::<_, i64>(10).to_string(),
+        })
         .await
         .map_err(err)
     }

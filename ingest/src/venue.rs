@@ -131,10 +131,7 @@ impl VenueManager {
             }
             let (tx, rx) = mpsc::channel(SYMBOL_QUEUE);
             if let Ok(mut routes) = self.ctx.routes.write() {
-                routes.insert(
-                    lower.clone(),
-                    Arc::new(Route::new(inst.id, tx)),
-                );
+                routes.insert(lower.clone(), Arc::new(Route::new(inst.id, tx)));
             }
             let stop = self.feed_stop.child_token();
             let task = SymbolTask {
