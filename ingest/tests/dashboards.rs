@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 
 use binance::Venue;
 use common::*;
-use ingest::metrics::Metrics;
 use sim::{Sim, SimConfig};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 use tokio_postgres::NoTls;
-use tokio_util::sync::CancellationToken;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -117,25 +115,14 @@ async fn every_panel_query_runs_against_collected_data() {
     schema::apply(&mut db, schema::FlavorChoice::Auto)
         .await
         .expect("migrate");
-    let spool = tempfile::tempdir().expect("spool");
-    let stop = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(
-        run_config(&tdb.url, &sim, spool.path()),
-        Metrics::new(),
-        stop.clone(),
-    ));
+    let ingest = start_ingest(&tdb.url, &sim, |_| {});
     let dbr = &db;
     wait_until("trades and samples", || async move {
         count(dbr, "SELECT count(*) FROM book_top").await > 50
             && count(dbr, "SELECT count(*) FROM trades").await > 50
     })
     .await;
-    stop.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+    ingest.stop().await;
     db.query_one("SELECT maintain()", &[])
         .await
         .expect("maintain");

@@ -3,10 +3,8 @@
 //! duplicated, and shutdown flushes everything.
 
 use binance::Venue;
-use ingest::metrics::Metrics;
 use sim::{Fault, Sim, SimConfig};
 use tokio_postgres::NoTls;
-use tokio_util::sync::CancellationToken;
 
 mod common;
 
@@ -55,14 +53,8 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
         .await
         .expect("listen");
 
-    let spool = tempfile::tempdir().expect("spool");
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(
-        run_config(&tdb.url, &sim, spool.path()),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = start_ingest(&tdb.url, &sim, |_| {});
+    let metrics = ingest.metrics.clone();
 
     let m = metrics.clone();
     wait_until("all 8 books synced", || {
@@ -168,12 +160,7 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
         assert!(text.contains(name), "{name} exported");
     }
 
-    shutdown.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("shutdown in time")
-        .expect("join")
-        .expect("run ends cleanly");
+    ingest.stop().await;
 
     // Every synced epoch was closed with 'stopped' on shutdown.
     let open = count(&db, "SELECT count(*) FROM (SELECT DISTINCT ON (instrument_id) kind FROM sync_events WHERE kind IN ('synced','gap','stopped') ORDER BY instrument_id, time DESC, id DESC) s WHERE kind = 'synced'").await;

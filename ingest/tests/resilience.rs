@@ -82,14 +82,8 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
     migrated(&url).await;
 
     let sim = sim(5.0).await;
-    let spool = tempfile::tempdir().expect("spool");
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(
-        run_config(&url, &sim, spool.path()),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = start_ingest(&url, &sim, |_| {});
+    let metrics = ingest.metrics.clone();
     synced(&metrics, 8).await;
 
     // The database goes away for 30 seconds while the market goes on.
@@ -121,7 +115,7 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
         .expect("restart");
 
     // The spool drains; rows from the outage are there, in order, once.
-    let spool_dir = spool.path().to_owned();
+    let spool_dir = ingest.spool().to_owned();
     wait_until("the spool drained", || {
         let d = spool_dir.clone();
         async move {
@@ -139,12 +133,7 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
     })
     .await;
     events_since_sync(&db, 30).await;
-    shutdown.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+    ingest.stop().await;
 
     let during = count(&db, &format!("SELECT count(*) FROM depth_updates WHERE received_at BETWEEN now() - interval '{} seconds' AND now() - interval '10 seconds'", outage.elapsed().as_secs())).await;
     assert!(during > 0, "rows from the outage were replayed");
@@ -275,12 +264,10 @@ async fn rotation_is_make_before_break() {
     let sim = sim(5.0).await;
     let tdb = pgembed::test_database("ingest_rotation").await.expect("db");
     let db = migrated(&tdb.url).await;
-    let spool = tempfile::tempdir().expect("spool");
-    let mut cfg = run_config(&tdb.url, &sim, spool.path());
-    cfg.connection_lifetime = Duration::from_millis(700);
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(cfg, metrics.clone(), shutdown.clone()));
+    let ingest = start_ingest(&tdb.url, &sim, |cfg| {
+        cfg.connection_lifetime = Duration::from_millis(700);
+    });
+    let metrics = ingest.metrics.clone();
     synced(&metrics, 8).await;
     let m = metrics.clone();
     wait_until("several rotations of every connection", || {
@@ -291,12 +278,7 @@ async fn rotation_is_make_before_break() {
         }
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+    ingest.stop().await;
     assert_eq!(
         count(&db, "SELECT count(*) FROM sync_events WHERE kind = 'gap'").await,
         0,
@@ -314,14 +296,8 @@ async fn rate_limits_pause_snapshots_and_are_recorded() {
         .await
         .expect("db");
     let db = migrated(&tdb.url).await;
-    let spool = tempfile::tempdir().expect("spool");
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(
-        run_config(&tdb.url, &sim, spool.path()),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = start_ingest(&tdb.url, &sim, |_| {});
+    let metrics = ingest.metrics.clone();
     synced(&metrics, 8).await;
     let spot = sim.spot.as_ref().expect("spot");
     spot.inject(Fault::RestErrors {
@@ -361,12 +337,7 @@ async fn rate_limits_pause_snapshots_and_are_recorded() {
             .get()
             == 1
     );
-    shutdown.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+    ingest.stop().await;
 }
 
 #[tokio::test]
@@ -376,14 +347,8 @@ async fn malformed_messages_are_counted_and_the_book_resyncs() {
         .await
         .expect("db");
     let db = migrated(&tdb.url).await;
-    let spool = tempfile::tempdir().expect("spool");
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(
-        run_config(&tdb.url, &sim, spool.path()),
-        metrics.clone(),
-        shutdown.clone(),
-    ));
+    let ingest = start_ingest(&tdb.url, &sim, |_| {});
+    let metrics = ingest.metrics.clone();
     synced(&metrics, 8).await;
     let usdm = sim.usdm.as_ref().expect("usdm");
     usdm.inject(Fault::MalformedFrames {
@@ -407,12 +372,7 @@ async fn malformed_messages_are_counted_and_the_book_resyncs() {
     .await;
     synced(&metrics, 8).await;
     events_since_sync(&db, 30).await;
-    shutdown.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+    ingest.stop().await;
     let compared = check_books(&db, &sim).await;
     assert!(compared >= 8);
 }
@@ -448,13 +408,11 @@ async fn listings_and_delistings_are_picked_up_without_a_restart() {
     .expect("sim");
     let tdb = pgembed::test_database("ingest_listing").await.expect("db");
     let db = migrated(&tdb.url).await;
-    let spool = tempfile::tempdir().expect("spool");
-    let mut cfg = run_config(&tdb.url, &sim, spool.path());
-    cfg.venues = vec![Venue::Spot];
-    cfg.universe_refresh = Duration::from_millis(300);
-    let metrics = Metrics::new();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn(ingest::run::run(cfg, metrics.clone(), shutdown.clone()));
+    let ingest = start_ingest(&tdb.url, &sim, |cfg| {
+        cfg.venues = vec![Venue::Spot];
+        cfg.universe_refresh = Duration::from_millis(300);
+    });
+    let metrics = ingest.metrics.clone();
     synced(&metrics, 4).await;
     let dbr = &db;
     let active = |sym: &'static str| async move {
@@ -495,10 +453,5 @@ async fn listings_and_delistings_are_picked_up_without_a_restart() {
     .await;
     synced(&metrics, 4).await;
     assert_eq!(metrics.symbols.with_label_values(&["spot"]).get(), 4);
-    shutdown.cancel();
-    tokio::time::timeout(DEADLINE, run)
-        .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+    ingest.stop().await;
 }

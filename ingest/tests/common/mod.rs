@@ -298,3 +298,44 @@ pub async fn check_aggregates_complete(db: &Client) {
         assert_eq!(count(db, agg).await, count(db, raw).await, "{agg}");
     }
 }
+
+/// ingest running in this test's process, with a spool of its own.
+pub struct Running {
+    pub metrics: std::sync::Arc<ingest::metrics::Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _spool: tempfile::TempDir,
+}
+
+/// Starts ingest against `sim` and the database at `db_url`; `tweak` adjusts the config.
+pub fn start_ingest(db_url: &str, sim: &Sim, tweak: impl FnOnce(&mut RunConfig)) -> Running {
+    let spool = tempfile::tempdir().expect("spool");
+    let mut cfg = run_config(db_url, sim, spool.path());
+    tweak(&mut cfg);
+    let metrics = ingest::metrics::Metrics::new();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(ingest::run::run(cfg, metrics.clone(), shutdown.clone()));
+    Running {
+        metrics,
+        shutdown,
+        handle,
+        _spool: spool,
+    }
+}
+
+impl Running {
+    /// Where this ingest spools.
+    pub fn spool(&self) -> &std::path::Path {
+        self._spool.path()
+    }
+
+    /// SIGTERM's path: stops, and asserts that ingest flushed and ended cleanly in time.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .expect("shutdown in time")
+            .expect("join")
+            .expect("run ends cleanly");
+    }
+}
