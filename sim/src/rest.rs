@@ -77,7 +77,11 @@ impl Limiter {
 
     /// Counts `weight` or refuses; `Ok(used weight in this window)`.
     pub fn admit(&self, weight: u32) -> Result<u32, Refusal> {
-        let now = Instant::now();
+        self.admit_at(weight, Instant::now())
+    }
+
+    /// [`Limiter::admit`] at a given instant (tests step the clock instead of sleeping).
+    fn admit_at(&self, weight: u32, now: Instant) -> Result<u32, Refusal> {
         let Ok(mut s) = self.state.lock() else {
             return Ok(0);
         };
@@ -439,9 +443,15 @@ mod tests {
 
     #[test]
     fn the_budget_renews_each_window() {
-        let l = Limiter::new(10, Duration::from_millis(50), Duration::from_secs(1));
-        assert_eq!(l.admit(10), Ok(10));
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(l.admit(10), Ok(10));
+        let l = Limiter::new(10, Duration::from_secs(60), Duration::from_secs(120));
+        let t0 = Instant::now();
+        assert_eq!(l.admit_at(10, t0), Ok(10));
+        assert_eq!(
+            l.admit_at(1, t0 + Duration::from_secs(59))
+                .map_err(|r| r.status),
+            Err(429)
+        );
+        // A new window forgives the weight; the 429's back-off ended with the old window.
+        assert_eq!(l.admit_at(10, t0 + Duration::from_secs(61)), Ok(10));
     }
 }
