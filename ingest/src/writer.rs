@@ -586,6 +586,14 @@ impl TableWriter {
                     .await?;
                 }
             }
+            // The ledger's commit time is taken after the COPY, not at the transaction's start
+            // (`now()`), so event→commit latency can be read back exactly per row: each row
+            // shares its batch's `xmin` (bench/ does that).
+            tx.execute(
+                "UPDATE ingest_batches SET committed_at = clock_timestamp() WHERE batch_id = $1",
+                &[&b.id],
+            )
+            .await?;
         }
         tx.commit().await?;
         let name = self.table.name();
