@@ -67,7 +67,12 @@ struct Cli {
     )]
     parts: Vec<Part>,
 
-    /// Keep the nominal database afterwards (to look at it).
+    /// Extra `ingest run` flag for every ingest started, as NAME=VALUE (repeatable), e.g.
+    /// `streams-per-connection=30`: to see what a setting changes. Defaults otherwise.
+    #[arg(long = "ingest-arg", value_name = "NAME=VALUE", value_parser = parse_kv)]
+    ingest_args: Vec<(String, String)>,
+
+    /// Keep the nominal database and the work directory (logs of ingest and graphql).
     #[arg(long)]
     keep: bool,
 }
@@ -77,6 +82,12 @@ enum Part {
     Throughput,
     Nominal,
     Parse,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim_start_matches("--").to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
 }
 
 /// Sizes and durations of one run.
@@ -97,6 +108,7 @@ pub struct Plan {
     pub query_repeat: usize,
     pub synthetic_trades_per_sec: u32,
     pub keep: bool,
+    pub ingest_args: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -119,6 +131,7 @@ impl Plan {
                 query_repeat: 1,
                 synthetic_trades_per_sec: 1,
                 keep: cli.keep,
+                ingest_args: vec![],
             }
         } else {
             Plan {
@@ -137,6 +150,7 @@ impl Plan {
                 query_repeat: 5,
                 synthetic_trades_per_sec: 20,
                 keep: cli.keep,
+                ingest_args: vec![],
             }
         };
         if let Some(n) = cli.nominal_symbols {
@@ -148,6 +162,7 @@ impl Plan {
         if let Some(l) = &cli.ladder {
             p.ladder = l.clone();
         }
+        p.ingest_args = cli.ingest_args.clone();
         p
     }
 }
@@ -197,7 +212,10 @@ async fn main() -> Result<()> {
         .criterion_dir
         .clone()
         .unwrap_or_else(|| bin_dir.join("../criterion"));
-    let work = tempfile::tempdir().context("work directory")?;
+    let work = tempfile::Builder::new()
+        .prefix("depthbook-bench-")
+        .tempdir()
+        .context("work directory")?;
     let server = stack::Server::start(cli.database_url.clone()).await?;
     let mut r = report::Report {
         machine: report::Machine::read(&server).await?,
@@ -223,5 +241,8 @@ async fn main() -> Result<()> {
     }
     std::fs::write(&cli.out, text).with_context(|| format!("writing {}", cli.out.display()))?;
     tracing::info!(out = %cli.out.display(), "report written");
+    if plan.keep {
+        tracing::info!(dir = %work.keep().display(), "work directory kept");
+    }
     Ok(())
 }

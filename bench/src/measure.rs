@@ -154,3 +154,60 @@ pub async fn storage(db: &Client, table: &str, compress: bool) -> Result<Storage
         compressed_bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows written in one transaction with their ledger row are matched to that batch's commit
+    /// time, and nothing else: not another batch's rows, not a spooled batch.
+    #[tokio::test]
+    async fn latency_is_per_row_through_the_batch_xmin() {
+        let db = pgembed::test_database("bench_latency").await.expect("db");
+        let mut c = crate::stack::connect(&db.url).await.expect("connect");
+        schema::apply(&mut c, schema::FlavorChoice::Auto)
+            .await
+            .expect("migrate");
+        let t0 = db_now(&c).await.expect("now");
+        // (batch, spooled, commit offset s, row ages ms)
+        let batches: [(&str, bool, f64, &[f64]); 3] = [
+            ("a", false, 1.0, &[10.0, 20.0, 30.0]),
+            ("b", false, 2.0, &[100.0]),
+            ("c", true, 3.0, &[5000.0]),
+        ];
+        for (id, spooled, at, ages) in batches {
+            let tx = c.transaction().await.expect("tx");
+            let commit = t0 + at;
+            tx.execute(
+                "INSERT INTO ingest_batches (batch_id, relation, rows, spooled, committed_at)
+                 VALUES ($1, 'trades', $2, $3, to_timestamp($4))",
+                &[&id, &(ages.len() as i32), &spooled, &commit],
+            )
+            .await
+            .expect("ledger");
+            for (i, age) in ages.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO trades VALUES (to_timestamp($1), 1, $2, 1, 1, 1, 1, true,
+                                                to_timestamp($1), to_timestamp($1))",
+                    &[&(commit - age / 1000.0), &(i as i64)],
+                )
+                .await
+                .expect("trade");
+            }
+            tx.commit().await.expect("commit");
+        }
+        let l = latency(&c, &["trades"], t0, t0 + 10.0)
+            .await
+            .expect("latency");
+        assert_eq!(l.rows, 4, "the spooled batch is left out");
+        assert!((l.p50 - 20.0).abs() < 0.01, "{l:?}");
+        assert!((l.p99 - 100.0).abs() < 0.01, "{l:?}");
+        assert!((l.max - 100.0).abs() < 0.01, "{l:?}");
+        let none = latency(&c, &["trades"], t0 + 1.5, t0 + 1.9)
+            .await
+            .expect("latency");
+        assert_eq!(none.rows, 0, "nothing committed in that window");
+        let rows = committed_rows(&c, t0, t0 + 10.0).await.expect("rows");
+        assert_eq!(rows, vec![("trades".to_owned(), 5)]);
+    }
+}

@@ -70,7 +70,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
                 (Venue::Usdm, usdm.rest_url(), usdm.ws_url()),
             ],
             top: n,
-            extra: vec![],
+            extra: plan.ingest_args.clone(),
         },
         work,
     )?;
@@ -229,23 +229,30 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         timings.push(s);
         timings.push(g);
     }
-    let checkpoints: i64 = db
+    // How much each answer had to replay: the widest stretch of updates between checkpoints.
+    let r = db
         .query_one(
-            "SELECT count(*) FROM book_checkpoints WHERE instrument_id = $1",
+            "SELECT count(*)::int8,
+                    coalesce(max((SELECT count(*) FROM depth_updates d
+                                  WHERE d.instrument_id = c.instrument_id
+                                    AND d.update_id > c.update_id
+                                    AND d.update_id <= coalesce(c.next_id, 9223372036854775807))), 0)::int8
+             FROM (SELECT instrument_id, update_id,
+                          lead(update_id) OVER (ORDER BY time, update_id) AS next_id
+                   FROM book_checkpoints WHERE instrument_id = $1) c",
             &[&iid],
         )
-        .await?
-        .get(0);
+        .await?;
+    let (checkpoints, widest): (i64, i64) = (r.get(0), r.get(1));
     let hour = queries::synthetic_hour(&db, iid, plan.synthetic_trades_per_sec).await?;
     timings.push(queries::candles_hour(&http, api, SYMBOL, hour, plan.query_repeat).await?);
     timings.push(queries::trades_page(&http, api, SYMBOL, hour, plan.query_samples).await?);
     let query_note = format!(
-        "`book_at` instants are spread over {:.0} s of {SYMBOL} history holding {checkpoints} stored book(s) \
-         (the snapshot, then a checkpoint every 300 s by default), so each answer replays up to {:.0} s of \
-         updates onto a checkpoint. Candles and trades read one synthetic hour of {} trades a second \
-         written beside the collected data.",
+        "`book_at` instants are spread evenly over {:.0} s of {SYMBOL} history. ingest stored {checkpoints} \
+         full books of it in that time (the snapshot, then a checkpoint every 5 000 depth rows or 300 s, \
+         whichever comes first), so an answer replays at most {widest} updates onto a checkpoint. \
+         Candles and trades read one synthetic hour of {} trades a second written beside the collected data.",
         span_to - span_from,
-        (span_to - span_from).min(300.0),
         plan.synthetic_trades_per_sec
     );
     graphql.stop().await.context("stopping graphql")?;

@@ -27,6 +27,9 @@ pub struct Step {
     pub depth_latency: Latency,
     pub dropped_rows: f64,
     pub gaps: f64,
+    /// Connections lost (the simulator cuts a consumer that falls a buffer behind, as Binance
+    /// does).
+    pub reconnects: f64,
     pub cpu_ingest: f64,
     pub cpu_postgres: Option<f64>,
     pub cpu_sim: f64,
@@ -96,7 +99,7 @@ async fn one_step(
             database_url: url.clone(),
             venues: vec![(Venue::Spot, spot.rest_url(), spot.ws_url())],
             top: plan.tp_symbols,
-            extra: vec![],
+            extra: plan.ingest_args.clone(),
         },
         work,
     )?;
@@ -123,6 +126,7 @@ async fn one_step(
             "depthbook_ingest_messages_total",
             "depthbook_ingest_dropped_rows_total",
             "depthbook_ingest_gaps_total",
+            "depthbook_ingest_reconnects_total",
         ]
         .map(|n| stack::metric_sum(t, n))
     };
@@ -151,7 +155,7 @@ async fn one_step(
         .map_or(0, |c| c.1);
     let depth_latency = measure::latency(&db, &["depth_updates"], t0, t1).await?;
     let delta = |i: usize| after[i] - before[i];
-    let (dropped_rows, gaps) = (delta(1), delta(2));
+    let (dropped_rows, gaps, reconnects) = (delta(1), delta(2), delta(3));
     let kept_up = dropped_rows == 0.0 && gaps == 0.0 && depth_latency.p99 <= BEHIND_P99_MS;
     let ceiling = ceiling(&db, &url, t0, t1).await?;
     drop(db);
@@ -165,6 +169,7 @@ async fn one_step(
         depth_latency,
         dropped_rows,
         gaps,
+        reconnects,
         cpu_ingest,
         cpu_postgres,
         cpu_sim,

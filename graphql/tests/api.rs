@@ -122,6 +122,7 @@ async fn setup() -> Env {
         spot_weight_limit: 6000,
         usdm_weight_limit: 2400,
         checkpoint_every: Duration::from_secs(60),
+        checkpoint_rows: 5000,
         top_every: Duration::from_millis(100),
         top_levels: 20,
         batch_rows: 2000,

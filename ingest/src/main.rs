@@ -131,6 +131,10 @@ struct RunArgs {
     /// Full-book checkpoint interval per symbol.
     #[arg(long, env = "INGEST_CHECKPOINT_SECS", default_value_t = 300)]
     checkpoint_secs: u64,
+    /// Also checkpoint a symbol after this many depth rows since its last checkpoint: bounds
+    /// what `book_at` replays (its cost) for busy symbols; quiet ones keep the interval.
+    #[arg(long, env = "INGEST_CHECKPOINT_ROWS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    checkpoint_rows: u64,
     /// book_top sampling interval.
     #[arg(long, env = "INGEST_BOOK_TOP_MS", default_value_t = 1000)]
     book_top_ms: u64,
@@ -320,6 +324,7 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         spot_weight_limit: a.spot_weight_limit,
         usdm_weight_limit: a.usdm_weight_limit,
         checkpoint_every: std::time::Duration::from_secs(a.checkpoint_secs),
+        checkpoint_rows: a.checkpoint_rows as usize,
         top_every: std::time::Duration::from_millis(a.book_top_ms),
         top_levels: a.book_top_levels,
         batch_rows: a.batch_rows,

@@ -34,6 +34,7 @@ pub struct RunConfig {
     pub spot_weight_limit: u32,
     pub usdm_weight_limit: u32,
     pub checkpoint_every: Duration,
+    pub checkpoint_rows: usize,
     pub top_every: Duration,
     pub top_levels: usize,
     pub batch_rows: usize,
@@ -141,6 +142,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
             metrics.clone(),
             SymbolConfig {
                 checkpoint_every: cfg.checkpoint_every,
+                checkpoint_rows: cfg.checkpoint_rows,
                 top_every: cfg.top_every,
                 top_levels: cfg.top_levels,
             },

@@ -125,6 +125,9 @@ impl SnapshotQueue {
 #[derive(Debug, Clone)]
 pub struct SymbolConfig {
     pub checkpoint_every: Duration,
+    /// A checkpoint also after this many depth rows since the last one, so `book_at` never
+    /// replays more than that onto a checkpoint however busy the symbol is.
+    pub checkpoint_rows: usize,
     pub top_every: Duration,
     pub top_levels: usize,
 }
@@ -173,7 +176,8 @@ impl SymbolTask {
             .await;
     }
 
-    async fn write_depth(&self, ev: &DepthEvent, recv: u64) {
+    /// Writes the event's level changes; returns how many rows that was.
+    async fn write_depth(&self, ev: &DepthEvent, recv: u64) -> usize {
         for (side, levels) in [(Side::Bid, &ev.bids), (Side::Ask, &ev.asks)] {
             for &(price, qty) in levels.iter() {
                 self.writer
@@ -191,6 +195,7 @@ impl SymbolTask {
                     .await;
             }
         }
+        ev.bids.len() + ev.asks.len()
     }
 
     async fn checkpoint(
@@ -247,6 +252,7 @@ impl SymbolTask {
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut rate_limited_noted = false;
         let mut last_checkpoint = tokio::time::Instant::now();
+        let mut rows_since_checkpoint = 0usize;
         let mut top_tick = tokio::time::interval(self.cfg.top_every);
         top_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let set_synced = |on: bool| {
@@ -310,8 +316,9 @@ impl SymbolTask {
                                     // on top of it are stored as depth rows after it.
                                     self.writer.send(Row::Checkpoint { time: t, iid: self.inst.id, epoch: e, update_id: last, periodic: false, bids: snap_bids, asks: snap_asks, recv: now_ms() }).await;
                                     self.sync_event(t, Some(e), "synced", Some(last), m.book_id(), None).await;
+                                    rows_since_checkpoint = 0;
                                     for ev in &synced.applied {
-                                        self.write_depth(ev, now_ms()).await;
+                                        rows_since_checkpoint += self.write_depth(ev, now_ms()).await;
                                     }
                                     last_checkpoint = tokio::time::Instant::now();
                                     set_synced(true);
@@ -347,6 +354,7 @@ impl SymbolTask {
                         if last_checkpoint.elapsed() >= self.cfg.checkpoint_every {
                             self.checkpoint(&m, e, t, id, true).await;
                             last_checkpoint = tokio::time::Instant::now();
+                            rows_since_checkpoint = 0;
                         }
                     }
                 }
@@ -364,7 +372,16 @@ impl SymbolTask {
                     Some(FeedMsg::Depth(ev, recv)) => {
                         let was_synced = m.is_synced();
                         match m.on_event(ev.clone()) {
-                            Outcome::Applied => self.write_depth(&ev, recv).await,
+                            Outcome::Applied => {
+                                rows_since_checkpoint += self.write_depth(&ev, recv).await;
+                                if rows_since_checkpoint >= self.cfg.checkpoint_rows {
+                                    if let (Some(e), Some(id), Some(t)) = (epoch, m.book_id(), m.last_time_ms()) {
+                                        self.checkpoint(&m, e, t, id, true).await;
+                                        last_checkpoint = tokio::time::Instant::now();
+                                        rows_since_checkpoint = 0;
+                                    }
+                                }
+                            }
                             Outcome::Buffered | Outcome::Ignored => {}
                             outcome @ (Outcome::Gap(_) | Outcome::Crossed(_)) => {
                                 let (g, crossed) = match outcome {

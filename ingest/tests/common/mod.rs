@@ -70,6 +70,7 @@ pub fn run_config(db_url: &str, sim: &Sim, spool: &std::path::Path) -> RunConfig
         spot_weight_limit: 6000,
         usdm_weight_limit: 2400,
         checkpoint_every: Duration::from_secs(1),
+        checkpoint_rows: 5000,
         top_every: Duration::from_millis(200),
         top_levels: 20,
         batch_rows: 2000,

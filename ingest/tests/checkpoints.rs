@@ -1,0 +1,74 @@
+//! Checkpoints by row count: a busy symbol is checkpointed every `checkpoint_rows` depth rows
+//! even when the time interval is far off, so `book_at` replays at most that many rows, and
+//! the books it builds stay exact.
+
+use std::time::Duration;
+
+use binance::Venue;
+use sim::{Sim, SimConfig};
+use tokio_postgres::NoTls;
+
+mod common;
+
+use common::*;
+
+const ROWS: usize = 200;
+
+#[tokio::test]
+async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact() {
+    let sim = Sim::start(SimConfig {
+        seed: 5,
+        spot: Some(venue_cfg(Venue::Spot)),
+        usdm: Some(venue_cfg(Venue::Usdm)),
+    })
+    .await
+    .expect("sim");
+    let tdb = pgembed::test_database("ingest_ckpt_rows")
+        .await
+        .expect("database");
+    let (mut db, conn) = tokio_postgres::connect(&tdb.url, NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    schema::apply(&mut db, schema::FlavorChoice::Auto)
+        .await
+        .expect("migrate");
+    let ingest = start_ingest(&tdb.url, &sim, |c| {
+        c.checkpoint_every = Duration::from_secs(3600);
+        c.checkpoint_rows = ROWS;
+    });
+    let db = &db;
+    wait_until("three periodic checkpoints of every instrument", || async move {
+        count(db, "SELECT coalesce(min(n), 0) FROM (SELECT i.id, (SELECT count(*) FROM book_checkpoints b WHERE b.instrument_id = i.id AND b.kind = 'periodic') AS n FROM instruments i WHERE i.active) x").await >= 3
+    })
+    .await;
+    ingest.stop().await;
+
+    // Between two consecutive checkpoints of an epoch lie at most ROWS rows plus one event's.
+    let widest_event = count(
+        db,
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM depth_updates GROUP BY instrument_id, update_id) x",
+    )
+    .await;
+    let worst = count(
+        db,
+        "SELECT coalesce(max((SELECT count(*) FROM depth_updates d
+                                WHERE d.instrument_id = c.instrument_id
+                                  AND d.update_id > c.update_id AND d.update_id <= c.next_id)), 0)
+         FROM (SELECT instrument_id, update_id,
+                      lead(update_id) OVER (PARTITION BY instrument_id, epoch ORDER BY update_id) AS next_id
+               FROM book_checkpoints) c
+         WHERE c.next_id IS NOT NULL",
+    )
+    .await;
+    assert!(
+        worst <= ROWS as i64 + widest_event,
+        "{worst} rows between checkpoints (limit {ROWS}, widest event {widest_event})"
+    );
+    assert!(
+        worst > 0,
+        "checkpoints are spaced by rows, not written back to back"
+    );
+    let compared = check_books(db, &sim).await;
+    assert!(compared >= 8, "compared {compared} books");
+}
