@@ -341,9 +341,10 @@ impl Report {
                     opt_pct(next.cpu_postgres),
                     next.cpu_sim,
                     if next.reconnects > 0.0 && next.cpu_ingest < 80.0 {
-                        ". The connections were closed by the simulator as slow consumers while ingest used well \
-                         under a core: the simulator, sharing the machine, could not serve that rate, so this step \
-                         measured the machine rather than ingest"
+                        ". The simulator closed the connections as slow consumers while ingest used well under a \
+                         core: what gave way is the path of one WebSocket connection carrying every symbol (the \
+                         simulator writes it and ingest reads it, one task each, a frame at a time) on a machine \
+                         that also runs both ends and PostgreSQL, not ingest's processing"
                     } else {
                         ""
                     }
@@ -358,8 +359,8 @@ impl Report {
                      while using {ci:.0} % of one core: {pk:.2} % of a core per 1 000 rows/s, so one core of ingest \
                      work would carry about {proj} rows/s (a projection from the measured cost, not a measurement), \
                      against a ceiling of {c} rows/s. PostgreSQL spent {pg} and the simulator {cs:.0} % at the same \
-                     step; on these {cores} cores the three together cannot go much further, and the ladder's top \
-                     is set by what the simulator can generate on the same machine, not by ingest. Ingest does \
+                     step, on {cores} cores shared by all three; the ladder's top is set by generating the load and \
+                     carrying it over one connection on the same machine, not by ingest's CPU. Ingest does \
                      more work per row than the ceiling's COPY (receive, parse, {n} books, features, encoding, a \
                      commit per table every 100 ms with its ledger row and NOTIFY), but it is not what limits this \
                      run. Closing it needs the load generated elsewhere: the simulator on a second machine, or \
@@ -577,7 +578,7 @@ impl Report {
     fn reproduce(&self, o: &mut String) {
         let _ = writeln!(
             o,
-            "## Reproduce\n\n```sh\nbash bench/run.sh            # builds release binaries, runs criterion, then this report (~20 min)\n\
+            "## Reproduce\n\n```sh\nbash bench/run.sh            # builds release binaries, runs criterion, then this report (~15 min)\n\
              bash bench/run.sh --smoke    # every part at tiny sizes (what CI runs)\n\
              BENCH_DATABASE_URL=postgres://postgres@host:5432/postgres bash bench/run.sh   # against another server, e.g. TimescaleDB\n```\n\n\
              Options: `target/release/depthbook-bench --help` (ladder, nominal symbols, fan-out clients, parts)."
