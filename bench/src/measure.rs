@@ -102,15 +102,19 @@ impl Storage {
     }
 }
 
-async fn is_hypertable(db: &Client, table: &str) -> Result<bool> {
-    let tsdb = db
+/// Whether the database runs on the TimescaleDB path.
+pub async fn has_timescaledb(db: &Client) -> Result<bool> {
+    Ok(db
         .query_opt(
             "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
             &[],
         )
         .await?
-        .is_some();
-    if !tsdb {
+        .is_some())
+}
+
+async fn is_hypertable(db: &Client, table: &str) -> Result<bool> {
+    if !has_timescaledb(db).await? {
         return Ok(false);
     }
     Ok(db

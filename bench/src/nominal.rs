@@ -14,7 +14,7 @@ use crate::fanout::{self, Fanout};
 use crate::measure::{self, Latency, Storage};
 use crate::procstat::{self, CpuWindow};
 use crate::queries::{self, Timing};
-use crate::stack::{self, IngestArgs, Server};
+use crate::stack::{self, IngestArgs, IngestCounters, Server};
 use crate::throughput::venue_config;
 use crate::Plan;
 
@@ -78,18 +78,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let http = reqwest::Client::new();
     let (iaddr, api) = (ingest.addr, graphql.addr);
     let books = 2 * n;
-    stack::wait_for(
-        "every book synced",
-        plan.sync_deadline,
-        &mut ingest,
-        || async {
-            stack::scrape(&http, iaddr)
-                .await
-                .map(|t| stack::metric_sum(&t, "depthbook_ingest_books_synced") >= books as f64)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    stack::wait_synced(&http, &mut ingest, books, plan.sync_deadline).await?;
     let sync_secs = started.elapsed().as_secs_f64();
     stack::wait_for("the API", plan.sync_deadline, &mut graphql, || async {
         http.get(format!("http://{api}/health"))
@@ -142,15 +131,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     tokio::time::sleep(plan.warmup).await;
 
     let db = stack::connect(&url).await?;
-    let counters = |t: &str| {
-        [
-            "depthbook_ingest_messages_total",
-            "depthbook_ingest_dropped_rows_total",
-            "depthbook_ingest_gaps_total",
-        ]
-        .map(|m| stack::metric_sum(t, m))
-    };
-    let before = counters(&stack::scrape(&http, iaddr).await?);
+    let before = IngestCounters::scrape(&http, iaddr).await?;
     let windows = (
         CpuWindow::start(ingest.pid, false)?,
         CpuWindow::start(graphql.pid, false)?,
@@ -163,7 +144,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let t0 = measure::db_now(&db).await?;
     tokio::time::sleep(plan.nominal_window).await;
     let t1 = measure::db_now(&db).await?;
-    let after = counters(&stack::scrape(&http, iaddr).await?);
+    let counted = IngestCounters::scrape(&http, iaddr).await?.since(&before);
     let cpu_ingest = windows.0.percent()?;
     let cpu_graphql = windows.1.percent()?;
     let cpu_postgres = windows.2.map(|w| w.percent()).transpose()?;
@@ -260,17 +241,16 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     if !plan.keep {
         server.drop_database(name).await?;
     }
-    let delta = |i: usize| after[i] - before[i];
     Ok(Nominal {
         symbols_per_venue: n,
         books,
         sync_secs,
         window_secs: secs,
-        messages_per_sec: delta(0) / secs,
+        messages_per_sec: counted.messages / secs,
         rows_per_sec: rows as f64 / secs,
         latency,
-        gaps: delta(2),
-        dropped_rows: delta(1),
+        gaps: counted.gaps,
+        dropped_rows: counted.dropped_rows,
         cpu_ingest,
         cpu_graphql,
         cpu_postgres,

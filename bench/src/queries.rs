@@ -144,14 +144,7 @@ pub async fn synthetic_hour(db: &Client, instrument_id: i32, per_sec: u32) -> Re
     )
     .await
     .context("synthetic trades")?;
-    let tsdb = db
-        .query_opt(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
-            &[],
-        )
-        .await?
-        .is_some();
-    if tsdb {
+    if crate::measure::has_timescaledb(db).await? {
         for agg in ["trades_1s", "trades_1m", "trades_1h"] {
             db.execute(
                 &format!(

@@ -258,6 +258,55 @@ pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Result<String> 
         .await?)
 }
 
+/// ingest's counters a benchmark window is judged by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestCounters {
+    pub messages: f64,
+    pub dropped_rows: f64,
+    pub gaps: f64,
+    pub reconnects: f64,
+}
+
+impl IngestCounters {
+    pub async fn scrape(http: &reqwest::Client, addr: SocketAddr) -> Result<IngestCounters> {
+        let t = scrape(http, addr).await?;
+        let m = |n: &str| metric_sum(&t, &format!("depthbook_ingest_{n}"));
+        Ok(IngestCounters {
+            messages: m("messages_total"),
+            dropped_rows: m("dropped_rows_total"),
+            gaps: m("gaps_total"),
+            reconnects: m("reconnects_total"),
+        })
+    }
+
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &IngestCounters) -> IngestCounters {
+        IngestCounters {
+            messages: self.messages - before.messages,
+            dropped_rows: self.dropped_rows - before.dropped_rows,
+            gaps: self.gaps - before.gaps,
+            reconnects: self.reconnects - before.reconnects,
+        }
+    }
+}
+
+/// Waits until ingest reports `books` books synced.
+pub async fn wait_synced(
+    http: &reqwest::Client,
+    ingest: &mut Proc,
+    books: usize,
+    deadline: Duration,
+) -> Result<()> {
+    let addr = ingest.addr;
+    wait_for("every book synced", deadline, ingest, || async {
+        scrape(http, addr)
+            .await
+            .map(|t| metric_sum(&t, "depthbook_ingest_books_synced") >= books as f64)
+            .unwrap_or(false)
+    })
+    .await
+}
+
 /// Polls until `f` holds, failing after `deadline`; `proc` is checked for an early exit.
 pub async fn wait_for<F, Fut>(
     what: &str,

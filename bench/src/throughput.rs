@@ -11,7 +11,7 @@ use sim::{Sim, SimConfig};
 
 use crate::measure::{self, Latency};
 use crate::procstat::CpuWindow;
-use crate::stack::{self, IngestArgs, Server};
+use crate::stack::{self, IngestArgs, IngestCounters, Server};
 use crate::Plan;
 
 /// Behind: event→commit p99 above this, or any dropped row or gap, ends the ladder.
@@ -105,32 +105,11 @@ async fn one_step(
     )?;
     let http = reqwest::Client::new();
     let addr = ingest.addr;
-    let want = plan.tp_symbols as f64;
-    stack::wait_for(
-        "every book synced",
-        plan.sync_deadline,
-        &mut ingest,
-        || async {
-            stack::scrape(&http, addr)
-                .await
-                .map(|t| stack::metric_sum(&t, "depthbook_ingest_books_synced") >= want)
-                .unwrap_or(false)
-        },
-    )
-    .await?;
+    stack::wait_synced(&http, &mut ingest, plan.tp_symbols, plan.sync_deadline).await?;
     tokio::time::sleep(plan.warmup).await;
 
     let db = stack::connect(&url).await?;
-    let counters = |t: &str| {
-        [
-            "depthbook_ingest_messages_total",
-            "depthbook_ingest_dropped_rows_total",
-            "depthbook_ingest_gaps_total",
-            "depthbook_ingest_reconnects_total",
-        ]
-        .map(|n| stack::metric_sum(t, n))
-    };
-    let before = counters(&stack::scrape(&http, addr).await?);
+    let before = IngestCounters::scrape(&http, addr).await?;
     let cpu_ingest = CpuWindow::start(ingest.pid, false)?;
     let cpu_pg = server
         .postmaster_pid
@@ -140,7 +119,7 @@ async fn one_step(
     let t0 = measure::db_now(&db).await?;
     tokio::time::sleep(plan.tp_window).await;
     let t1 = measure::db_now(&db).await?;
-    let after = counters(&stack::scrape(&http, addr).await?);
+    let counted = IngestCounters::scrape(&http, addr).await?.since(&before);
     let (cpu_ingest, cpu_sim) = (cpu_ingest.percent()?, cpu_sim.percent()?);
     let cpu_postgres = cpu_pg.map(|c| c.percent()).transpose()?;
     ingest.stop().await?;
@@ -154,8 +133,7 @@ async fn one_step(
         .find(|c| c.0 == "depth_updates")
         .map_or(0, |c| c.1);
     let depth_latency = measure::latency(&db, &["depth_updates"], t0, t1).await?;
-    let delta = |i: usize| after[i] - before[i];
-    let (dropped_rows, gaps, reconnects) = (delta(1), delta(2), delta(3));
+    let (dropped_rows, gaps, reconnects) = (counted.dropped_rows, counted.gaps, counted.reconnects);
     let kept_up = dropped_rows == 0.0 && gaps == 0.0 && depth_latency.p99 <= BEHIND_P99_MS;
     let ceiling = ceiling(&db, &url, t0, t1).await?;
     drop(db);
@@ -163,7 +141,7 @@ async fn one_step(
     Ok(Step {
         multiplier,
         symbols: plan.tp_symbols,
-        messages_per_sec: delta(0) / secs,
+        messages_per_sec: counted.messages / secs,
         rows_per_sec: rows as f64 / secs,
         depth_rows_per_sec: depth_rows as f64 / secs,
         depth_latency,

@@ -4,10 +4,6 @@
 
 use std::time::Duration;
 
-use binance::Venue;
-use sim::{Sim, SimConfig};
-use tokio_postgres::NoTls;
-
 mod common;
 
 use common::*;
@@ -16,23 +12,7 @@ const ROWS: usize = 200;
 
 #[tokio::test]
 async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact() {
-    let sim = Sim::start(SimConfig {
-        seed: 5,
-        spot: Some(venue_cfg(Venue::Spot)),
-        usdm: Some(venue_cfg(Venue::Usdm)),
-    })
-    .await
-    .expect("sim");
-    let tdb = pgembed::test_database("ingest_ckpt_rows")
-        .await
-        .expect("database");
-    let (mut db, conn) = tokio_postgres::connect(&tdb.url, NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    schema::apply(&mut db, schema::FlavorChoice::Auto)
-        .await
-        .expect("migrate");
+    let (sim, tdb, db) = sim_and_db(5, "ingest_ckpt_rows").await;
     let ingest = start_ingest(&tdb.url, &sim, |c| {
         c.checkpoint_every = Duration::from_secs(3600);
         c.checkpoint_rows = ROWS;

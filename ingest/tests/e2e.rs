@@ -2,8 +2,7 @@
 //! database equal the simulator's true books, every injected gap is recorded, nothing is
 //! duplicated, and shutdown flushes everything.
 
-use binance::Venue;
-use sim::{Fault, Sim, SimConfig};
+use sim::Fault;
 use tokio_postgres::NoTls;
 
 mod common;
@@ -12,23 +11,7 @@ use common::*;
 
 #[tokio::test]
 async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
-    let sim = Sim::start(SimConfig {
-        seed: 11,
-        spot: Some(venue_cfg(Venue::Spot)),
-        usdm: Some(venue_cfg(Venue::Usdm)),
-    })
-    .await
-    .expect("sim");
-    let tdb = pgembed::test_database("ingest_e2e")
-        .await
-        .expect("database");
-    let (mut db, conn) = tokio_postgres::connect(&tdb.url, NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    schema::apply(&mut db, schema::FlavorChoice::Auto)
-        .await
-        .expect("migrate");
+    let (sim, tdb, db) = sim_and_db(11, "ingest_e2e").await;
     db.execute("UPDATE storage_policies SET drop_after = NULL", &[])
         .await
         .expect("policies");

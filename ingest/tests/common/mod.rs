@@ -35,6 +35,26 @@ where
     }
 }
 
+/// The simulator with both venues (`venue_cfg`) and a fresh, migrated database.
+pub async fn sim_and_db(seed: u64, prefix: &str) -> (Sim, pgembed::TestDatabase, Client) {
+    let sim = Sim::start(sim::SimConfig {
+        seed,
+        spot: Some(venue_cfg(Venue::Spot)),
+        usdm: Some(venue_cfg(Venue::Usdm)),
+    })
+    .await
+    .expect("sim");
+    let tdb = pgembed::test_database(prefix).await.expect("database");
+    let (mut db, conn) = tokio_postgres::connect(&tdb.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    schema::apply(&mut db, schema::FlavorChoice::Auto)
+        .await
+        .expect("migrate");
+    (sim, tdb, db)
+}
+
 pub async fn count(db: &Client, sql: &str) -> i64 {
     db.query_one(sql, &[]).await.expect(sql).get(0)
 }
