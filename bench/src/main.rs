@@ -137,7 +137,7 @@ impl Plan {
             Plan {
                 smoke: false,
                 tp_symbols: 100,
-                ladder: vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+                ladder: vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
                 tp_window: s(20),
                 warmup: s(5),
                 sync_deadline: s(600),
