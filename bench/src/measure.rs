@@ -128,7 +128,7 @@ async fn is_hypertable(db: &Client, table: &str) -> Result<bool> {
 
 /// Size of `table` after VACUUM; on TimescaleDB also after compressing every chunk
 /// (`compress_chunk`, as the compression policy would once chunks age).
-pub async fn storage(db: &Client, table: &str, compress: bool) -> Result<Storage> {
+pub async fn storage(db: &Client, table: &str) -> Result<Storage> {
     db.batch_execute(&format!("VACUUM ANALYZE {table}")).await?;
     let rows: i64 = db
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
@@ -141,7 +141,7 @@ pub async fn storage(db: &Client, table: &str, compress: bool) -> Result<Storage
         "SELECT pg_total_relation_size($1::text::regclass)::int8"
     };
     let bytes: i64 = db.query_one(size_sql, &[&table]).await?.get(0);
-    let compressed_bytes = if hyper && compress {
+    let compressed_bytes = if hyper {
         db.execute(
             "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks($1::text::regclass) c",
             &[&table],

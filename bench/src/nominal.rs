@@ -15,7 +15,6 @@ use crate::measure::{self, Latency, Storage};
 use crate::procstat::{self, CpuWindow};
 use crate::queries::{self, Timing};
 use crate::stack::{self, IngestArgs, IngestCounters, Server};
-use crate::throughput::venue_config;
 use crate::Plan;
 
 /// The symbol whose book, trades and subscription are timed: the simulator's busiest.
@@ -52,8 +51,8 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let n = plan.nominal_symbols;
     let sim = Sim::start(SimConfig {
         seed: 11,
-        spot: Some(venue_config(Venue::Spot, n, 1.0)),
-        usdm: Some(venue_config(Venue::Usdm, n, 1.0)),
+        spot: Some(stack::sim_venue(Venue::Spot, n, 1.0)),
+        usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
     })
     .await?;
     let (spot, usdm) = (
@@ -196,10 +195,9 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     sim.shutdown();
 
     tracing::info!("storage");
-    let tsdb = server.describe().await?.1;
     let mut storage = Vec::new();
     for t in ["depth_updates", "book_top", "book_ticker", "trades"] {
-        storage.push((t.to_owned(), measure::storage(&db, t, tsdb).await?));
+        storage.push((t.to_owned(), measure::storage(&db, t).await?));
     }
 
     tracing::info!("queries");

@@ -212,7 +212,7 @@ pub async fn candles_hour(
     ))
 }
 
-/// A page of 1000 trades from a random ten minutes of the hour; `samples` times.
+/// A page of 1000 trades from ten minutes of the hour, `samples` windows spread over it.
 pub async fn trades_page(
     http: &reqwest::Client,
     api: SocketAddr,

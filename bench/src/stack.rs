@@ -180,6 +180,16 @@ impl Proc {
     }
 }
 
+/// A simulated venue at `multiplier` × Binance's rates, with a snapshot budget high enough that
+/// first syncs are not what a benchmark waits for.
+pub fn sim_venue(venue: Venue, symbols: usize, multiplier: f64) -> sim::VenueConfig {
+    let mut c = sim::VenueConfig::for_venue(venue);
+    c.symbols = symbols;
+    c.rate_multiplier = multiplier;
+    c.weight_limit = 1_000_000;
+    c
+}
+
 /// Where ingest reads from (the simulator's venues) and how it is tuned.
 #[derive(Debug, Clone)]
 pub struct IngestArgs {

@@ -57,14 +57,6 @@ impl Step {
     }
 }
 
-pub fn venue_config(venue: Venue, symbols: usize, multiplier: f64) -> sim::VenueConfig {
-    let mut c = sim::VenueConfig::for_venue(venue);
-    c.symbols = symbols;
-    c.rate_multiplier = multiplier;
-    c.weight_limit = 1_000_000;
-    c
-}
-
 pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> Result<Vec<Step>> {
     let mut steps = Vec::new();
     for &m in &plan.ladder {
@@ -93,7 +85,7 @@ async fn one_step(
     let url = server.fresh_database(name).await?;
     let sim = Sim::start(SimConfig {
         seed: 7,
-        spot: Some(venue_config(Venue::Spot, plan.tp_symbols, multiplier)),
+        spot: Some(stack::sim_venue(Venue::Spot, plan.tp_symbols, multiplier)),
         usdm: None,
     })
     .await?;

@@ -132,6 +132,23 @@ pub struct SymbolConfig {
     pub top_levels: usize,
 }
 
+/// What happened to a book since its last checkpoint: the next is due after
+/// `checkpoint_every` or `checkpoint_rows`, whichever comes first.
+#[derive(Debug)]
+struct SinceCheckpoint {
+    at: tokio::time::Instant,
+    rows: usize,
+}
+
+impl Default for SinceCheckpoint {
+    fn default() -> Self {
+        SinceCheckpoint {
+            at: tokio::time::Instant::now(),
+            rows: 0,
+        }
+    }
+}
+
 /// A symbol's task.
 #[derive(Debug)]
 pub struct SymbolTask {
@@ -198,14 +215,13 @@ impl SymbolTask {
         ev.bids.len() + ev.asks.len()
     }
 
-    async fn checkpoint(
-        &self,
-        m: &SyncMachine,
-        epoch: i64,
-        time: u64,
-        update_id: u64,
-        periodic: bool,
-    ) {
+    /// Stores the current book as a periodic checkpoint (if it is synced) and restarts the
+    /// count towards the next one.
+    async fn checkpoint(&self, m: &SyncMachine, epoch: Option<i64>, since: &mut SinceCheckpoint) {
+        let (Some(epoch), Some(update_id), Some(time)) = (epoch, m.book_id(), m.last_time_ms())
+        else {
+            return;
+        };
         let (bids, asks) = m.book().top(usize::MAX);
         self.writer
             .send(Row::Checkpoint {
@@ -213,12 +229,13 @@ impl SymbolTask {
                 iid: self.inst.id,
                 epoch,
                 update_id,
-                periodic,
+                periodic: true,
                 bids,
                 asks,
                 recv: now_ms(),
             })
             .await;
+        *since = SinceCheckpoint::default();
     }
 
     /// Ends the epoch: the book was exact up to the last applied event.
@@ -251,8 +268,7 @@ impl SymbolTask {
         > = None;
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut rate_limited_noted = false;
-        let mut last_checkpoint = tokio::time::Instant::now();
-        let mut rows_since_checkpoint = 0usize;
+        let mut since = SinceCheckpoint::default();
         let mut top_tick = tokio::time::interval(self.cfg.top_every);
         top_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let set_synced = |on: bool| {
@@ -316,11 +332,11 @@ impl SymbolTask {
                                     // on top of it are stored as depth rows after it.
                                     self.writer.send(Row::Checkpoint { time: t, iid: self.inst.id, epoch: e, update_id: last, periodic: false, bids: snap_bids, asks: snap_asks, recv: now_ms() }).await;
                                     self.sync_event(t, Some(e), "synced", Some(last), m.book_id(), None).await;
-                                    rows_since_checkpoint = 0;
+                                    let mut rows = 0;
                                     for ev in &synced.applied {
-                                        rows_since_checkpoint += self.write_depth(ev, now_ms()).await;
+                                        rows += self.write_depth(ev, now_ms()).await;
                                     }
-                                    last_checkpoint = tokio::time::Instant::now();
+                                    since = SinceCheckpoint { rows, ..SinceCheckpoint::default() };
                                     set_synced(true);
                                     tracing::info!(venue, symbol = %sym, last_update_id = last, book_id = ?m.book_id(), "book synced");
                                 }
@@ -350,12 +366,8 @@ impl SymbolTask {
                         let f = book::features::compute(&bids, &asks);
                         self.writer.send(Row::Top { time: t.max(now_ms()), iid: self.inst.id, update_id: id, bids, asks, f: Box::new(f) }).await;
                     }
-                    if let (Some(e), Some(id), Some(t)) = (epoch, m.book_id(), m.last_time_ms()) {
-                        if last_checkpoint.elapsed() >= self.cfg.checkpoint_every {
-                            self.checkpoint(&m, e, t, id, true).await;
-                            last_checkpoint = tokio::time::Instant::now();
-                            rows_since_checkpoint = 0;
-                        }
+                    if since.at.elapsed() >= self.cfg.checkpoint_every {
+                        self.checkpoint(&m, epoch, &mut since).await;
                     }
                 }
                 msg = rx.recv() => match msg {
@@ -373,13 +385,9 @@ impl SymbolTask {
                         let was_synced = m.is_synced();
                         match m.on_event(ev.clone()) {
                             Outcome::Applied => {
-                                rows_since_checkpoint += self.write_depth(&ev, recv).await;
-                                if rows_since_checkpoint >= self.cfg.checkpoint_rows {
-                                    if let (Some(e), Some(id), Some(t)) = (epoch, m.book_id(), m.last_time_ms()) {
-                                        self.checkpoint(&m, e, t, id, true).await;
-                                        last_checkpoint = tokio::time::Instant::now();
-                                        rows_since_checkpoint = 0;
-                                    }
+                                since.rows += self.write_depth(&ev, recv).await;
+                                if since.rows >= self.cfg.checkpoint_rows {
+                                    self.checkpoint(&m, epoch, &mut since).await;
                                 }
                             }
                             Outcome::Buffered | Outcome::Ignored => {}

@@ -306,7 +306,7 @@ async fn connection(
     );
     let mut unanswered_since: Option<Instant> = None;
     let mut incoming: VecDeque<Instant> = VecDeque::new();
-    loop {
+    'conn: loop {
         tokio::select! {
             _ = token.cancelled() => { close(&mut socket, 1001, "disconnected by fault injection").await; break; }
             _ = state.shutdown.cancelled() => { close(&mut socket, 1001, "server shutting down").await; break; }
@@ -347,43 +347,32 @@ async fn connection(
                 // Everything already queued goes out with one flush (one write for a burst,
                 // not one per frame): at benchmark rates the per-frame flush, not the
                 // consumer, was what fell behind.
-                let mut next = Some(frame);
-                let (mut pending, mut taken) = (false, 0usize);
-                let mut lagged = false;
-                let mut failed = false;
-                while let Some(frame) = next.take() {
+                let mut frame = frame;
+                let mut pending = false;
+                for _ in 0..MAX_FRAMES_PER_FLUSH {
                     match frame {
                         Ok(f) => {
                             if subs.contains(&f.stream) && filter.allows(f.kind) {
                                 let text = if combined { &f.combined } else { &f.raw };
-                                if socket.feed(Message::Text(text.as_str().into())).await.is_err() {
-                                    failed = true;
-                                    break;
-                                }
+                                if socket.feed(Message::Text(text.as_str().into())).await.is_err() { break 'conn; }
                                 pending = true;
                             }
                         }
-                        Err(RecvError::Lagged(_)) => { lagged = true; break; }
-                        Err(RecvError::Closed) => { failed = true; break; }
+                        Err(RecvError::Lagged(_)) => {
+                            // A consumer this slow would be cut off by Binance too.
+                            close(&mut socket, CLOSE_POLICY, "slow consumer").await;
+                            break 'conn;
+                        }
+                        Err(RecvError::Closed) => break 'conn,
                     }
-                    taken += 1;
-                    if taken < MAX_FRAMES_PER_FLUSH {
-                        next = match rx.try_recv() {
-                            Ok(f) => Some(Ok(f)),
-                            Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-                            Err(TryRecvError::Empty) => None,
-                        };
-                    }
+                    frame = match rx.try_recv() {
+                        Ok(f) => Ok(f),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                    };
                 }
-                if lagged {
-                    // A consumer this slow would be cut off by Binance too.
-                    close(&mut socket, CLOSE_POLICY, "slow consumer").await;
-                    break;
-                }
-                if failed || (pending && socket.flush().await.is_err()) {
-                    break;
-                }
+                if pending && socket.flush().await.is_err() { break; }
             }
         }
     }
