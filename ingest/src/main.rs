@@ -174,8 +174,10 @@ struct RunArgs {
 enum StorageArg {
     /// TimescaleDB when the extension can be created, else plain PostgreSQL.
     Auto,
-    /// Require TimescaleDB.
+    /// Require TimescaleDB's community edition (compression, jobs, continuous aggregates).
     Timescaledb,
+    /// Require TimescaleDB's Apache-2 edition (hypertables; no compression or jobs).
+    TimescaledbApache,
     /// Plain PostgreSQL even where TimescaleDB is available.
     Postgres,
 }
@@ -185,6 +187,7 @@ impl From<StorageArg> for FlavorChoice {
         match s {
             StorageArg::Auto => FlavorChoice::Auto,
             StorageArg::Timescaledb => FlavorChoice::Require(Flavor::Timescale),
+            StorageArg::TimescaledbApache => FlavorChoice::Require(Flavor::TimescaleApache),
             StorageArg::Postgres => FlavorChoice::Require(Flavor::Postgres),
         }
     }

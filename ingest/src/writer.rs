@@ -721,14 +721,15 @@ impl TableWriter {
         }
     }
 
-    /// Rows replayed late may fall into aggregate buckets already materialized: have them
-    /// recomputed (plain PostgreSQL: lower the rollup watermarks; TimescaleDB: refresh the
-    /// 1 s continuous aggregates over the replayed range; the coarser levels follow from their
-    /// refresh policies).
+    /// Rows replayed late may fall into aggregate buckets already materialized, or below a
+    /// continuous aggregate's watermark where real-time aggregation does not look: have them
+    /// recomputed (plain PostgreSQL and the Apache edition: lower the rollup watermarks;
+    /// TimescaleDB: refresh every level over the replayed range, finest first, since a
+    /// coarser level's policy window may not reach back that far).
     async fn refresh_aggregates(&mut self, since_ms: u64) {
         let views: &[&str] = match self.table {
-            Table::BookTicker => &["ticker_1s"],
-            Table::Trades => &["trades_1s"],
+            Table::BookTicker => &["ticker_1s", "ticker_1m", "ticker_1h"],
+            Table::Trades => &["trades_1s", "trades_1m", "trades_1h"],
             _ => return,
         };
         let Some(client) = self.client.as_ref() else {

@@ -21,8 +21,11 @@ mod server;
 mod testdb;
 
 pub use binaries::Binaries;
-pub use server::{Options, PgServer};
-pub use testdb::{shared, test_database, TestDatabase};
+pub use server::{Options, PgServer, Timescale};
+pub use testdb::{
+    say_skipped, shared, shared_on, skip_unless_available, test_database, test_database_on,
+    StoragePath, TestDatabase,
+};
 
 /// Everything that can go wrong while locating, starting or using the private server.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,11 @@ pub enum Error {
         log: String,
         tail: String,
     },
+    #[error(
+        "TimescaleDB was asked for, but it is not installed for the server binaries in {0} \
+         (extension/timescaledb.control and timescaledb.so)"
+    )]
+    NoTimescale(String),
     #[error("the process-wide test server could not be started: {0}")]
     Shared(String),
     #[error("DATABASE_URL is not a usable postgres:// URL: {0}")]

@@ -33,6 +33,23 @@ pub struct Options {
     pub ephemeral: bool,
     /// Extra `postgresql.conf` settings passed as `-c name=value`.
     pub settings: Vec<(String, String)>,
+    /// Whether and how TimescaleDB is preloaded.
+    pub timescaledb: Timescale,
+}
+
+/// TimescaleDB on a private server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Timescale {
+    /// Preloaded with its default (community) license when it is installed.
+    #[default]
+    Auto,
+    /// Not preloaded, even where installed: the package is there but cannot be created.
+    Off,
+    /// Preloaded, community license; an error where it is not installed.
+    Community,
+    /// Preloaded with `timescaledb.license=apache`, the edition managed services ship; an error
+    /// where it is not installed.
+    Apache,
 }
 
 enum Home {
@@ -56,6 +73,8 @@ pub struct PgServer {
     dir: PathBuf,
     child: Mutex<Option<Child>>,
     home: Mutex<Option<Home>>,
+    /// What was preloaded: `Off`, `Community` or `Apache`.
+    edition: Timescale,
 }
 
 impl std::fmt::Debug for PgServer {
@@ -63,7 +82,7 @@ impl std::fmt::Debug for PgServer {
         f.debug_struct("PgServer")
             .field("port", &self.port)
             .field("dir", &self.dir)
-            .field("timescaledb", &self.binaries.timescaledb)
+            .field("timescaledb", &self.edition)
             .finish()
     }
 }
@@ -181,8 +200,16 @@ fn spawn_long_lived(cmd: Command) -> std::io::Result<Child> {
 
 impl PgServer {
     /// Initialise (if needed) and start a cluster; returns once it accepts connections.
-    pub fn start(opts: Options) -> Result<PgServer, Error> {
+    pub fn start(mut opts: Options) -> Result<PgServer, Error> {
         let binaries = Binaries::locate()?;
+        opts.timescaledb = match (opts.timescaledb, binaries.timescaledb) {
+            (Timescale::Auto, true) => Timescale::Community,
+            (Timescale::Auto | Timescale::Off, false) => Timescale::Off,
+            (Timescale::Community | Timescale::Apache, false) => {
+                return Err(Error::NoTimescale(binaries.bindir.display().to_string()))
+            }
+            (t, true) => t,
+        };
         let owner = run_as()?;
         let home = match &opts.dir {
             Some(dir) => {
@@ -233,6 +260,7 @@ impl PgServer {
                         dir,
                         child: Mutex::new(Some(child)),
                         home: Mutex::new(Some(home)),
+                        edition: opts.timescaledb,
                     })
                 }
                 Err(e @ Error::Exited { .. }) if opts.port.is_none() => {
@@ -285,9 +313,12 @@ impl PgServer {
                 settings.push((k.into(), v.into()));
             }
         }
-        if binaries.timescaledb {
+        if matches!(opts.timescaledb, Timescale::Community | Timescale::Apache) {
             settings.push(("shared_preload_libraries".into(), "timescaledb".into()));
             settings.push(("timescaledb.telemetry_level".into(), "off".into()));
+        }
+        if opts.timescaledb == Timescale::Apache {
+            settings.push(("timescaledb.license".into(), "apache".into()));
         }
         settings.extend(opts.settings.iter().cloned());
         for (k, v) in settings {
@@ -357,7 +388,12 @@ impl PgServer {
 
     /// Whether the server was started with TimescaleDB preloaded.
     pub fn timescaledb(&self) -> bool {
-        self.binaries.timescaledb
+        self.edition != Timescale::Off
+    }
+
+    /// What was preloaded: `Off`, `Community` or `Apache`.
+    pub fn edition(&self) -> Timescale {
+        self.edition
     }
 
     /// The binaries this server runs (for `pg_dump` and friends).

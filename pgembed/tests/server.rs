@@ -128,3 +128,39 @@ async fn test_databases_are_separate() {
         .get(0);
     assert_eq!(n, 0);
 }
+
+/// Each storage path's server preloads (or not) and licenses TimescaleDB as the path says.
+async fn each_path_gets_the_server_it_names(path: pgembed::StoragePath) {
+    let db = pgembed::test_database_on(path, "edition")
+        .await
+        .expect("database")
+        .expect("this path is available here");
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let conn = tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT current_setting('shared_preload_libraries'),
+                    current_setting('timescaledb.license', true)",
+            &[],
+        )
+        .await
+        .expect("settings");
+    let (preload, license): (String, Option<String>) = (row.get(0), row.get(1));
+    match path {
+        pgembed::StoragePath::Postgres => assert!(!preload.contains("timescaledb")),
+        pgembed::StoragePath::Timescale => {
+            assert!(preload.contains("timescaledb"));
+            assert_ne!(license.as_deref(), Some("apache"));
+        }
+        pgembed::StoragePath::TimescaleApache => {
+            assert!(preload.contains("timescaledb"));
+            assert_eq!(license.as_deref(), Some("apache"));
+        }
+    }
+    drop(client);
+    let _ = conn.await;
+}
+
+pgembed::storage_tests!(each_path_gets_the_server_it_names);

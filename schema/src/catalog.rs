@@ -1,7 +1,10 @@
 //! The migration files compiled into this binary, checked and grouped by version.
 //!
-//! A file is `NNNN_name.sql` (both paths), or a pair `NNNN_name.tsdb.sql` (TimescaleDB) and
-//! `NNNN_name.pg.sql` (plain PostgreSQL) giving the same version two bodies.
+//! A file is `NNNN_name.sql` (every path), or a pair `NNNN_name.tsdb.sql` (TimescaleDB) and
+//! `NNNN_name.pg.sql` (plain PostgreSQL) giving the same version two bodies, optionally with a
+//! third, `NNNN_name.apache.sql`, for TimescaleDB's Apache edition. Without one, the Apache
+//! edition takes the `.pg.sql` body: what it lacks (compression, jobs, continuous aggregates)
+//! is exactly what the plain path does without.
 
 use sha2::{Digest, Sha256};
 
@@ -49,6 +52,8 @@ fn parse(file: &'static str, sql: &'static str) -> Result<Entry, Error> {
         .ok_or_else(|| bad("not a .sql file"))?;
     let (stem, variant) = if let Some(s) = stem.strip_suffix(".tsdb") {
         (s, Some(Flavor::Timescale))
+    } else if let Some(s) = stem.strip_suffix(".apache") {
+        (s, Some(Flavor::TimescaleApache))
     } else if let Some(s) = stem.strip_suffix(".pg") {
         (s, Some(Flavor::Postgres))
     } else {
@@ -56,7 +61,7 @@ fn parse(file: &'static str, sql: &'static str) -> Result<Entry, Error> {
     };
     let (num, name) = stem
         .split_once('_')
-        .ok_or_else(|| bad("expected NNNN_name[.tsdb|.pg].sql"))?;
+        .ok_or_else(|| bad("expected NNNN_name[.tsdb|.apache|.pg].sql"))?;
     if num.len() != 4 || !num.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad("the version must be four digits"));
     }
@@ -103,22 +108,32 @@ pub(crate) fn migrations_from(
         }
         expected += 1;
         let names_agree = group.iter().all(|e| e.name == group[0].name);
+        let has = |f: Flavor| group.iter().filter(|e| e.variant == Some(f)).count() == 1;
         let shape_ok = match group.as_slice() {
             [one] => one.variant.is_none(),
-            [a, b] => {
-                names_agree && a.variant.is_some() && b.variant.is_some() && a.variant != b.variant
-            }
+            [_, _] => names_agree && has(Flavor::Timescale) && has(Flavor::Postgres),
+            [_, _, _] => names_agree && Flavor::ALL.into_iter().all(has),
             _ => false,
         };
         if !shape_ok {
             let files: Vec<&str> = group.iter().map(|e| e.file).collect();
             return Err(Error::Catalog(format!(
-                "version {v:04} must be one NNNN_name.sql, or a pair NNNN_name.tsdb.sql + NNNN_name.pg.sql; found {files:?}"
+                "version {v:04} must be one NNNN_name.sql, or a pair NNNN_name.tsdb.sql + NNNN_name.pg.sql (and optionally NNNN_name.apache.sql); found {files:?}"
             )));
         }
+        let preference: &[Flavor] = match flavor {
+            Flavor::Timescale => &[Flavor::Timescale],
+            Flavor::TimescaleApache => &[Flavor::TimescaleApache, Flavor::Postgres],
+            Flavor::Postgres => &[Flavor::Postgres],
+        };
         let chosen = group
             .iter()
-            .find(|e| e.variant.is_none() || e.variant == Some(flavor))
+            .find(|e| e.variant.is_none())
+            .or_else(|| {
+                preference
+                    .iter()
+                    .find_map(|p| group.iter().find(|e| e.variant == Some(*p)))
+            })
             .ok_or_else(|| Error::Catalog(format!("version {v:04} has no file for {flavor}")))?;
         out.push(Migration {
             version: chosen.version,
@@ -148,11 +163,16 @@ mod tests {
     fn the_embedded_catalog_is_well_formed_for_both_paths() {
         let ts = migrations(Flavor::Timescale).expect("timescale catalog");
         let pg = migrations(Flavor::Postgres).expect("postgres catalog");
+        let ap = migrations(Flavor::TimescaleApache).expect("apache catalog");
         assert_eq!(ts.len(), pg.len());
+        assert_eq!(ap.len(), pg.len());
+        assert!(ap.iter().any(|m| m.file.ends_with(".apache.sql")));
+        assert!(ap.iter().all(|m| !m.file.ends_with(".tsdb.sql")));
         assert!(ts.iter().any(|m| m.file.ends_with(".tsdb.sql")));
         assert!(pg.iter().all(|m| !m.file.ends_with(".tsdb.sql")));
         // Every file in sql/ is used by at least one path.
-        let used: std::collections::BTreeSet<&str> = ts.iter().chain(&pg).map(|m| m.file).collect();
+        let used: std::collections::BTreeSet<&str> =
+            ts.iter().chain(&pg).chain(&ap).map(|m| m.file).collect();
         let all: std::collections::BTreeSet<&str> = files().collect();
         assert_eq!(used, all);
     }
@@ -190,5 +210,33 @@ mod tests {
         assert_eq!(ok.len(), 2);
         assert_eq!(ok[1].sql, "pg");
         assert_eq!(ok[1].file, "0002_b.pg.sql");
+    }
+
+    #[test]
+    fn the_apache_edition_takes_its_own_body_else_the_plain_one() {
+        let files = [
+            ("0001_a.tsdb.sql", "ts1"),
+            ("0001_a.pg.sql", "pg1"),
+            ("0002_b.tsdb.sql", "ts2"),
+            ("0002_b.apache.sql", "ap2"),
+            ("0002_b.pg.sql", "pg2"),
+        ];
+        let bodies = |f| -> Vec<&str> {
+            migrations_from(&files, f)
+                .expect("valid")
+                .iter()
+                .map(|m| m.sql)
+                .collect()
+        };
+        assert_eq!(bodies(Flavor::TimescaleApache), ["pg1", "ap2"]);
+        assert_eq!(bodies(Flavor::Timescale), ["ts1", "ts2"]);
+        assert_eq!(bodies(Flavor::Postgres), ["pg1", "pg2"]);
+        // An Apache body alone, or with only one of the pair, is a malformed version.
+        assert!(migrations_from(&[("0001_a.apache.sql", "x")], Flavor::Postgres).is_err());
+        assert!(migrations_from(
+            &[("0001_a.apache.sql", "x"), ("0001_a.pg.sql", "y")],
+            Flavor::Postgres
+        )
+        .is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! depthbook's data model (DESIGN §4, §5): the numbered SQL migrations of `sql/`, compiled in,
-//! and the migrator that applies them on one of two paths, TimescaleDB or plain PostgreSQL.
+//! and the migrator that applies them on one of three paths: TimescaleDB (community license),
+//! TimescaleDB's Apache-2 edition (what managed PostgreSQL services ship), or plain PostgreSQL.
 //!
 //! Both paths create the same relation names and columns, so every query, the API and the
 //! dashboards work unchanged. The path is chosen once, when the first migration is applied,
@@ -18,24 +19,50 @@ pub use policy::{ensure_reader_login, set_policies, PolicyChange};
 pub enum Flavor {
     /// Hypertables, compression, retention and continuous-aggregate jobs.
     Timescale,
+    /// TimescaleDB's Apache-2 edition (`timescaledb.license = apache`): hypertables and
+    /// retention by `drop_chunks` from `maintain()`; it refuses compression, policy jobs and
+    /// continuous aggregates, so aggregates are the plain path's rollups.
+    TimescaleApache,
     /// Ordinary tables, rollup tables refreshed by `maintain()`, retention by `DELETE`.
     Postgres,
 }
 
 impl Flavor {
-    /// The name recorded in `schema_migrations.flavor`.
+    /// Every path, in the order tests and reports list them.
+    pub const ALL: [Flavor; 3] = [Flavor::Timescale, Flavor::TimescaleApache, Flavor::Postgres];
+
+    /// The name recorded in `schema_migrations.flavor` and taken by `--storage`.
     pub fn as_str(self) -> &'static str {
         match self {
             Flavor::Timescale => "timescaledb",
+            Flavor::TimescaleApache => "timescaledb-apache",
             Flavor::Postgres => "postgres",
         }
     }
 
-    fn parse(s: &str) -> Option<Flavor> {
-        match s {
-            "timescaledb" => Some(Flavor::Timescale),
-            "postgres" => Some(Flavor::Postgres),
-            _ => None,
+    /// The inverse of [`Flavor::as_str`].
+    pub fn parse(s: &str) -> Option<Flavor> {
+        Flavor::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// Whether the tables are hypertables (chunks, `drop_chunks`).
+    pub fn hypertables(self) -> bool {
+        self != Flavor::Postgres
+    }
+
+    /// What this path lacks against the community TimescaleDB path, for `--plan`.
+    pub fn lacks(self) -> &'static str {
+        match self {
+            Flavor::Timescale => "",
+            Flavor::TimescaleApache => {
+                "the Apache edition has no compression, no policy jobs and no continuous \
+                 aggregates: data stays uncompressed, aggregates are rollup tables refreshed by \
+                 maintain(), and retention drops whole chunks from maintain()"
+            }
+            Flavor::Postgres => {
+                "plain PostgreSQL has no chunks and no compression: aggregates are rollup tables \
+                 refreshed by maintain(), and retention deletes rows from maintain()"
+            }
         }
     }
 }

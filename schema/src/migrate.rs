@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     version     integer     PRIMARY KEY,
     name        text        NOT NULL,
     file        text        NOT NULL,
-    flavor      text        NOT NULL CHECK (flavor IN ('timescaledb', 'postgres')),
+    flavor      text        NOT NULL CHECK (flavor IN ('timescaledb', 'timescaledb-apache', 'postgres')),
     checksum    text        NOT NULL,
     applied_at  timestamptz NOT NULL DEFAULT now(),
     duration_ms integer     NOT NULL
@@ -47,6 +47,10 @@ pub struct Plan {
 impl std::fmt::Display for Plan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "path: {} ({})", self.flavor, self.reason)?;
+        let lacks = self.flavor.lacks();
+        if !lacks.is_empty() {
+            writeln!(f, "note: {lacks}")?;
+        }
         if let Some(v) = &self.timescaledb_version {
             writeln!(f, "timescaledb: {v}")?;
         }
@@ -102,43 +106,107 @@ async fn read_ledger(client: &Client) -> Result<Vec<Applied>, Error> {
         .collect()
 }
 
-/// Can this database take the TimescaleDB path? `Ok(version)` or `Err(why not)`.
-async fn probe_timescale(client: &mut Client) -> Result<Result<String, String>, Error> {
-    let installed = client
-        .query_opt(
-            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'",
+/// What the server says about TimescaleDB, read without creating or loading anything: a failed
+/// `CREATE EXTENSION` would leave the session with the library half-loaded (every later
+/// `CREATE EXTENSION` in it fails), and on a server that has the package but does not preload
+/// it, even trying kills the session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ServerFacts {
+    /// `extversion` when the extension exists in this database.
+    pub created: Option<String>,
+    /// `default_version` when the package is installed on the server.
+    pub available: Option<String>,
+    /// `shared_preload_libraries`, when this role may read it.
+    pub preload: Option<String>,
+    /// `timescaledb.license`: the server's configuration sets it, so it reads the same before
+    /// the extension is created.
+    pub license: Option<String>,
+}
+
+async fn server_facts(client: &Client) -> Result<ServerFacts, Error> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
+                    (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),
+                    (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                    current_setting('timescaledb.license', true)",
             &[],
         )
         .await?;
-    if let Some(row) = installed {
-        return Ok(Ok(row.get(0)));
-    }
-    let available = client
-        .query_opt(
-            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
-            &[],
-        )
-        .await?;
-    let Some(row) = available else {
-        return Ok(Err(
-            "the timescaledb extension is not installed on this server".into(),
-        ));
-    };
-    let version: String = row.get(0);
-    // Creating it is the only reliable test (it must be preloaded, and we need the right to
-    // create it); the transaction is rolled back.
-    let tx = client.transaction().await?;
-    let res = tx.batch_execute("CREATE EXTENSION timescaledb").await;
-    tx.rollback().await?;
-    Ok(match res {
-        Ok(()) => Ok(version),
-        Err(e) => Err(format!(
-            "timescaledb {version} is installed but cannot be created here: {}",
-            e.as_db_error()
-                .map(|d| d.message().to_owned())
-                .unwrap_or_else(|| e.to_string())
-        )),
+    Ok(ServerFacts {
+        created: row.get(0),
+        available: row.get(1),
+        preload: row.get(2),
+        license: row.get(3),
     })
+}
+
+/// The TimescaleDB path these facts allow, with its version, or why there is none.
+pub(crate) fn timescale_path(facts: &ServerFacts) -> Result<(Flavor, String), String> {
+    let apache = facts
+        .license
+        .as_deref()
+        .is_some_and(|l| l.trim().eq_ignore_ascii_case("apache"));
+    let flavor = if apache {
+        Flavor::TimescaleApache
+    } else {
+        Flavor::Timescale
+    };
+    if let Some(v) = &facts.created {
+        return Ok((flavor, v.clone()));
+    }
+    let Some(v) = &facts.available else {
+        return Err("the timescaledb extension is not installed on this server".into());
+    };
+    // A role that may not read the setting cannot tell; managed services that offer the
+    // extension preload it, so unknown counts as preloaded (CREATE EXTENSION then says why not).
+    let preloaded = facts.preload.as_deref().is_none_or(|libs| {
+        libs.split(',')
+            .any(|l| l.trim().trim_matches('"') == "timescaledb")
+    });
+    if !preloaded {
+        return Err(format!(
+            "timescaledb {v} is installed but not in shared_preload_libraries, so it cannot be \
+             created; add it there and restart the server to use it"
+        ));
+    }
+    Ok((flavor, v.clone()))
+}
+
+/// The path for a database not migrated yet. A forced plain path reads nothing of TimescaleDB.
+async fn choose(
+    client: &Client,
+    choice: FlavorChoice,
+) -> Result<(Flavor, String, Option<String>), Error> {
+    if choice == FlavorChoice::Require(Flavor::Postgres) {
+        return Ok((
+            Flavor::Postgres,
+            "plain PostgreSQL was required".to_owned(),
+            None,
+        ));
+    }
+    let found = timescale_path(&server_facts(client).await?);
+    match (choice, found) {
+        (FlavorChoice::Require(wanted), Ok((found, v))) if wanted != found => {
+            Err(Error::TimescaleUnavailable(format!(
+                "this server's timescaledb {v} runs the {found} edition \
+                 (timescaledb.license), not {wanted}"
+            )))
+        }
+        (_, Ok((flavor, v))) => {
+            let license = match flavor {
+                Flavor::TimescaleApache => "Apache-2 edition (timescaledb.license = apache)",
+                _ => "community edition",
+            };
+            Ok((
+                flavor,
+                format!("the timescaledb extension {v} is available, {license}"),
+                Some(v),
+            ))
+        }
+        (FlavorChoice::Require(_), Err(why)) => Err(Error::TimescaleUnavailable(why)),
+        (FlavorChoice::Auto, Err(why)) => Ok((Flavor::Postgres, why, None)),
+    }
 }
 
 /// Which path, why, and what is applied and pending. Changes nothing.
@@ -155,8 +223,8 @@ pub async fn plan(client: &mut Client, choice: FlavorChoice) -> Result<Plan, Err
                 }
             }
             let version = match first.flavor {
-                Flavor::Timescale => probe_timescale(client).await?.ok(),
                 Flavor::Postgres => None,
+                _ => server_facts(client).await?.created,
             };
             (
                 first.flavor,
@@ -164,22 +232,7 @@ pub async fn plan(client: &mut Client, choice: FlavorChoice) -> Result<Plan, Err
                 version,
             )
         }
-        None => match (choice, probe_timescale(client).await?) {
-            (FlavorChoice::Require(Flavor::Postgres), _) => (
-                Flavor::Postgres,
-                "plain PostgreSQL was required".to_owned(),
-                None,
-            ),
-            (_, Ok(v)) => (
-                Flavor::Timescale,
-                format!("the timescaledb extension {v} can be created"),
-                Some(v),
-            ),
-            (FlavorChoice::Require(Flavor::Timescale), Err(why)) => {
-                return Err(Error::TimescaleUnavailable(why))
-            }
-            (FlavorChoice::Auto, Err(why)) => (Flavor::Postgres, why, None),
-        },
+        None => choose(client, choice).await?,
     };
     let all = migrations(flavor)?;
     for a in &applied {
@@ -236,7 +289,7 @@ async fn apply_locked(client: &mut Client, choice: FlavorChoice) -> Result<Repor
         return Ok(Report { plan, applied_now });
     }
     client.batch_execute(LEDGER).await?;
-    if plan.flavor == Flavor::Timescale {
+    if plan.flavor.hypertables() {
         client
             .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await?;
@@ -279,5 +332,49 @@ fn error_line(sql: &str, e: &tokio_postgres::Error) -> String {
             format!(" at line {}", upto.lines().count().max(1))
         }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{timescale_path, ServerFacts};
+    use crate::Flavor;
+
+    fn facts(created: Option<&str>, available: Option<&str>, preload: Option<&str>) -> ServerFacts {
+        ServerFacts {
+            created: created.map(str::to_owned),
+            available: available.map(str::to_owned),
+            preload: preload.map(str::to_owned),
+            license: None,
+        }
+    }
+
+    #[test]
+    fn a_package_that_is_not_preloaded_is_not_a_timescale_path() {
+        let why = timescale_path(&facts(None, Some("2.25.2"), Some("pg_stat_statements")))
+            .expect_err("not preloaded");
+        assert!(why.contains("shared_preload_libraries"), "{why}");
+        assert!(timescale_path(&facts(None, None, Some("timescaledb"))).is_err());
+    }
+
+    #[test]
+    fn preloaded_or_unreadable_preload_takes_timescale() {
+        for preload in [Some("pg_stat_statements, \"timescaledb\""), None] {
+            let (flavor, v) =
+                timescale_path(&facts(None, Some("2.25.2"), preload)).expect("timescale");
+            assert_eq!((flavor, v.as_str()), (Flavor::Timescale, "2.25.2"));
+        }
+    }
+
+    #[test]
+    fn the_license_picks_the_edition() {
+        let mut f = facts(Some("2.25.2"), Some("2.25.2"), Some(""));
+        f.license = Some("apache".into());
+        assert_eq!(
+            timescale_path(&f).expect("apache").0,
+            Flavor::TimescaleApache
+        );
+        f.license = Some("timescale".into());
+        assert_eq!(timescale_path(&f).expect("community").0, Flavor::Timescale);
     }
 }

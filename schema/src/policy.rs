@@ -40,9 +40,33 @@ impl PolicyChange {
     }
 }
 
+/// How often a policy change is tried when the server picks it as a deadlock victim.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
 /// Applies the changes in one transaction, then `apply_storage_policies()`. An unknown table or
 /// an interval PostgreSQL cannot read is refused with nothing changed.
+///
+/// On TimescaleDB, replacing a policy job locks the job catalog and the hypertable in the
+/// opposite order to a continuous-aggregate refresh job that runs at that moment, so the server
+/// may abort one of the two with a deadlock. Nothing was changed then, and the whole
+/// transaction is tried again, as PostgreSQL's manual advises.
 pub async fn set_policies(client: &mut Client, changes: &[PolicyChange]) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match set_policies_once(client, changes).await {
+            Err(Error::Db(e))
+                if attempt < DEADLOCK_ATTEMPTS
+                    && e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                tracing::warn!(attempt, "storage policy change hit a deadlock with a job; retrying");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn set_policies_once(client: &mut Client, changes: &[PolicyChange]) -> Result<(), Error> {
     let mut tx = client.transaction().await?;
     for change in changes {
         let (column, relation, after) = match change {

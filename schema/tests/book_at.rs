@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{instrument, migrated};
+use common::{instrument, migrated_on};
+use pgembed::StoragePath;
 use tokio_postgres::Client;
 
 type Book = Vec<(String, i32, String, String)>;
@@ -110,9 +111,10 @@ async fn book_after(
     book(client, iid, &t, depth).await
 }
 
-#[tokio::test]
-async fn reconstructs_the_book_at_every_instant() {
-    let (_db, client, _) = migrated("book_at").await;
+async fn reconstructs_the_book_at_every_instant(path: StoragePath) {
+    let Some((_db, client, _)) = migrated_on(path, "book_at").await else {
+        return;
+    };
     // Policies measure retention from now(); these hand-built rows are in the past.
     client
         .execute("UPDATE storage_policies SET drop_after = NULL", &[])
@@ -218,9 +220,10 @@ async fn reconstructs_the_book_at_every_instant() {
     assert_eq!(by_symbol, after_c.len() as i64);
 }
 
-#[tokio::test]
-async fn refuses_times_it_cannot_know() {
-    let (_db, client, _) = migrated("book_at_refuse").await;
+async fn refuses_times_it_cannot_know(path: StoragePath) {
+    let Some((_db, client, _)) = migrated_on(path, "book_at_refuse").await else {
+        return;
+    };
     client
         .execute("UPDATE storage_policies SET drop_after = NULL", &[])
         .await
@@ -327,9 +330,10 @@ async fn refuses_times_it_cannot_know() {
     assert_eq!(code(&e), "DB004");
 }
 
-#[tokio::test]
-async fn refuses_times_older_than_the_depth_retention() {
-    let (_db, client, _) = migrated("book_at_retention").await;
+async fn refuses_times_older_than_the_depth_retention(path: StoragePath) {
+    let Some((_db, client, _)) = migrated_on(path, "book_at_retention").await else {
+        return;
+    };
     let iid = instrument(&client, "spot", "BTCUSDT").await;
     seed(&client, iid).await; // T0 is fixed; retention is measured from now()
     client
@@ -345,3 +349,9 @@ async fn refuses_times_older_than_the_depth_retention() {
         .expect_err("past retention");
     assert_eq!(code(&e), "DB003");
 }
+
+pgembed::storage_tests!(
+    reconstructs_the_book_at_every_instant,
+    refuses_times_it_cannot_know,
+    refuses_times_older_than_the_depth_retention,
+);

@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::{connect, fresh, migrated};
+use common::{connect, flavor, fresh_on, migrated, migrated_on};
+use pgembed::StoragePath;
 use schema::{Error, Flavor, FlavorChoice};
 
 const RELATIONS: &[&str] = &[
@@ -25,12 +26,17 @@ const RELATIONS: &[&str] = &[
     "trades_1h",
 ];
 
-#[tokio::test]
-async fn applies_on_an_empty_database_and_reapplies_as_a_no_op() {
-    let (_db, mut client) = fresh("apply").await;
+/// Automatic choice on each server: the plain path where TimescaleDB is not preloaded (even
+/// where the package is installed), each edition where it is. `plan` first, in the same
+/// session: reading the facts must not spoil the session for `CREATE EXTENSION`.
+async fn applies_on_an_empty_database_and_reapplies_as_a_no_op(path: StoragePath) {
+    let Some((_db, mut client)) = fresh_on(path, "apply").await else {
+        return;
+    };
     let plan = schema::plan(&mut client, FlavorChoice::Auto)
         .await
         .expect("plan");
+    assert_eq!(plan.flavor, flavor(path), "{}", plan.reason);
     assert!(plan.applied.is_empty());
     let expected = schema::migrations(plan.flavor).expect("catalog");
     assert_eq!(plan.pending.len(), expected.len());
@@ -87,9 +93,10 @@ async fn applies_on_an_empty_database_and_reapplies_as_a_no_op() {
     assert_eq!(flavors, vec![first.plan.flavor.as_str().to_owned()]);
 }
 
-#[tokio::test]
-async fn concurrent_migrators_apply_each_migration_once() {
-    let (db, _client) = fresh("concurrent").await;
+async fn concurrent_migrators_apply_each_migration_once(path: StoragePath) {
+    let Some((db, _client)) = fresh_on(path, "concurrent").await else {
+        return;
+    };
     let mut handles = Vec::new();
     for _ in 0..4 {
         let url = db.url.clone();
@@ -166,50 +173,90 @@ async fn a_migration_from_a_newer_binary_is_refused() {
     ));
 }
 
-#[tokio::test]
-async fn the_recorded_path_cannot_be_switched() {
-    let (_db, mut client, flavor) = migrated("switch").await;
-    let other = match flavor {
-        Flavor::Timescale => Flavor::Postgres,
-        Flavor::Postgres => Flavor::Timescale,
+async fn the_recorded_path_cannot_be_switched(path: StoragePath) {
+    let Some((_db, mut client, flavor)) = migrated_on(path, "switch").await else {
+        return;
     };
-    assert!(matches!(
-        schema::apply(&mut client, FlavorChoice::Require(other)).await,
-        Err(Error::FlavorMismatch { .. })
-    ));
+    for other in Flavor::ALL.into_iter().filter(|f| *f != flavor) {
+        assert!(matches!(
+            schema::apply(&mut client, FlavorChoice::Require(other)).await,
+            Err(Error::FlavorMismatch { .. })
+        ));
+    }
     schema::apply(&mut client, FlavorChoice::Require(flavor))
         .await
         .expect("the recorded path is accepted");
 }
 
-#[tokio::test]
-async fn plain_postgres_can_be_required() {
-    let (_db, mut client) = fresh("require_pg").await;
+/// Forced plain: on every server, and nothing of TimescaleDB is created.
+async fn plain_postgres_can_be_required(path: StoragePath) {
+    let Some((_db, mut client)) = fresh_on(path, "require_pg").await else {
+        return;
+    };
     let report = schema::apply(&mut client, FlavorChoice::Require(Flavor::Postgres))
         .await
         .expect("apply");
     assert_eq!(report.plan.flavor, Flavor::Postgres);
-    let rollup: bool = client
-        .query_one("SELECT to_regclass('rollup.ticker_1s') IS NOT NULL", &[])
+    let row = client
+        .query_one(
+            "SELECT to_regclass('rollup.ticker_1s') IS NOT NULL,
+                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+            &[],
+        )
         .await
-        .expect("query")
-        .get(0);
-    assert!(rollup);
+        .expect("query");
+    assert!(row.get::<_, bool>(0));
+    assert!(!row.get::<_, bool>(1), "no extension on the plain path");
 }
 
-#[tokio::test]
-async fn requiring_timescaledb_where_it_cannot_be_created_is_a_clear_error() {
-    let (db, mut client) = fresh("require_ts").await;
-    if db.timescaledb {
-        common::say_skipped(
-            "requiring_timescaledb_where_it_cannot_be_created",
-            "timescaledb is available here",
-        );
+/// Asking for the other edition than the server runs is refused before anything changes.
+async fn requiring_the_edition_the_server_does_not_run_is_refused(path: StoragePath) {
+    let wrong = match path {
+        StoragePath::Timescale => Flavor::TimescaleApache,
+        StoragePath::TimescaleApache => Flavor::Timescale,
+        StoragePath::Postgres => return,
+    };
+    let Some((_db, mut client)) = fresh_on(path, "wrong_edition").await else {
         return;
-    }
-    let err = schema::apply(&mut client, FlavorChoice::Require(Flavor::Timescale))
+    };
+    let err = schema::apply(&mut client, FlavorChoice::Require(wrong))
         .await
         .expect_err("refused");
     assert!(matches!(err, Error::TimescaleUnavailable(_)), "{err}");
-    assert!(err.to_string().contains("timescaledb"));
+    assert!(err.to_string().contains("license"), "{err}");
+    let ledger: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NULL", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert!(ledger, "nothing was created");
+}
+
+pgembed::storage_tests!(
+    applies_on_an_empty_database_and_reapplies_as_a_no_op,
+    concurrent_migrators_apply_each_migration_once,
+    the_recorded_path_cannot_be_switched,
+    plain_postgres_can_be_required,
+    requiring_the_edition_the_server_does_not_run_is_refused,
+);
+
+/// The plain server does not preload TimescaleDB (whether or not the package is installed):
+/// requiring it is a clear error, and the session stays usable.
+#[tokio::test]
+async fn requiring_timescaledb_where_it_cannot_be_created_is_a_clear_error() {
+    let Some((db, mut client)) = fresh_on(StoragePath::Postgres, "require_ts").await else {
+        return;
+    };
+    assert!(!db.timescaledb);
+    for edition in [Flavor::Timescale, Flavor::TimescaleApache] {
+        let err = schema::apply(&mut client, FlavorChoice::Require(edition))
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, Error::TimescaleUnavailable(_)), "{err}");
+        assert!(err.to_string().contains("timescaledb"));
+    }
+    let report = schema::apply(&mut client, FlavorChoice::Auto)
+        .await
+        .expect("the same session migrates on the plain path");
+    assert_eq!(report.plan.flavor, Flavor::Postgres);
 }

@@ -22,6 +22,29 @@ struct Cli {
     /// Database to create if missing, and to print the URL of.
     #[arg(long, env = "PGEMBED_DATABASE", default_value = "depthbook")]
     database: String,
+    /// TimescaleDB: preload it where installed (auto), never (off), or require the community
+    /// or the Apache-2 edition (`timescaledb.license=apache`, what managed services run).
+    #[arg(long, env = "PGEMBED_TIMESCALEDB", value_enum, default_value_t = Edition::Auto)]
+    timescaledb: Edition,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Edition {
+    Auto,
+    Off,
+    Community,
+    Apache,
+}
+
+impl From<Edition> for pgembed::Timescale {
+    fn from(e: Edition) -> Self {
+        match e {
+            Edition::Auto => pgembed::Timescale::Auto,
+            Edition::Off => pgembed::Timescale::Off,
+            Edition::Community => pgembed::Timescale::Community,
+            Edition::Apache => pgembed::Timescale::Apache,
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +65,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         port: cli.port,
         ephemeral,
         settings: Vec::new(),
+        timescaledb: cli.timescaledb.into(),
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -68,9 +92,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         // The one line a script reads.
         println!("{}", server.url(&cli.database));
         eprintln!(
-            "pgembed: PostgreSQL on port {} (timescaledb: {}), data in {}; Ctrl-C stops it",
+            "pgembed: PostgreSQL on port {} (timescaledb: {:?}), data in {}; Ctrl-C stops it",
             server.port(),
-            server.timescaledb(),
+            server.edition(),
             server.dir().display()
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

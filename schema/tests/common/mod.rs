@@ -1,9 +1,7 @@
 //! Shared by the schema tests: a migrated database of its own per test.
 #![allow(dead_code)]
 
-use std::io::Write;
-
-use pgembed::TestDatabase;
+use pgembed::{StoragePath, TestDatabase};
 use schema::{Flavor, FlavorChoice};
 use tokio_postgres::{Client, NoTls};
 
@@ -27,9 +25,47 @@ pub async fn migrated(name: &str) -> (TestDatabase, Client, Flavor) {
     (db, client, report.plan.flavor)
 }
 
-/// A line the test harness does not capture, so a skipped check is visible in every run.
-pub fn say_skipped(test: &str, why: &str) {
-    let _ = writeln!(std::io::stderr(), "skipped: {why} ({test})");
+pub use pgembed::say_skipped;
+
+/// The schema path a storage path's server takes.
+pub fn flavor(path: StoragePath) -> Flavor {
+    Flavor::parse(path.as_str()).expect("every storage path is a schema flavor")
+}
+
+/// A fresh database on `path`'s server; `None` (said) where this machine has no such server.
+pub async fn fresh_on(path: StoragePath, name: &str) -> Option<(TestDatabase, Client)> {
+    let Some(db) = pgembed::test_database_on(path, name)
+        .await
+        .expect("test database")
+    else {
+        say_skipped(name, &format!("{path}: the server here does not run it"));
+        return None;
+    };
+    let client = connect(&db.url).await;
+    Some((db, client))
+}
+
+/// A database on `path`'s server, migrated on that path (required, so a wrong choice fails).
+pub async fn migrated_on(path: StoragePath, name: &str) -> Option<(TestDatabase, Client, Flavor)> {
+    let (db, mut client) = fresh_on(path, name).await?;
+    let report = schema::apply(&mut client, FlavorChoice::Require(flavor(path)))
+        .await
+        .expect("migrations apply");
+    assert_eq!(report.plan.flavor, flavor(path));
+    Some((db, client, report.plan.flavor))
+}
+
+/// The id of a TimescaleDB job of `proc_name` on `table`.
+pub async fn job(client: &Client, proc_name: &str, table: &str) -> i32 {
+    client
+        .query_one(
+            "SELECT job_id FROM timescaledb_information.jobs
+             WHERE proc_name = $1 AND hypertable_name = $2",
+            &[&proc_name, &table],
+        )
+        .await
+        .expect("the job exists")
+        .get(0)
 }
 
 pub async fn instrument(client: &Client, venue: &str, symbol: &str) -> i32 {
