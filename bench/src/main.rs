@@ -46,6 +46,12 @@ struct Cli {
     #[arg(long, env = "BENCH_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 
+    /// Storage path: postgres, timescaledb or timescaledb-apache (default: timescaledb where it
+    /// is installed, else postgres). A TimescaleDB path this machine lacks is reported as
+    /// skipped and the run exits 0.
+    #[arg(long, env = "BENCH_STORAGE", value_parser = parse_storage)]
+    storage: Option<schema::Flavor>,
+
     /// Symbols per venue at nominal load.
     #[arg(long, env = "BENCH_NOMINAL_SYMBOLS")]
     nominal_symbols: Option<usize>,
@@ -82,6 +88,12 @@ enum Part {
     Throughput,
     Nominal,
     Parse,
+}
+
+fn parse_storage(s: &str) -> Result<schema::Flavor, String> {
+    schema::Flavor::parse(s).ok_or_else(|| {
+        format!("unknown storage path {s:?}: postgres, timescaledb or timescaledb-apache")
+    })
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -216,7 +228,18 @@ async fn main() -> Result<()> {
         .prefix("depthbook-bench-")
         .tempdir()
         .context("work directory")?;
-    let server = stack::Server::start(cli.database_url.clone()).await?;
+    let installed = pgembed::Binaries::locate().is_ok_and(|b| b.timescaledb);
+    let storage = cli.storage.unwrap_or(if installed {
+        schema::Flavor::Timescale
+    } else {
+        schema::Flavor::Postgres
+    });
+    if storage.hypertables() && !installed && cli.database_url.is_none() {
+        println!("skipped: storage path {storage}: timescaledb is not installed for this machine's PostgreSQL");
+        return Ok(());
+    }
+    tracing::info!(%storage, "storage path");
+    let server = stack::Server::start(cli.database_url.clone(), storage).await?;
     let mut r = report::Report {
         machine: report::Machine::read(&server).await?,
         plan: plan.clone(),

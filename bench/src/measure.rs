@@ -102,19 +102,21 @@ impl Storage {
     }
 }
 
-/// Whether the database runs on the TimescaleDB path.
-pub async fn has_timescaledb(db: &Client) -> Result<bool> {
-    Ok(db
-        .query_opt(
-            "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'",
+/// The storage path the database was migrated on.
+pub async fn flavor(db: &Client) -> Result<schema::Flavor> {
+    let name: String = db
+        .query_one(
+            "SELECT flavor FROM schema_migrations ORDER BY version LIMIT 1",
             &[],
         )
-        .await?
-        .is_some())
+        .await
+        .context("reading the storage path (is the database migrated?)")?
+        .get(0);
+    schema::Flavor::parse(&name).with_context(|| format!("unknown storage path {name:?}"))
 }
 
 async fn is_hypertable(db: &Client, table: &str) -> Result<bool> {
-    if !has_timescaledb(db).await? {
+    if !flavor(db).await?.hypertables() {
         return Ok(false);
     }
     Ok(db
@@ -126,8 +128,8 @@ async fn is_hypertable(db: &Client, table: &str) -> Result<bool> {
         .is_some())
 }
 
-/// Size of `table` after VACUUM; on TimescaleDB also after compressing every chunk
-/// (`compress_chunk`, as the compression policy would once chunks age).
+/// Size of `table` after VACUUM; on TimescaleDB's community edition also after compressing
+/// every chunk (`compress_chunk`, as the compression policy would once chunks age).
 pub async fn storage(db: &Client, table: &str) -> Result<Storage> {
     db.batch_execute(&format!("VACUUM ANALYZE {table}")).await?;
     let rows: i64 = db
@@ -141,7 +143,7 @@ pub async fn storage(db: &Client, table: &str) -> Result<Storage> {
         "SELECT pg_total_relation_size($1::text::regclass)::int8"
     };
     let bytes: i64 = db.query_one(size_sql, &[&table]).await?.get(0);
-    let compressed_bytes = if hyper {
+    let compressed_bytes = if hyper && flavor(db).await? == schema::Flavor::Timescale {
         db.execute(
             "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks($1::text::regclass) c",
             &[&table],

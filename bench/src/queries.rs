@@ -144,7 +144,7 @@ pub async fn synthetic_hour(db: &Client, instrument_id: i32, per_sec: u32) -> Re
     )
     .await
     .context("synthetic trades")?;
-    if crate::measure::has_timescaledb(db).await? {
+    if crate::measure::flavor(db).await? == schema::Flavor::Timescale {
         for agg in ["trades_1s", "trades_1m", "trades_1h"] {
             db.execute(
                 &format!(

@@ -28,7 +28,10 @@ pub struct Machine {
     pub kernel: String,
     pub rustc: String,
     pub postgres: String,
-    pub timescaledb: bool,
+    /// `Some(version)` when the server has the timescaledb package.
+    pub timescaledb: Option<String>,
+    /// The storage path every database of the run was migrated on.
+    pub storage: schema::Flavor,
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
@@ -86,6 +89,7 @@ impl Machine {
                 .unwrap_or(&postgres)
                 .to_owned(),
             timescaledb,
+            storage: server.storage,
         })
     }
 }
@@ -179,12 +183,18 @@ impl Report {
         let _ = writeln!(o, "| Rust | {} |", m.rustc);
         let _ = writeln!(
             o,
-            "| PostgreSQL | {} ({}), durable settings (fsync on) |",
+            "| PostgreSQL | {}, durable settings (fsync on); TimescaleDB {} |",
             m.postgres,
-            if m.timescaledb {
-                "TimescaleDB available: hypertables, compression measured"
-            } else {
-                "no TimescaleDB here: plain-PostgreSQL storage path, compression not measured"
+            m.timescaledb.as_deref().unwrap_or("not installed"),
+        );
+        let _ = writeln!(
+            o,
+            "| Storage path | `{}`{} |",
+            m.storage,
+            match m.storage {
+                schema::Flavor::Timescale => ": hypertables, compression measured",
+                schema::Flavor::TimescaleApache => ": hypertables, no compression in this edition",
+                schema::Flavor::Postgres => ": plain tables, no compression",
             }
         );
         let _ = writeln!(
@@ -492,10 +502,10 @@ impl Report {
         let _ = writeln!(
             o,
             "Bytes on disk per row after `VACUUM`: heap, TOAST and indexes{}.\n",
-            if self.machine.timescaledb {
+            if self.machine.storage == schema::Flavor::Timescale {
                 "; compressed: after `compress_chunk` on every chunk"
             } else {
-                " (no TimescaleDB here, so no compressed figure: run with `--database-url` against a TimescaleDB server to get it)"
+                " (this storage path does not compress: run with `--storage timescaledb` for the compressed figure)"
             }
         );
         let _ = writeln!(

@@ -19,15 +19,19 @@ pub struct Server {
     admin_url: String,
     _private: Option<(pgembed::PgServer, tempfile::TempDir)>,
     pub postmaster_pid: Option<i32>,
+    /// The storage path every database is migrated on.
+    pub storage: schema::Flavor,
 }
 
 impl Server {
-    pub async fn start(external: Option<String>) -> Result<Server> {
+    /// A private durable server preloading TimescaleDB as `storage` needs, or `external`.
+    pub async fn start(external: Option<String>, storage: schema::Flavor) -> Result<Server> {
         if let Some(url) = external {
             return Ok(Server {
                 admin_url: url,
                 _private: None,
                 postmaster_pid: None,
+                storage,
             });
         }
         let dir = tempfile::tempdir().context("server directory")?;
@@ -39,6 +43,11 @@ impl Server {
                 port: None,
                 ephemeral: false,
                 settings: vec![],
+                timescaledb: match storage {
+                    schema::Flavor::Timescale => pgembed::Timescale::Community,
+                    schema::Flavor::TimescaleApache => pgembed::Timescale::Apache,
+                    schema::Flavor::Postgres => pgembed::Timescale::Off,
+                },
             })
         })
         .await??;
@@ -51,6 +60,7 @@ impl Server {
             admin_url,
             _private: Some((server, dir)),
             postmaster_pid,
+            storage,
         })
     }
 
@@ -70,7 +80,7 @@ impl Server {
         }
         let url = with_database(&self.admin_url, name)?;
         let mut db = connect(&url).await?;
-        schema::apply(&mut db, schema::FlavorChoice::Auto)
+        schema::apply(&mut db, schema::FlavorChoice::Require(self.storage))
             .await
             .context("migrating")?;
         Ok(url)
@@ -84,18 +94,17 @@ impl Server {
         Ok(())
     }
 
-    /// `SELECT version()` and whether TimescaleDB is available.
-    pub async fn describe(&self) -> Result<(String, bool)> {
+    /// `SELECT version()` and the timescaledb package's version, if the server has it.
+    pub async fn describe(&self) -> Result<(String, Option<String>)> {
         let admin = connect(&self.admin_url).await?;
-        let version: String = admin.query_one("SELECT version()", &[]).await?.get(0);
-        let tsdb = admin
-            .query_opt(
-                "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+        let row = admin
+            .query_one(
+                "SELECT version(), (SELECT default_version FROM pg_available_extensions
+                                    WHERE name = 'timescaledb')",
                 &[],
             )
-            .await?
-            .is_some();
-        Ok((version, tsdb))
+            .await?;
+        Ok((row.get(0), row.get(1)))
     }
 }
 

@@ -10,6 +10,13 @@
 //! `U <= lastUpdateId <= u` (or `pu == lastUpdateId`); afterwards every event's `pu` must equal
 //! the previous event's `u`, else a gap. USD-M ids are not contiguous, so only `pu` proves
 //! continuity.
+//!
+//! A snapshot is a state the exchange's book passed through at no event boundary we can date:
+//! its `lastUpdateId` often falls inside an event. So a sync is complete, and the book exact
+//! at a known instant, only once the first event that bridges the snapshot is applied: the
+//! book then equals the exchange's after that event, at that event's time. When the snapshot
+//! answers before the bridging event arrives, the machine holds it (`Bridging`) and checks the
+//! next events against the first-event rule, not the continuity rule.
 
 use std::collections::VecDeque;
 
@@ -61,6 +68,9 @@ pub enum Outcome {
     Ignored,
     /// Applied; the book now stands at the event's `u`.
     Applied,
+    /// This event bridged a snapshot held since `on_snapshot`: the book is synced now,
+    /// standing at the event's `u`, exact from the event's time.
+    Synced,
     /// Update ids are missing between the book and this event. The machine is back to
     /// buffering (this event is its first); the caller records the gap and fetches a snapshot.
     Gap(Gap),
@@ -90,20 +100,24 @@ pub enum SnapshotError {
     Discontinuous { last: u64, next: u64 },
 }
 
-/// The result of a successful sync: the events applied on top of the snapshot (they must be
-/// stored too) and when the snapshot's book was valid.
+/// A sync completed from the buffer: the events applied on top of the snapshot (they must be
+/// stored too). The book is exact from the last one's time ([`SyncMachine::last_time_ms`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Synced {
     pub applied: Vec<DepthEvent>,
-    /// A time at which the book equals the snapshot: the event time of the last dropped
-    /// buffered event, else just before the first applied one.
-    pub snapshot_time_ms: u64,
 }
 
 #[derive(Debug)]
 enum State {
     Buffering(VecDeque<DepthEvent>),
-    Synced { book_id: u64, last_time_ms: u64 },
+    /// The book holds a snapshot at `last_update_id`; no event has bridged it yet.
+    Bridging {
+        last_update_id: u64,
+    },
+    Synced {
+        book_id: u64,
+        last_time_ms: u64,
+    },
 }
 
 /// The per-symbol machine. The book it holds is only meaningful while synced.
@@ -135,7 +149,7 @@ impl SyncMachine {
     pub fn book_id(&self) -> Option<u64> {
         match self.state {
             State::Synced { book_id, .. } => Some(book_id),
-            State::Buffering(_) => None,
+            _ => None,
         }
     }
 
@@ -143,7 +157,26 @@ impl SyncMachine {
     pub fn last_time_ms(&self) -> Option<u64> {
         match self.state {
             State::Synced { last_time_ms, .. } => Some(last_time_ms),
-            State::Buffering(_) => None,
+            _ => None,
+        }
+    }
+
+    /// Whether `e` is already contained in a snapshot at `last`.
+    fn contained(&self, e: &DepthEvent, last: u64) -> bool {
+        match self.rules {
+            Rules::Spot => e.final_update_id <= last,
+            Rules::Usdm => e.final_update_id < last,
+        }
+    }
+
+    /// Binance's rule for the first event applied on a snapshot at `last`.
+    fn bridges(&self, e: &DepthEvent, last: u64) -> bool {
+        match self.rules {
+            Rules::Spot => e.first_update_id <= last + 1 && last < e.final_update_id,
+            Rules::Usdm => {
+                (e.first_update_id <= last && last <= e.final_update_id)
+                    || e.prev_final_update_id == Some(last)
+            }
         }
     }
 
@@ -163,6 +196,28 @@ impl SyncMachine {
 
     pub fn on_event(&mut self, ev: DepthEvent) -> Outcome {
         match &mut self.state {
+            State::Bridging { last_update_id } => {
+                let last = *last_update_id;
+                if self.contained(&ev, last) {
+                    return Outcome::Ignored;
+                }
+                if !self.bridges(&ev, last) {
+                    // Events between the snapshot and this one were lost: buffer again from
+                    // here and fetch a newer snapshot (no epoch had started).
+                    self.state = State::Buffering(VecDeque::from([ev]));
+                    return Outcome::Buffered;
+                }
+                ev.apply_to(&mut self.book);
+                if self.book.is_crossed() {
+                    self.state = State::Buffering(VecDeque::new());
+                    return Outcome::Buffered;
+                }
+                self.state = State::Synced {
+                    book_id: ev.final_update_id,
+                    last_time_ms: ev.event_time_ms,
+                };
+                Outcome::Synced
+            }
             State::Buffering(buf) => {
                 if buf.len() == self.max_buffer {
                     buf.pop_front();
@@ -216,61 +271,49 @@ impl SyncMachine {
         }
     }
 
-    /// Starts the book from a snapshot and the buffered events. On an error the machine keeps
-    /// buffering and a new snapshot should be fetched.
-    pub fn on_snapshot(&mut self, snap: Snapshot) -> Result<Synced, SnapshotError> {
+    /// Starts the book from a snapshot and the buffered events. `Ok(Some)`: synced, exact from
+    /// the last applied event's time. `Ok(None)`: every buffered event is older than the
+    /// snapshot (or a sync is not needed); the next event that bridges it completes the sync
+    /// ([`Outcome::Synced`]). On an error the machine keeps buffering and a new snapshot
+    /// should be fetched.
+    pub fn on_snapshot(&mut self, snap: Snapshot) -> Result<Option<Synced>, SnapshotError> {
         let State::Buffering(buf) = &mut self.state else {
-            // Already synced: a late snapshot answer is not needed.
-            return Ok(Synced {
-                applied: Vec::new(),
-                snapshot_time_ms: self.last_time_ms().unwrap_or(0),
-            });
+            // Synced or holding a snapshot already: a late answer is not needed.
+            return Ok(None);
         };
         let Some(first) = buf.front() else {
             return Err(SnapshotError::NothingBuffered);
         };
         let last = snap.last_update_id;
-        if self.rules == Rules::Spot && last < first.first_update_id {
+        let stale = match self.rules {
+            Rules::Spot => last < first.first_update_id,
+            Rules::Usdm => last < first.first_update_id && first.prev_final_update_id != Some(last),
+        };
+        if stale {
             return Err(SnapshotError::Stale {
                 last,
                 first: first.first_update_id,
             });
         }
-        if self.rules == Rules::Usdm
-            && last < first.first_update_id
-            && first.prev_final_update_id != Some(last)
-        {
-            return Err(SnapshotError::Stale {
-                last,
-                first: first.first_update_id,
-            });
-        }
-        // Drop what the snapshot already contains.
-        let mut dropped_time = None;
-        let keep: Vec<DepthEvent> = buf
-            .drain(..)
-            .filter(|e| {
-                let old = match self.rules {
-                    Rules::Spot => e.final_update_id <= last,
-                    Rules::Usdm => e.final_update_id < last,
-                };
-                if old {
-                    dropped_time = Some(e.event_time_ms);
-                }
-                !old
-            })
+        let buffered: Vec<DepthEvent> = std::mem::take(buf).into();
+        let keep: Vec<DepthEvent> = buffered
+            .into_iter()
+            .filter(|e| !self.contained(e, last))
             .collect();
         let mut book = OrderBook::from_levels(&snap.bids, &snap.asks);
+        let Some(first) = keep.first() else {
+            self.book = book;
+            self.state = State::Bridging {
+                last_update_id: last,
+            };
+            return Ok(None);
+        };
         let mut id = last;
-        let mut t = dropped_time.unwrap_or(0);
+        let mut t = first.event_time_ms;
         for (i, e) in keep.iter().enumerate() {
             let ok = match (self.rules, i) {
-                (Rules::Spot, 0) => e.first_update_id <= last + 1 && last < e.final_update_id,
+                (_, 0) => self.bridges(e, last),
                 (Rules::Spot, _) => e.first_update_id <= id + 1,
-                (Rules::Usdm, 0) => {
-                    (e.first_update_id <= last && last <= e.final_update_id)
-                        || e.prev_final_update_id == Some(last)
-                }
                 (Rules::Usdm, _) => e.prev_final_update_id == Some(id),
             };
             if !ok {
@@ -285,23 +328,12 @@ impl SyncMachine {
             id = e.final_update_id;
             t = t.max(e.event_time_ms);
         }
-        let snapshot_time_ms = match (dropped_time, keep.first()) {
-            (Some(d), _) => d,
-            (None, Some(e)) => e.event_time_ms.saturating_sub(1),
-            (None, None) => 0,
-        };
-        if keep.is_empty() {
-            t = snapshot_time_ms;
-        }
         self.book = book;
         self.state = State::Synced {
             book_id: id,
             last_time_ms: t,
         };
-        Ok(Synced {
-            applied: keep,
-            snapshot_time_ms,
-        })
+        Ok(Some(Synced { applied: keep }))
     }
 }
 
@@ -344,13 +376,17 @@ mod tests {
             m.on_snapshot(snap(4)),
             Err(SnapshotError::Stale { last: 4, first: 5 })
         );
-        let s = m.on_snapshot(snap(10)).expect("syncs");
+        let s = m.on_snapshot(snap(10)).expect("syncs").expect("synced");
         assert_eq!(
             s.applied.len(),
             2,
             "the event straddling the snapshot and the next"
         );
-        assert_eq!(s.snapshot_time_ms, 80, "valid after the last dropped event");
+        assert_eq!(
+            m.last_time_ms(),
+            Some(130),
+            "exact from the last applied event, never from a dropped one"
+        );
         assert_eq!(m.book_id(), Some(13));
         assert_eq!(
             m.book().top(5).0,
@@ -399,7 +435,10 @@ mod tests {
         m.on_event(ev(90, 95, Some(80), &[]));
         m.on_event(ev(97, 103, Some(95), &[(97, 3)]));
         m.on_event(ev(106, 110, Some(103), &[]));
-        let s = m.on_snapshot(snap(100)).expect("U <= lastUpdateId <= u");
+        let s = m
+            .on_snapshot(snap(100))
+            .expect("U <= lastUpdateId <= u")
+            .expect("synced");
         assert_eq!(s.applied.len(), 2);
         assert_eq!(m.book_id(), Some(110));
         // Ids jump on USD-M: U is not book_id + 1, pu proves continuity.
@@ -445,5 +484,61 @@ mod tests {
             matches!(m.on_event(ev(15, 16, None, &[])), Outcome::Gap(_)),
             "13-14 arrive late"
         );
+    }
+
+    /// Real USD-M: the snapshot answers before the next diff, and its lastUpdateId falls
+    /// inside that diff (`U <= L <= u`, `pu < L`). That event bridges it: no false gap.
+    #[test]
+    fn usdm_snapshot_before_the_bridging_event_is_not_a_gap() {
+        let mut m = SyncMachine::new(Rules::Usdm, 100);
+        m.on_event(ev(90, 95, Some(80), &[]));
+        assert_eq!(m.on_snapshot(snap(100)), Ok(None), "waits for the bridge");
+        assert!(!m.is_synced() && !m.wants_snapshot());
+        assert_eq!(
+            m.on_event(ev(97, 103, Some(95), &[(97, 3)])),
+            Outcome::Synced
+        );
+        assert_eq!((m.book_id(), m.last_time_ms()), (Some(103), Some(1030)));
+        assert_eq!(m.on_event(ev(104, 110, Some(103), &[])), Outcome::Applied);
+    }
+
+    /// The USD-M event whose `u` equals lastUpdateId is applied, and the sync is exact only
+    /// after it: its levels outside the snapshot's depth are in the book.
+    #[test]
+    fn usdm_event_ending_at_the_snapshot_is_part_of_the_synced_book() {
+        let mut m = SyncMachine::new(Rules::Usdm, 100);
+        m.on_event(ev(90, 100, Some(80), &[(50, 8)]));
+        let s = m.on_snapshot(snap(100)).expect("sync").expect("synced");
+        assert_eq!(s.applied.len(), 1);
+        assert_eq!(m.last_time_ms(), Some(1000));
+        assert!(m.book().top(10).0.contains(&(50, 8)));
+    }
+
+    /// Spot: the snapshot answers before the events it contains reach the task. Those are
+    /// ignored, and the book is exact only from the first event after the snapshot.
+    #[test]
+    fn spot_snapshot_ahead_of_the_stream_waits_for_its_next_event() {
+        let mut m = SyncMachine::new(Rules::Spot, 100);
+        m.on_event(ev(5, 8, None, &[]));
+        assert_eq!(m.on_snapshot(snap(10)), Ok(None));
+        assert_eq!(m.on_event(ev(9, 10, None, &[(98, 1)])), Outcome::Ignored);
+        assert_eq!(m.last_time_ms(), None, "not exact at any instant yet");
+        assert_eq!(m.on_event(ev(11, 12, None, &[])), Outcome::Synced);
+        assert_eq!((m.book_id(), m.last_time_ms()), (Some(12), Some(120)));
+        assert!(
+            !m.book().top(10).0.contains(&(98, 1)),
+            "an event the snapshot contains is not applied twice"
+        );
+    }
+
+    /// A held snapshot that the stream skips past cannot start a book: fetch another.
+    #[test]
+    fn a_held_snapshot_the_stream_skips_is_dropped() {
+        let mut m = SyncMachine::new(Rules::Spot, 100);
+        m.on_event(ev(5, 8, None, &[]));
+        assert_eq!(m.on_snapshot(snap(10)), Ok(None));
+        assert_eq!(m.on_event(ev(13, 14, None, &[])), Outcome::Buffered);
+        assert!(!m.is_synced());
+        assert!(m.wants_snapshot());
     }
 }

@@ -78,7 +78,7 @@ async fn start_api(reader_url: &str, token: Option<String>) -> String {
     format!("http://{addr}")
 }
 
-async fn setup() -> Env {
+async fn setup(path: pgembed::StoragePath) -> Option<Env> {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let sim = Sim::start(SimConfig {
         seed: 3,
@@ -87,12 +87,13 @@ async fn setup() -> Env {
     })
     .await
     .expect("sim");
-    let db = pgembed::test_database("api").await.expect("db");
+    let db = pgembed::test_database_on(path, "api").await.expect("db")?;
     let (mut admin, conn) = tokio_postgres::connect(&db.url, NoTls)
         .await
         .expect("connect");
     tokio::spawn(conn);
-    schema::apply(&mut admin, schema::FlavorChoice::Auto)
+    let flavor = schema::Flavor::parse(path.as_str()).expect("a schema flavor");
+    schema::apply(&mut admin, schema::FlavorChoice::Require(flavor))
         .await
         .expect("migrate");
     admin
@@ -166,14 +167,14 @@ async fn setup() -> Env {
         .replacen("postgres://postgres@", &format!("postgres://{login}@"), 1);
     assert_ne!(reader_url, db.url, "the API reads as the read-only role");
     let base = start_api(&reader_url, None).await;
-    Env {
+    Some(Env {
         _sim: sim,
         _db: db,
         admin,
         base,
         stop,
         run,
-    }
+    })
 }
 
 async fn gql(base: &str, query: &str) -> sonic_rs::Value {
@@ -201,9 +202,10 @@ fn errors(v: &sonic_rs::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn queries_routes_subscriptions_and_errors() {
-    let env = setup().await;
+async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
+    let Some(env) = setup(path).await else {
+        return;
+    };
     let base = &env.base;
 
     // instruments
@@ -554,3 +556,5 @@ fn the_committed_sdl_matches_the_code() {
         "graphql/schema.graphql is out of date: run with UPDATE_SCHEMA=1 and commit it"
     );
 }
+
+pgembed::storage_tests!(queries_routes_subscriptions_and_errors);

@@ -61,21 +61,49 @@ fn snapshot_limit(venue: Venue, tier: Tier) -> u32 {
 
 /// Closes epochs a crashed or killed run left open, so `book_at` never trusts a book across
 /// the time ingest was not running: a 'stopped' event at the epoch's last stored update.
+/// Runs after the spool is replayed, so that "last stored" includes what was spooled, and
+/// epochs that started while the database was down are found too. Every epoch with a
+/// 'synced' event and neither 'gap' nor 'stopped' is open; its updates are those before the
+/// instrument's next sync.
 const CLOSE_OPEN_EPOCHS: &str = "
 INSERT INTO sync_events (time, instrument_id, epoch, kind, detail)
 SELECT coalesce((SELECT max(d.time) FROM depth_updates d
-                 WHERE d.instrument_id = s.instrument_id AND d.time >= s.time), s.time),
+                 WHERE d.instrument_id = s.instrument_id AND d.time >= s.time
+                   AND d.time < coalesce((SELECT min(n.time) FROM sync_events n
+                                          WHERE n.instrument_id = s.instrument_id
+                                            AND n.kind = 'synced' AND n.time > s.time),
+                                         'infinity')),
+                s.time),
        s.instrument_id, s.epoch, 'stopped', 'open epoch found at start'
-FROM (SELECT DISTINCT ON (instrument_id) instrument_id, epoch, time, kind
-      FROM sync_events WHERE kind IN ('synced', 'gap', 'stopped')
-      ORDER BY instrument_id, time DESC, id DESC) s
-WHERE s.kind = 'synced'";
+FROM sync_events s
+WHERE s.kind = 'synced'
+  AND NOT EXISTS (SELECT 1 FROM sync_events e
+                  WHERE e.epoch = s.epoch AND e.kind IN ('gap', 'stopped'))";
 
 /// Runs until `shutdown` is cancelled, then flushes everything.
 pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Result<()> {
     let (db, db_conn) = pgconn::connect(&cfg.database_url)
         .await
         .context("connecting to the database")?;
+    let instance = format!(
+        "{:x}",
+        crate::now_ms() ^ u64::from(std::process::id()) << 40
+    );
+    let writer_cfg = WriterConfig {
+        database_url: cfg.database_url.clone(),
+        max_rows: cfg.batch_rows,
+        max_delay: cfg.batch_delay,
+        queue: cfg.queue_rows,
+        spool_dir: cfg.spool_dir.clone(),
+        instance,
+    };
+    let left = writer::replay_spool(&writer_cfg, &metrics).await;
+    anyhow::ensure!(
+        left == 0,
+        "{left} spooled batches of a previous run could not be replayed into the database; \
+         they stay in {} and are replayed at the next start",
+        cfg.spool_dir.display()
+    );
     let closed = db
         .execute(CLOSE_OPEN_EPOCHS, &[])
         .await
@@ -98,21 +126,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
             .await;
     });
 
-    let instance = format!(
-        "{:x}",
-        crate::now_ms() ^ u64::from(std::process::id()) << 40
-    );
-    let (writer, writer_handles) = writer::start(
-        WriterConfig {
-            database_url: cfg.database_url.clone(),
-            max_rows: cfg.batch_rows,
-            max_delay: cfg.batch_delay,
-            queue: cfg.queue_rows,
-            spool_dir: cfg.spool_dir.clone(),
-            instance,
-        },
-        metrics.clone(),
-    );
+    let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
 
     // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
     // 'stopped' events; writers flush last.

@@ -238,6 +238,50 @@ impl SymbolTask {
         *since = SinceCheckpoint::default();
     }
 
+    /// Starts an epoch on a book just synced: its checkpoint is the book after the events that
+    /// bridged the snapshot, at the last one's time (the snapshot itself matches no instant we
+    /// can date: its id may fall inside an event, and events it contains may still be on their
+    /// way). The bridging events are stored too. Returns the epoch and the rows written.
+    async fn start_epoch(
+        &self,
+        m: &SyncMachine,
+        snapshot_id: u64,
+        applied: &[DepthEvent],
+    ) -> (i64, usize) {
+        let e = new_epoch();
+        let (Some(book_id), Some(time)) = (m.book_id(), m.last_time_ms()) else {
+            return (e, 0);
+        };
+        let (bids, asks) = m.book().top(usize::MAX);
+        self.writer
+            .send(Row::Checkpoint {
+                time,
+                iid: self.inst.id,
+                epoch: e,
+                update_id: book_id,
+                periodic: false,
+                bids,
+                asks,
+                recv: now_ms(),
+            })
+            .await;
+        self.sync_event(
+            time,
+            Some(e),
+            "synced",
+            Some(snapshot_id),
+            Some(book_id),
+            None,
+        )
+        .await;
+        let mut rows = 0;
+        for ev in applied {
+            rows += self.write_depth(ev, now_ms()).await;
+        }
+        tracing::info!(venue = self.venue(), symbol = %self.inst.symbol, last_update_id = snapshot_id, book_id, "book synced");
+        (e, rows)
+    }
+
     /// Ends the epoch: the book was exact up to the last applied event.
     async fn stop(&self, m: &SyncMachine, epoch: Option<i64>, set_synced: &impl Fn(bool)) {
         if let (Some(e), Some(id), Some(t)) = (epoch, m.book_id(), m.last_time_ms()) {
@@ -269,6 +313,8 @@ impl SymbolTask {
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut rate_limited_noted = false;
         let mut since = SinceCheckpoint::default();
+        // The lastUpdateId of a snapshot held until an event bridges it (for the sync event).
+        let mut snapshot_id: Option<u64> = None;
         let mut top_tick = tokio::time::interval(self.cfg.top_every);
         top_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let set_synced = |on: bool| {
@@ -322,23 +368,16 @@ impl SymbolTask {
                                 continue;
                             };
                             let last = snap.last_update_id;
-                            let (snap_bids, snap_asks) = (bids.clone(), asks.clone());
                             match m.on_snapshot(Snapshot { last_update_id: last, bids, asks }) {
-                                Ok(synced) => {
-                                    let e = new_epoch();
+                                Ok(Some(synced)) => {
+                                    let (e, rows) = self.start_epoch(&m, last, &synced.applied).await;
                                     epoch = Some(e);
-                                    let t = if synced.snapshot_time_ms > 0 { synced.snapshot_time_ms } else { now_ms() };
-                                    // The checkpoint is the snapshot's own book; the events applied
-                                    // on top of it are stored as depth rows after it.
-                                    self.writer.send(Row::Checkpoint { time: t, iid: self.inst.id, epoch: e, update_id: last, periodic: false, bids: snap_bids, asks: snap_asks, recv: now_ms() }).await;
-                                    self.sync_event(t, Some(e), "synced", Some(last), m.book_id(), None).await;
-                                    let mut rows = 0;
-                                    for ev in &synced.applied {
-                                        rows += self.write_depth(ev, now_ms()).await;
-                                    }
                                     since = SinceCheckpoint { rows, ..SinceCheckpoint::default() };
                                     set_synced(true);
-                                    tracing::info!(venue, symbol = %sym, last_update_id = last, book_id = ?m.book_id(), "book synced");
+                                }
+                                Ok(None) => {
+                                    snapshot_id = Some(last);
+                                    tracing::debug!(venue, symbol = %sym, last_update_id = last, "snapshot ahead of the stream; waiting for the event that bridges it");
                                 }
                                 Err(e) => {
                                     tracing::info!(venue, symbol = %sym, error = %e, "snapshot not usable; fetching again");
@@ -384,6 +423,13 @@ impl SymbolTask {
                     Some(FeedMsg::Depth(ev, recv)) => {
                         let was_synced = m.is_synced();
                         match m.on_event(ev.clone()) {
+                            Outcome::Synced => {
+                                let last = snapshot_id.take().unwrap_or(ev.first_update_id);
+                                let (e, rows) = self.start_epoch(&m, last, std::slice::from_ref(&ev)).await;
+                                epoch = Some(e);
+                                since = SinceCheckpoint { rows, ..SinceCheckpoint::default() };
+                                set_synced(true);
+                            }
                             Outcome::Applied => {
                                 since.rows += self.write_depth(&ev, recv).await;
                                 if since.rows >= self.cfg.checkpoint_rows {

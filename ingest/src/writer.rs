@@ -393,6 +393,27 @@ pub fn start(
     (Writer { txs: Arc::new(txs) }, handles)
 }
 
+/// Replays every table's spool left by a previous run, before anything new is written.
+/// Returns the batches still spooled (0 unless the database went away meanwhile): the
+/// caller must not judge what is stored (e.g. close open epochs) until that is 0.
+pub async fn replay_spool(cfg: &WriterConfig, metrics: &Arc<Metrics>) -> usize {
+    let mut left = 0;
+    for table in Table::ALL {
+        let mut w = TableWriter::new(table, cfg.clone(), metrics.clone());
+        w.spooled = w.spool_files().len();
+        if w.spooled > 0 {
+            tracing::info!(
+                table = table.name(),
+                batches = w.spooled,
+                "replaying the spool of a previous run"
+            );
+            w.drain_spool().await;
+        }
+        left += w.spooled;
+    }
+    left
+}
+
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 struct Batch {
@@ -754,11 +775,13 @@ impl TableWriter {
                 .map(|_| ())
         } else {
             let mut r = Ok(());
-            for v in views {
+            for (v, bucket) in views.iter().zip(["1 second", "1 minute", "1 hour"]) {
+                // A refresh window must hold a whole bucket: start a bucket early, end
+                // unbounded (TimescaleDB stops at the last complete bucket itself).
                 // CALL cannot take bind parameters for its procedure arguments here: the values
                 // are our own numbers, formatted, never user input.
                 let sql = format!(
-                    "CALL refresh_continuous_aggregate('{v}', to_timestamp({since}), now())"
+                    "CALL refresh_continuous_aggregate('{v}', to_timestamp({since}) - interval '{bucket}', NULL)"
                 );
                 if let Err(e) = client.batch_execute(&sql).await {
                     r = Err(e);
@@ -767,7 +790,14 @@ impl TableWriter {
             r
         };
         if let Err(e) = res {
-            tracing::warn!(table = self.table.name(), error = %e, "could not refresh aggregates after a spool replay");
+            let error = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            tracing::warn!(
+                table = self.table.name(),
+                error,
+                "could not refresh aggregates after a spool replay"
+            );
         }
     }
 }

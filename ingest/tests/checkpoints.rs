@@ -10,9 +10,10 @@ use common::*;
 
 const ROWS: usize = 200;
 
-#[tokio::test]
-async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact() {
-    let (sim, tdb, db) = sim_and_db(5, "ingest_ckpt_rows").await;
+async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact(path: StoragePath) {
+    let Some((sim, tdb, db)) = sim_and_db(path, 5, "ingest_ckpt_rows").await else {
+        return;
+    };
     let ingest = start_ingest(&tdb.url, &sim, |c| {
         c.checkpoint_every = Duration::from_secs(3600);
         c.checkpoint_rows = ROWS;
@@ -52,3 +53,5 @@ async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact() {
     let compared = check_books(db, &sim).await;
     assert!(compared >= 8, "compared {compared} books");
 }
+
+pgembed::storage_tests!(busy_symbols_are_checkpointed_by_rows_and_books_stay_exact);

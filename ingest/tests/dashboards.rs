@@ -12,7 +12,6 @@ use binance::Venue;
 use common::*;
 use sim::{Sim, SimConfig};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
-use tokio_postgres::NoTls;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -98,8 +97,10 @@ fn targets(d: &sonic_rs::Value) -> Vec<(String, String)> {
     out
 }
 
-#[tokio::test]
-async fn every_panel_query_runs_against_collected_data() {
+async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
+    let Some((tdb, db)) = common::migrated_on(path, "dashboards").await else {
+        return;
+    };
     let sim = Sim::start(SimConfig {
         seed: 21,
         spot: Some(venue_cfg(Venue::Spot)),
@@ -107,14 +108,6 @@ async fn every_panel_query_runs_against_collected_data() {
     })
     .await
     .expect("sim");
-    let tdb = pgembed::test_database("dashboards").await.expect("db");
-    let (mut db, conn) = tokio_postgres::connect(&tdb.url, NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    schema::apply(&mut db, schema::FlavorChoice::Auto)
-        .await
-        .expect("migrate");
     let ingest = start_ingest(&tdb.url, &sim, |_| {});
     let dbr = &db;
     wait_until("trades and samples", || async move {
@@ -200,3 +193,5 @@ async fn every_panel_query_runs_against_collected_data() {
         );
     }
 }
+
+pgembed::storage_tests!(every_panel_query_runs_against_collected_data);

@@ -9,9 +9,10 @@ mod common;
 
 use common::*;
 
-#[tokio::test]
-async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
-    let (sim, tdb, db) = sim_and_db(11, "ingest_e2e").await;
+async fn collects_exact_books_through_faults_and_flushes_on_shutdown(path: StoragePath) {
+    let Some((sim, tdb, db)) = sim_and_db(path, 11, "ingest_e2e").await else {
+        return;
+    };
     db.execute("UPDATE storage_policies SET drop_after = NULL", &[])
         .await
         .expect("policies");
@@ -172,3 +173,5 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown() {
     assert!(compared >= 16, "compared {compared} books");
     check_continuity(&db).await;
 }
+
+pgembed::storage_tests!(collects_exact_books_through_faults_and_flushes_on_shutdown);

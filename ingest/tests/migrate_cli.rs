@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use pgembed::StoragePath;
+
 fn ingest(url: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
     cmd.args(args)
@@ -18,11 +20,16 @@ fn ingest(url: Option<&str>, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[tokio::test]
-async fn migrate_prints_its_plan_and_creates_every_relation() {
-    let db = pgembed::test_database("cli_migrate")
+/// Automatic choice on each server: the plain one (where the package may be installed but is
+/// not preloaded), the community and the Apache edition. The migration takes a retention
+/// change at once, while TimescaleDB's jobs start (they could deadlock it before).
+async fn migrate_prints_its_plan_and_creates_every_relation(path: StoragePath) {
+    let Some(db) = pgembed::test_database_on(path, "cli_migrate")
         .await
-        .expect("database");
+        .expect("database")
+    else {
+        return;
+    };
     let url = db.url.clone();
     let run = move |args: &'static [&'static str]| {
         let url = url.clone();
@@ -31,12 +38,17 @@ async fn migrate_prints_its_plan_and_creates_every_relation() {
 
     let (ok, plan, err) = run(&["migrate", "--plan"]).await.expect("join");
     assert!(ok, "{err}");
-    let path = if db.timescaledb {
-        "path: timescaledb"
-    } else {
-        "path: postgres"
-    };
-    assert!(plan.contains(path), "{plan}");
+    assert!(plan.contains(&format!("path: {path} (")), "{plan}");
+    let installed = pgembed::Binaries::locate().is_ok_and(|b| b.timescaledb);
+    match path {
+        StoragePath::Postgres if installed => {
+            assert!(plan.contains("shared_preload_libraries"), "{plan}")
+        }
+        StoragePath::TimescaleApache => {
+            assert!(plan.contains("no compression"), "{plan}")
+        }
+        _ => {}
+    }
     assert!(plan.contains("pending  0001 0001_core.sql"), "{plan}");
 
     let (ok, out, err) = run(&["migrate", "--retention", "trades=120 days"])
@@ -174,3 +186,41 @@ fn an_unreachable_database_is_a_clear_error_not_a_panic() {
     assert!(err.contains("connecting to the database"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--storage postgres` on a server that preloads TimescaleDB: nothing of it is touched.
+#[tokio::test]
+async fn forcing_the_plain_path_on_a_timescale_server_creates_no_extension() {
+    let test = "forcing_the_plain_path_on_a_timescale_server_creates_no_extension";
+    if !pgembed::skip_unless_available(StoragePath::Timescale, test) {
+        return;
+    }
+    let Some(db) = pgembed::test_database_on(StoragePath::Timescale, "cli_force_pg")
+        .await
+        .expect("database")
+    else {
+        return;
+    };
+    let url = db.url.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        ingest(Some(&url), &["migrate", "--storage", "postgres"])
+    })
+    .await
+    .expect("join");
+    assert!(ok, "{err}");
+    assert!(out.contains("path: postgres"), "{out}");
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let ext: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'",
+            &[],
+        )
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(ext, 0);
+}
+
+pgembed::storage_tests!(migrate_prints_its_plan_and_creates_every_relation);

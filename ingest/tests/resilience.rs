@@ -32,17 +32,6 @@ async fn connect(url: &str) -> Client {
     c
 }
 
-async fn migrated(url: &str) -> Client {
-    let mut c = connect(url).await;
-    schema::apply(&mut c, schema::FlavorChoice::Auto)
-        .await
-        .expect("migrate");
-    c.execute("UPDATE storage_policies SET drop_after = NULL", &[])
-        .await
-        .expect("policies");
-    c
-}
-
 async fn synced(metrics: &std::sync::Arc<Metrics>, n: i64) {
     let m = metrics.clone();
     wait_until("books synced", || {
@@ -52,34 +41,219 @@ async fn synced(metrics: &std::sync::Arc<Metrics>, n: i64) {
     .await;
 }
 
-#[tokio::test]
-async fn a_database_outage_is_spooled_and_replayed_in_order() {
-    let root = tempfile::tempdir().expect("tempdir");
+/// `ingest run` as a process of its own (so it can be signalled, or killed outright).
+fn spawn_ingest_binary(url: &str, sim: &Sim, spool: &std::path::Path) -> tokio::process::Child {
+    let (s, u) = (
+        sim.spot.as_ref().expect("spot"),
+        sim.usdm.as_ref().expect("usdm"),
+    );
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+        .args([
+            "run",
+            "--top",
+            "4",
+            "--metrics-bind",
+            "127.0.0.1:0",
+            "--book-top-ms",
+            "200",
+            "--batch-delay-ms",
+            "50",
+        ])
+        .args([
+            "--spot-rest-url",
+            &s.rest_url(),
+            "--spot-ws-url",
+            &s.ws_url(),
+            "--usdm-rest-url",
+            &u.rest_url(),
+            "--usdm-ws-url",
+            &u.ws_url(),
+        ])
+        .arg("--spool-dir")
+        .arg(spool)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ingest")
+}
+
+/// A private server of `path` in `dir` on a fixed port, so it can be stopped and started
+/// again at the same URL; a database `depthbook` in it, migrated.
+async fn restartable_server(
+    path: StoragePath,
+    dir: &std::path::Path,
+) -> (pgembed::PgServer, pgembed::Options, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("addr")
         .port();
     let opts = pgembed::Options {
-        dir: Some(root.path().join("pg")),
+        dir: Some(dir.join("pg")),
         port: Some(port),
         ephemeral: true,
         settings: vec![],
+        timescaledb: path.preload(),
     };
+    let server = start_server(&opts).await;
+    let admin = connect(&server.url("postgres")).await;
+    admin
+        .batch_execute("CREATE DATABASE depthbook")
+        .await
+        .expect("create");
+    let url = server.url("depthbook");
+    migrate(&url, path).await;
+    (server, opts, url)
+}
+
+async fn start_server(opts: &pgembed::Options) -> pgembed::PgServer {
     let o = opts.clone();
-    let server = tokio::task::spawn_blocking(move || pgembed::PgServer::start(o))
+    tokio::task::spawn_blocking(move || pgembed::PgServer::start(o))
         .await
         .expect("join")
-        .expect("server");
+        .expect("server")
+}
+
+async fn stop_server(server: pgembed::PgServer) {
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .expect("stop");
+}
+
+fn spooled_files(spool: &std::path::Path, table: &str) -> usize {
+    walk(&spool.join(table))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "copy"))
+        .count()
+}
+
+/// `kill -9` while the database is down, then a restart: what was spooled is replayed before
+/// open epochs are judged, so every row lies inside its epoch, epochs that began during the
+/// outage are closed too, and `book_at` refuses the time ingest was dead.
+async fn a_crash_during_an_outage_leaves_no_row_outside_an_epoch(path: StoragePath) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (server, opts, url) = restartable_server(path, root.path()).await;
+    let sim = sim(5.0).await;
+    let spool = tempfile::tempdir().expect("spool");
+    let mut child = spawn_ingest_binary(&url, &sim, spool.path());
     {
-        let admin = connect(&server.url("postgres")).await;
-        admin
-            .batch_execute("CREATE DATABASE depthbook")
+        let db = connect(&url).await;
+        let dbr = &db;
+        wait_until("8 books synced", || async move {
+            count(
+                dbr,
+                "SELECT count(DISTINCT instrument_id) FROM sync_events WHERE kind = 'synced'",
+            )
             .await
-            .expect("create");
+                == 8
+        })
+        .await;
     }
-    let url = server.url("depthbook");
-    migrated(&url).await;
+    stop_server(server).await;
+    // Books resync while the database is down: their epochs exist only in the spool.
+    let spot = sim.spot.as_ref().expect("spot");
+    spot.inject(Fault::DropDepth {
+        symbol: None,
+        count: 4,
+    });
+    let sp = spool.path().to_owned();
+    wait_until("depth and sync events spooled", || {
+        let sp = sp.clone();
+        async move { spooled_files(&sp, "depth_updates") >= 5 && spooled_files(&sp, "sync_events") >= 1 }
+    })
+    .await;
+    child.start_kill().expect("kill -9");
+    child.wait().await.expect("reaped");
+    let killed_ms = ingest::now_ms();
+
+    let server = start_server(&opts).await;
+    let restart = connect(&url).await;
+    let restarted: f64 = restart
+        .query_one("SELECT extract(epoch FROM now())::float8", &[])
+        .await
+        .expect("now")
+        .get(0);
+    let mut child = spawn_ingest_binary(&url, &sim, spool.path());
+    let dbr = &restart;
+    wait_until("the spool replayed and books synced again", || {
+        let sp = spool.path().to_owned();
+        async move {
+            walk(&sp).iter().all(|p| p.extension().is_none_or(|e| e != "copy"))
+                && count(dbr, &format!("SELECT count(DISTINCT instrument_id) FROM sync_events WHERE kind = 'synced' AND time > to_timestamp({restarted})")).await == 8
+        }
+    })
+    .await;
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+
+    let db = restart;
+    // Every epoch ended.
+    let open = count(&db, "SELECT count(*) FROM sync_events s WHERE kind = 'synced' AND NOT EXISTS (SELECT 1 FROM sync_events e WHERE e.epoch = s.epoch AND e.kind IN ('gap', 'stopped'))").await;
+    assert_eq!(open, 0, "no epoch is left open");
+    // What the killed run received (spooled rows included) lies inside the epochs it closed.
+    let outside = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM depth_updates d
+         WHERE d.received_at < to_timestamp({restarted})
+           AND d.time > (SELECT max(e.time) FROM sync_events e
+                         WHERE e.instrument_id = d.instrument_id AND e.kind IN ('gap', 'stopped')
+                           AND e.time < to_timestamp({restarted}))"
+        ),
+    )
+    .await;
+    let last_closed = count(
+        &db,
+        "SELECT count(*) FROM sync_events WHERE kind = 'stopped' AND detail = 'open epoch found at start'",
+    )
+    .await;
+    assert!(
+        last_closed >= 8,
+        "the killed run's epochs were closed at start ({last_closed})"
+    );
+    assert_eq!(
+        outside, 0,
+        "rows of the killed run stored after their epoch's end"
+    );
+    // Nobody can read a book for the time ingest was dead.
+    let iids: Vec<i32> = db
+        .query("SELECT DISTINCT instrument_id FROM sync_events", &[])
+        .await
+        .expect("ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let dead_at = (killed_ms as f64 + restarted * 1000.0) / 2000.0;
+    for iid in iids {
+        let res = db
+            .query(
+                "SELECT * FROM book_at($1, to_timestamp($2), 10)",
+                &[&iid, &dead_at],
+            )
+            .await;
+        let code = res
+            .err()
+            .and_then(|e| e.as_db_error().map(|d| d.code().code().to_owned()));
+        assert_eq!(
+            code.as_deref(),
+            Some("DB001"),
+            "instrument {iid}: book_at while ingest was dead"
+        );
+    }
+    drop(server);
+}
+
+async fn a_database_outage_is_spooled_and_replayed_in_order(path: StoragePath) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (server, opts, url) = restartable_server(path, root.path()).await;
 
     let sim = sim(5.0).await;
     let ingest = start_ingest(&url, &sim, |_| {});
@@ -88,9 +262,7 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
 
     // The database goes away for 30 seconds while the market goes on.
     let outage = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || drop(server))
-        .await
-        .expect("stop");
+    stop_server(server).await;
     let m = metrics.clone();
     wait_until("batches spooled", || {
         let m = m.clone();
@@ -108,11 +280,7 @@ async fn a_database_outage_is_spooled_and_replayed_in_order() {
         "books keep syncing while the database is down"
     );
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
-    let o = opts.clone();
-    let server = tokio::task::spawn_blocking(move || pgembed::PgServer::start(o))
-        .await
-        .expect("join")
-        .expect("restart");
+    let server = start_server(&opts).await;
 
     // The spool drains; rows from the outage are there, in order, once.
     let spool_dir = ingest.spool().to_owned();
@@ -161,45 +329,13 @@ fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test]
-async fn sigterm_under_load_flushes_everything_and_exits_0() {
+async fn sigterm_under_load_flushes_everything_and_exits_0(path: StoragePath) {
     let sim = sim(30.0).await;
-    let tdb = pgembed::test_database("ingest_sigterm").await.expect("db");
-    let db = migrated(&tdb.url).await;
+    let Some((tdb, db)) = migrated_on(path, "ingest_sigterm").await else {
+        return;
+    };
     let spool = tempfile::tempdir().expect("spool");
-    let (s, u) = (
-        sim.spot.as_ref().expect("spot"),
-        sim.usdm.as_ref().expect("usdm"),
-    );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
-        .args([
-            "run",
-            "--top",
-            "4",
-            "--metrics-bind",
-            "127.0.0.1:0",
-            "--book-top-ms",
-            "200",
-            "--batch-delay-ms",
-            "50",
-        ])
-        .args([
-            "--spot-rest-url",
-            &s.rest_url(),
-            "--spot-ws-url",
-            &s.ws_url(),
-            "--usdm-rest-url",
-            &u.rest_url(),
-            "--usdm-ws-url",
-            &u.ws_url(),
-        ])
-        .arg("--spool-dir")
-        .arg(spool.path())
-        .env("DATABASE_URL", &tdb.url)
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn ingest");
+    let mut child = spawn_ingest_binary(&tdb.url, &sim, spool.path());
     let dbr = &db;
     wait_until("8 books synced", || async move {
         count(
@@ -259,11 +395,11 @@ async fn sigterm_under_load_flushes_everything_and_exits_0() {
     check_continuity(&db).await;
 }
 
-#[tokio::test]
-async fn rotation_is_make_before_break() {
+async fn rotation_is_make_before_break(path: StoragePath) {
     let sim = sim(5.0).await;
-    let tdb = pgembed::test_database("ingest_rotation").await.expect("db");
-    let db = migrated(&tdb.url).await;
+    let Some((tdb, db)) = migrated_on(path, "ingest_rotation").await else {
+        return;
+    };
     let ingest = start_ingest(&tdb.url, &sim, |cfg| {
         cfg.connection_lifetime = Duration::from_millis(700);
     });
@@ -289,13 +425,11 @@ async fn rotation_is_make_before_break() {
     check_continuity(&db).await;
 }
 
-#[tokio::test]
-async fn rate_limits_pause_snapshots_and_are_recorded() {
+async fn rate_limits_pause_snapshots_and_are_recorded(path: StoragePath) {
     let sim = sim(5.0).await;
-    let tdb = pgembed::test_database("ingest_ratelimit")
-        .await
-        .expect("db");
-    let db = migrated(&tdb.url).await;
+    let Some((tdb, db)) = migrated_on(path, "ingest_ratelimit").await else {
+        return;
+    };
     let ingest = start_ingest(&tdb.url, &sim, |_| {});
     let metrics = ingest.metrics.clone();
     synced(&metrics, 8).await;
@@ -340,13 +474,11 @@ async fn rate_limits_pause_snapshots_and_are_recorded() {
     ingest.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_messages_are_counted_and_the_book_resyncs() {
+async fn malformed_messages_are_counted_and_the_book_resyncs(path: StoragePath) {
     let sim = sim(5.0).await;
-    let tdb = pgembed::test_database("ingest_malformed")
-        .await
-        .expect("db");
-    let db = migrated(&tdb.url).await;
+    let Some((tdb, db)) = migrated_on(path, "ingest_malformed").await else {
+        return;
+    };
     let ingest = start_ingest(&tdb.url, &sim, |_| {});
     let metrics = ingest.metrics.clone();
     synced(&metrics, 8).await;
@@ -380,8 +512,9 @@ async fn malformed_messages_are_counted_and_the_book_resyncs() {
 #[tokio::test]
 async fn unknown_symbols_are_a_clear_startup_error() {
     let sim = sim(1.0).await;
-    let tdb = pgembed::test_database("ingest_unknown").await.expect("db");
-    migrated(&tdb.url).await;
+    let Some((tdb, _db)) = migrated_on(StoragePath::Postgres, "ingest_unknown").await else {
+        return;
+    };
     let spool = tempfile::tempdir().expect("spool");
     let mut cfg = run_config(&tdb.url, &sim, spool.path());
     cfg.selection.symbols = Some(vec!["BTCUSDT".into(), "NOPEUSDT".into(), "FAKEUSDT".into()]);
@@ -395,8 +528,7 @@ async fn unknown_symbols_are_a_clear_startup_error() {
     );
 }
 
-#[tokio::test]
-async fn listings_and_delistings_are_picked_up_without_a_restart() {
+async fn listings_and_delistings_are_picked_up_without_a_restart(path: StoragePath) {
     let mut s = venue_cfg(Venue::Spot);
     s.symbols = 5;
     let sim = Sim::start(SimConfig {
@@ -406,8 +538,9 @@ async fn listings_and_delistings_are_picked_up_without_a_restart() {
     })
     .await
     .expect("sim");
-    let tdb = pgembed::test_database("ingest_listing").await.expect("db");
-    let db = migrated(&tdb.url).await;
+    let Some((tdb, db)) = migrated_on(path, "ingest_listing").await else {
+        return;
+    };
     let ingest = start_ingest(&tdb.url, &sim, |cfg| {
         cfg.venues = vec![Venue::Spot];
         cfg.universe_refresh = Duration::from_millis(300);
@@ -455,3 +588,13 @@ async fn listings_and_delistings_are_picked_up_without_a_restart() {
     assert_eq!(metrics.symbols.with_label_values(&["spot"]).get(), 4);
     ingest.stop().await;
 }
+
+pgembed::storage_tests!(
+    a_database_outage_is_spooled_and_replayed_in_order,
+    a_crash_during_an_outage_leaves_no_row_outside_an_epoch,
+    sigterm_under_load_flushes_everything_and_exits_0,
+    rotation_is_make_before_break,
+    rate_limits_pause_snapshots_and_are_recorded,
+    malformed_messages_are_counted_and_the_book_resyncs,
+    listings_and_delistings_are_picked_up_without_a_restart,
+);

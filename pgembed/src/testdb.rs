@@ -34,7 +34,8 @@ impl StoragePath {
         }
     }
 
-    fn preload(self) -> Timescale {
+    /// What a private server for this path preloads.
+    pub fn preload(self) -> Timescale {
         match self {
             StoragePath::Postgres => Timescale::Off,
             StoragePath::Timescale => Timescale::Community,

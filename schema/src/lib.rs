@@ -15,7 +15,7 @@ pub use migrate::{apply, plan, Applied, Plan, Report};
 pub use policy::{ensure_reader_login, set_policies, PolicyChange};
 
 /// Which storage path a database uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Flavor {
     /// Hypertables, compression, retention and continuous-aggregate jobs.
     Timescale,
@@ -24,6 +24,7 @@ pub enum Flavor {
     /// continuous aggregates, so aggregates are the plain path's rollups.
     TimescaleApache,
     /// Ordinary tables, rollup tables refreshed by `maintain()`, retention by `DELETE`.
+    #[default]
     Postgres,
 }
 

@@ -56,9 +56,13 @@ pub async fn set_policies(client: &mut Client, changes: &[PolicyChange]) -> Resu
         match set_policies_once(client, changes).await {
             Err(Error::Db(e))
                 if attempt < DEADLOCK_ATTEMPTS
-                    && e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
             {
-                tracing::warn!(attempt, "storage policy change hit a deadlock with a job; retrying");
+                tracing::warn!(
+                    attempt,
+                    "storage policy change hit a deadlock with a job; retrying"
+                );
                 attempt += 1;
             }
             other => return other,

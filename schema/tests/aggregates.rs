@@ -297,7 +297,9 @@ async fn aggregates_equal_the_aggregation_of_the_raw_rows(path: StoragePath) {
     if flavor == Flavor::Timescale {
         // The refresh wrote buckets: visible with real-time aggregation switched off.
         client
-            .batch_execute("ALTER MATERIALIZED VIEW ticker_1m SET (timescaledb.materialized_only = true)")
+            .batch_execute(
+                "ALTER MATERIALIZED VIEW ticker_1m SET (timescaledb.materialized_only = true)",
+            )
             .await
             .expect("materialized only");
         let n: i64 = client
@@ -307,7 +309,9 @@ async fn aggregates_equal_the_aggregation_of_the_raw_rows(path: StoragePath) {
             .get(0);
         assert!(n > 0, "buckets were materialized");
         client
-            .batch_execute("ALTER MATERIALIZED VIEW ticker_1m SET (timescaledb.materialized_only = false)")
+            .batch_execute(
+                "ALTER MATERIALIZED VIEW ticker_1m SET (timescaledb.materialized_only = false)",
+            )
             .await
             .expect("real-time again");
     }
@@ -329,6 +333,4 @@ async fn aggregates_equal_the_aggregation_of_the_raw_rows(path: StoragePath) {
     check_all(&client, &all_ticks, &all_trades).await;
 }
 
-pgembed::storage_tests!(
-    aggregates_equal_the_aggregation_of_the_raw_rows,
-);
+pgembed::storage_tests!(aggregates_equal_the_aggregation_of_the_raw_rows,);

@@ -49,7 +49,11 @@ async fn each_edition_gets_what_it_supports(path: StoragePath) {
         Vec::new()
     };
     assert_eq!(hypertables, expected);
-    let rollups = count(&client, "SELECT count(*) FROM pg_tables WHERE schemaname = 'rollup' AND tablename <> 'watermarks'").await;
+    let rollups = count(
+        &client,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'rollup' AND tablename <> 'watermarks'",
+    )
+    .await;
     if flavor != Flavor::Timescale {
         assert_eq!(rollups, 6, "aggregates are rollup tables here");
         return;
@@ -110,11 +114,20 @@ async fn answers(client: &Client, iid: i32) -> Vec<String> {
              FROM book_at({iid}, date_trunc('second', {T0}) + interval '{offset}', 50)"
         )).await);
     }
-    for view in ["ticker_1s", "ticker_1m", "ticker_1h", "trades_1s", "trades_1m", "trades_1h"] {
+    for view in [
+        "ticker_1s",
+        "ticker_1m",
+        "ticker_1h",
+        "trades_1s",
+        "trades_1m",
+        "trades_1h",
+    ] {
         out.extend(
             strings(
                 client,
-                &format!("SELECT coalesce(string_agg(t::text, ',' ORDER BY bucket), '') FROM {view} t"),
+                &format!(
+                    "SELECT coalesce(string_agg(t::text, ',' ORDER BY bucket), '') FROM {view} t"
+                ),
             )
             .await,
         );
@@ -123,9 +136,18 @@ async fn answers(client: &Client, iid: i32) -> Vec<String> {
 }
 
 async fn refresh_all(client: &Client) {
-    for view in ["ticker_1s", "ticker_1m", "ticker_1h", "trades_1s", "trades_1m", "trades_1h"] {
+    for view in [
+        "ticker_1s",
+        "ticker_1m",
+        "ticker_1h",
+        "trades_1s",
+        "trades_1m",
+        "trades_1h",
+    ] {
         client
-            .batch_execute(&format!("CALL refresh_continuous_aggregate('{view}', NULL, NULL)"))
+            .batch_execute(&format!(
+                "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
+            ))
             .await
             .expect("refresh");
     }
@@ -160,9 +182,16 @@ async fn the_compression_jobs_compress_and_every_read_is_unchanged() {
             count(&client, &format!("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = '{table}'")).await,
             count(&client, &format!("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = '{table}' AND is_compressed")).await,
         );
-        assert!(all > 0 && compressed == all, "{table}: {compressed} of {all} chunks compressed");
+        assert!(
+            all > 0 && compressed == all,
+            "{table}: {compressed} of {all} chunks compressed"
+        );
     }
-    assert_eq!(answers(&client, iid).await, before, "compressed chunks answer the same");
+    assert_eq!(
+        answers(&client, iid).await,
+        before,
+        "compressed chunks answer the same"
+    );
 
     // A late update (a spool replay) into a compressed chunk is stored and read back.
     client

@@ -283,6 +283,54 @@ fn handle_request(
 /// Frames written before a flush, at most (bounds how long other events wait).
 const MAX_FRAMES_PER_FLUSH: usize = 256;
 
+/// Frames to write before one flush: `first`, then whatever is already queued, at most `max`
+/// in all. A frame is taken off the queue only when it will be written, so nothing is lost
+/// at the limit (the next burst starts with the next frame).
+struct Burst<T> {
+    frames: Vec<T>,
+    /// The sender is gone: write these, then end the connection.
+    closed: bool,
+}
+
+/// `Err(())`: this receiver lagged and frames were lost to it.
+fn burst<T: Clone>(
+    first: Result<T, RecvError>,
+    rx: &mut tokio::sync::broadcast::Receiver<T>,
+    max: usize,
+) -> Result<Burst<T>, ()> {
+    let mut frames = Vec::new();
+    let mut next = first;
+    loop {
+        match next {
+            Ok(f) => frames.push(f),
+            Err(RecvError::Lagged(_)) => return Err(()),
+            Err(RecvError::Closed) => {
+                return Ok(Burst {
+                    frames,
+                    closed: true,
+                })
+            }
+        }
+        if frames.len() >= max {
+            return Ok(Burst {
+                frames,
+                closed: false,
+            });
+        }
+        next = match rx.try_recv() {
+            Ok(f) => Ok(f),
+            Err(TryRecvError::Empty) => {
+                return Ok(Burst {
+                    frames,
+                    closed: false,
+                })
+            }
+            Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+            Err(TryRecvError::Closed) => Err(RecvError::Closed),
+        };
+    }
+}
+
 async fn connection(
     mut socket: WebSocket,
     state: Arc<VenueState>,
@@ -347,31 +395,20 @@ async fn connection(
                 // Everything already queued goes out with one flush (one write for a burst,
                 // not one per frame): at benchmark rates the per-frame flush, not the
                 // consumer, was what fell behind.
-                let mut frame = frame;
+                let Ok(burst) = burst(frame, &mut rx, MAX_FRAMES_PER_FLUSH) else {
+                    // Lagged: a consumer this slow would be cut off by Binance too.
+                    close(&mut socket, CLOSE_POLICY, "slow consumer").await;
+                    break 'conn;
+                };
                 let mut pending = false;
-                for _ in 0..MAX_FRAMES_PER_FLUSH {
-                    match frame {
-                        Ok(f) => {
-                            if subs.contains(&f.stream) && filter.allows(f.kind) {
-                                let text = if combined { &f.combined } else { &f.raw };
-                                if socket.feed(Message::Text(text.as_str().into())).await.is_err() { break 'conn; }
-                                pending = true;
-                            }
-                        }
-                        Err(RecvError::Lagged(_)) => {
-                            // A consumer this slow would be cut off by Binance too.
-                            close(&mut socket, CLOSE_POLICY, "slow consumer").await;
-                            break 'conn;
-                        }
-                        Err(RecvError::Closed) => break 'conn,
+                for f in &burst.frames {
+                    if subs.contains(&f.stream) && filter.allows(f.kind) {
+                        let text = if combined { &f.combined } else { &f.raw };
+                        if socket.feed(Message::Text(text.as_str().into())).await.is_err() { break 'conn; }
+                        pending = true;
                     }
-                    frame = match rx.try_recv() {
-                        Ok(f) => Ok(f),
-                        Err(TryRecvError::Empty) => break,
-                        Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                    };
                 }
+                if burst.closed { break 'conn; }
                 if pending && socket.flush().await.is_err() { break; }
             }
         }
@@ -471,5 +508,31 @@ mod tests {
             ),
             "CLOSE Too many streams"
         );
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+
+    /// Every queued frame comes out once, in order, in bursts of at most the limit: the
+    /// frame after a full burst starts the next one instead of being dropped.
+    #[tokio::test]
+    async fn bursts_lose_no_frame_at_the_limit() {
+        let (tx, mut rx) = tokio::sync::broadcast::channel::<u32>(4096);
+        for i in 0..1000 {
+            tx.send(i).expect("a receiver exists");
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 1000 {
+            let first = rx.recv().await;
+            let b = burst(first, &mut rx, 256).expect("no lag");
+            assert!(!b.closed && b.frames.len() <= 256);
+            seen.extend(b.frames);
+        }
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        drop(tx);
+        let end = burst(rx.recv().await, &mut rx, 256).expect("closed, not lagged");
+        assert!(end.closed && end.frames.is_empty());
     }
 }

@@ -7,6 +7,7 @@ use binance::units::parse_e8;
 use binance::Venue;
 use ingest::run::RunConfig;
 use ingest::universe::Selection;
+pub use pgembed::StoragePath;
 use sim::{Sim, VenueConfig};
 use tokio_postgres::Client;
 
@@ -35,8 +36,51 @@ where
     }
 }
 
-/// The simulator with both venues (`venue_cfg`) and a fresh, migrated database.
-pub async fn sim_and_db(seed: u64, prefix: &str) -> (Sim, pgembed::TestDatabase, Client) {
+/// The schema path a storage path's server takes.
+pub fn flavor(path: StoragePath) -> schema::Flavor {
+    schema::Flavor::parse(path.as_str()).expect("every storage path is a schema flavor")
+}
+
+/// Migrates `url` on `path` (required, so a wrong automatic choice fails the test) and keeps
+/// every row forever: the simulator's clock is the wall clock, but tests compare every row.
+pub async fn migrate(url: &str, path: StoragePath) -> Client {
+    let (mut db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    schema::apply(&mut db, schema::FlavorChoice::Require(flavor(path)))
+        .await
+        .expect("migrate");
+    db.execute("UPDATE storage_policies SET drop_after = NULL", &[])
+        .await
+        .expect("policies");
+    db
+}
+
+/// A fresh database on `path`'s server, migrated on that path; `None` (said) where this
+/// machine has no such server.
+pub async fn migrated_on(
+    path: StoragePath,
+    prefix: &str,
+) -> Option<(pgembed::TestDatabase, Client)> {
+    let Some(tdb) = pgembed::test_database_on(path, prefix)
+        .await
+        .expect("database")
+    else {
+        pgembed::say_skipped(prefix, &format!("{path}: the server here does not run it"));
+        return None;
+    };
+    let db = migrate(&tdb.url, path).await;
+    Some((tdb, db))
+}
+
+/// The simulator with both venues (`venue_cfg`) and a fresh database migrated on `path`.
+pub async fn sim_and_db(
+    path: StoragePath,
+    seed: u64,
+    prefix: &str,
+) -> Option<(Sim, pgembed::TestDatabase, Client)> {
+    let (tdb, db) = migrated_on(path, prefix).await?;
     let sim = Sim::start(sim::SimConfig {
         seed,
         spot: Some(venue_cfg(Venue::Spot)),
@@ -44,15 +88,7 @@ pub async fn sim_and_db(seed: u64, prefix: &str) -> (Sim, pgembed::TestDatabase,
     })
     .await
     .expect("sim");
-    let tdb = pgembed::test_database(prefix).await.expect("database");
-    let (mut db, conn) = tokio_postgres::connect(&tdb.url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    schema::apply(&mut db, schema::FlavorChoice::Auto)
-        .await
-        .expect("migrate");
-    (sim, tdb, db)
+    Some((sim, tdb, db))
 }
 
 pub async fn count(db: &Client, sql: &str) -> i64 {
