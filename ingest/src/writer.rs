@@ -416,6 +416,42 @@ pub async fn replay_spool(cfg: &WriterConfig, metrics: &Arc<Metrics>) -> usize {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Refreshes continuous aggregates `views` (finest first: 1 s, 1 m, 1 h) over replayed rows
+/// from `since_ms` to `until_ms`. Only whole buckets up to the last replayed row: rows after it
+/// may still be arriving (a backlog after an outage is written late), and a bucket materialized
+/// before they land would miss them, while unmaterialized buckets above the watermark are
+/// aggregated in real time. Rows replayed into a still-open bucket below a watermark are taken
+/// up by the view's refresh job, whose window covers recent buckets.
+async fn refresh_continuous(
+    client: &Client,
+    views: &[&str],
+    since_ms: u64,
+    until_ms: u64,
+) -> Result<(), tokio_postgres::Error> {
+    let mut res = Ok(());
+    for (v, (bucket, bucket_ms)) in views.iter().zip([
+        ("1 second", 1_000u64),
+        ("1 minute", 60_000),
+        ("1 hour", 3_600_000),
+    ]) {
+        // TimescaleDB rounds the window to whole buckets and refuses one that holds none.
+        if until_ms / bucket_ms <= since_ms / bucket_ms {
+            continue;
+        }
+        // CALL cannot take bind parameters for its procedure arguments here: the values are
+        // our own numbers, formatted, never user input.
+        let sql = format!(
+            "CALL refresh_continuous_aggregate('{v}', to_timestamp({}) - interval '{bucket}', to_timestamp({}))",
+            since_ms as f64 / 1000.0,
+            until_ms as f64 / 1000.0,
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            res = Err(e);
+        }
+    }
+    res
+}
+
 struct Batch {
     id: String,
     rows: usize,
@@ -707,7 +743,8 @@ impl TableWriter {
 
     /// Replays spooled batches in order while the database takes them.
     async fn drain_spool(&mut self) {
-        let mut replayed_since: Option<u64> = None;
+        // The time range of the rows replayed: (earliest, latest) event time.
+        let mut replayed: Option<(u64, u64)> = None;
         for path in self.spool_files() {
             if !self.connect().await {
                 break;
@@ -720,8 +757,9 @@ impl TableWriter {
             };
             match self.commit(&batch, true).await {
                 Ok(()) => {
-                    replayed_since =
-                        Some(replayed_since.map_or(batch.first_ms, |t| t.min(batch.first_ms)));
+                    replayed = Some(replayed.map_or((batch.first_ms, batch.last_ms), |(a, b)| {
+                        (a.min(batch.first_ms), b.max(batch.last_ms))
+                    }));
                     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     let _ = std::fs::remove_file(&path);
                     self.spooled = self.spooled.saturating_sub(1);
@@ -737,8 +775,8 @@ impl TableWriter {
                 }
             }
         }
-        if let Some(since) = replayed_since {
-            self.refresh_aggregates(since).await;
+        if let Some((since, until)) = replayed {
+            self.refresh_aggregates(since, until).await;
         }
     }
 
@@ -747,7 +785,7 @@ impl TableWriter {
     /// recomputed (plain PostgreSQL and the Apache edition: lower the rollup watermarks;
     /// TimescaleDB: refresh every level over the replayed range, finest first, since a
     /// coarser level's policy window may not reach back that far).
-    async fn refresh_aggregates(&mut self, since_ms: u64) {
+    async fn refresh_aggregates(&mut self, since_ms: u64, until_ms: u64) {
         let views: &[&str] = match self.table {
             Table::BookTicker => &["ticker_1s", "ticker_1m", "ticker_1h"],
             Table::Trades => &["trades_1s", "trades_1m", "trades_1h"],
@@ -756,7 +794,6 @@ impl TableWriter {
         let Some(client) = self.client.as_ref() else {
             return;
         };
-        let since = since_ms as f64 / 1000.0;
         let plain = client
             .query_one(
                 "SELECT to_regproc('invalidate_aggregates') IS NOT NULL",
@@ -769,25 +806,12 @@ impl TableWriter {
             client
                 .execute(
                     "SELECT invalidate_aggregates(to_timestamp($1::float8))",
-                    &[&since],
+                    &[&(since_ms as f64 / 1000.0)],
                 )
                 .await
                 .map(|_| ())
         } else {
-            let mut r = Ok(());
-            for (v, bucket) in views.iter().zip(["1 second", "1 minute", "1 hour"]) {
-                // A refresh window must hold a whole bucket: start a bucket early, end
-                // unbounded (TimescaleDB stops at the last complete bucket itself).
-                // CALL cannot take bind parameters for its procedure arguments here: the values
-                // are our own numbers, formatted, never user input.
-                let sql = format!(
-                    "CALL refresh_continuous_aggregate('{v}', to_timestamp({since}) - interval '{bucket}', NULL)"
-                );
-                if let Err(e) = client.batch_execute(&sql).await {
-                    r = Err(e);
-                }
-            }
-            r
+            refresh_continuous(client, views, since_ms, until_ms).await
         };
         if let Err(e) = res {
             let error = e

@@ -64,6 +64,9 @@ pub struct VenueConfig {
     pub broadcast_capacity: usize,
     /// Serve recorded messages from this directory instead of generating a market.
     pub replay: Option<replay::ReplayConfig>,
+    /// Every other depth snapshot stands at an update id inside the latest event (`U <= id < u`),
+    /// as Binance's often do: a book keeper must bridge it with that event.
+    pub snapshots_inside_events: bool,
 }
 
 impl VenueConfig {
@@ -101,6 +104,7 @@ impl VenueConfig {
             truth_checkpoints: 5,
             broadcast_capacity: 1 << 16,
             replay: None,
+            snapshots_inside_events: true,
         }
     }
 }

@@ -339,8 +339,20 @@ pub async fn depth(
                 }
             }
             None => {
-                let (b, a) = inner.book.top(limit as usize);
-                (inner.last_id, b, a)
+                let n = state.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                let inside = (state.cfg.snapshots_inside_events && n % 2 == 1)
+                    .then(|| inner.book_inside_last_event())
+                    .flatten();
+                match inside {
+                    Some((id, book)) => {
+                        let (b, a) = book.top(limit as usize);
+                        (id, b, a)
+                    }
+                    None => {
+                        let (b, a) = inner.book.top(limit as usize);
+                        (inner.last_id, b, a)
+                    }
+                }
             }
         }
     };

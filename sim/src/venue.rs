@@ -76,6 +76,9 @@ pub struct SymbolInner {
     pub generator: Option<Generator>,
     /// A depth frame held back by a reorder fault.
     pub held: Option<Arc<Frame>>,
+    /// The latest event's changes (each with its own id) and the id before it: a snapshot
+    /// can stand inside that event.
+    pub last_event: Option<(u64, Vec<crate::market::Change>)>,
     pub last_price: i64,
     pub volume_e8: i64,
     pub trade_count: u64,
@@ -90,6 +93,8 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub rest_requests: AtomicU64,
     pub connections_opened: AtomicU64,
+    /// Depth snapshots served (every other one inside an event, when configured).
+    pub snapshots: AtomicU64,
 }
 
 /// Everything one venue's server shares.
@@ -105,6 +110,27 @@ pub struct VenueState {
     pub limiter: crate::rest::Limiter,
     pub stats: Stats,
     pub shutdown: CancellationToken,
+}
+
+impl SymbolInner {
+    /// The book at an update id strictly inside the latest event (after its changes up to the
+    /// middle one), with that id; `None` when the event has a single id.
+    pub fn book_inside_last_event(&self) -> Option<(u64, Book)> {
+        let (prev, changes) = self.last_event.as_ref()?;
+        let last = changes.last()?.id;
+        let inside = changes.get(changes.len().checked_sub(1)? / 2)?.id;
+        if inside >= last {
+            return None;
+        }
+        let (at, mut book) = self.history.book_at(*prev).ok()?;
+        if at != *prev {
+            return None;
+        }
+        for c in changes.iter().take_while(|c| c.id <= inside) {
+            book.set(c.side, c.price, c.qty);
+        }
+        Some((inside, book))
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -143,6 +169,7 @@ impl VenueState {
                         history,
                         generator: Some(generator),
                         held: None,
+                        last_event: None,
                         last_price,
                         volume_e8: 0,
                         trade_count: 0,
@@ -317,6 +344,7 @@ impl VenueState {
             },
             &inner.book,
         );
+        inner.last_event = Some((prev_last_id, step.changes));
         if let Ok(raw) = sonic_rs::to_string(&msg) {
             let frame = Arc::new(Frame::new(
                 StreamKind::Depth100ms.name(&lower),

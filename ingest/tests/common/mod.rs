@@ -287,14 +287,11 @@ pub async fn check_continuity(db: &Client) {
                 continue;
             }
             breaks += 1;
-            let hi = if venue == "spot" {
-                next_first - 1
-            } else {
-                next_last
-            };
+            // Explained by a sync whose snapshot (lastUpdateId, the 'synced' event's first id)
+            // lies between the last stored event and the one that bridged it.
             let explained = count(
                 db,
-                &format!("SELECT count(*) FROM book_checkpoints WHERE instrument_id = {iid} AND kind = 'snapshot' AND update_id >= {prev_last} AND update_id <= {hi}"),
+                &format!("SELECT count(*) FROM sync_events WHERE instrument_id = {iid} AND kind = 'synced' AND first_update_id >= {prev_last} AND first_update_id <= {next_last}"),
             )
             .await;
             assert!(
@@ -352,7 +349,21 @@ pub async fn check_aggregates_complete(db: &Client) {
             "SELECT count(*) FROM book_ticker",
         ),
     ] {
-        assert_eq!(count(db, agg).await, count(db, raw).await, "{agg}");
+        let (a, r) = (count(db, agg).await, count(db, raw).await);
+        if a != r {
+            let diff: Vec<String> = db
+                .query(
+                    "SELECT b::text || ' ' || coalesce(v.samples, 0) || '/' || coalesce(x.n, 0)
+                     FROM (SELECT date_trunc('second', time) b, instrument_id i, count(*) n FROM book_ticker GROUP BY 1, 2) x
+                     FULL JOIN (SELECT bucket b, instrument_id i, samples FROM ticker_1s) v USING (b, i)
+                     WHERE v.samples IS DISTINCT FROM x.n ORDER BY 1 LIMIT 20",
+                    &[],
+                )
+                .await
+                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .unwrap_or_default();
+            panic!("{agg}: {a} aggregated, {r} raw rows; first differing 1 s buckets (aggregated/raw): {diff:?}");
+        }
     }
 }
 
@@ -366,6 +377,10 @@ pub struct Running {
 
 /// Starts ingest against `sim` and the database at `db_url`; `tweak` adjusts the config.
 pub fn start_ingest(db_url: &str, sim: &Sim, tweak: impl FnOnce(&mut RunConfig)) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
     let spool = tempfile::tempdir().expect("spool");
     let mut cfg = run_config(db_url, sim, spool.path());
     tweak(&mut cfg);
