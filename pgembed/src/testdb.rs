@@ -265,23 +265,6 @@ impl Drop for TestDatabase {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_dbname;
-
-    #[test]
-    fn swaps_the_database_and_keeps_everything_else() {
-        let u = with_dbname(
-            "postgres://u:p@db.example:25060/defaultdb?sslmode=require",
-            "x_1",
-        )
-        .expect("valid");
-        assert_eq!(u, "postgres://u:p@db.example:25060/x_1?sslmode=require");
-        assert!(with_dbname("mysql://h/db", "x").is_err());
-        assert!(with_dbname("not a url", "x").is_err());
-    }
-}
-
 /// Generates, for each `async fn NAME(path: pgembed::StoragePath)` named, a module `NAME` with
 /// one test per storage path: `NAME::postgres`, `NAME::timescaledb`, `NAME::timescaledb_apache`.
 /// A path this machine cannot give is reported as skipped, outside the harness's capture.
@@ -309,4 +292,21 @@ macro_rules! storage_tests {
             }
         }
     )+};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_dbname;
+
+    #[test]
+    fn swaps_the_database_and_keeps_everything_else() {
+        let u = with_dbname(
+            "postgres://u:p@db.example:25060/defaultdb?sslmode=require",
+            "x_1",
+        )
+        .expect("valid");
+        assert_eq!(u, "postgres://u:p@db.example:25060/x_1?sslmode=require");
+        assert!(with_dbname("mysql://h/db", "x").is_err());
+        assert!(with_dbname("not a url", "x").is_err());
+    }
 }

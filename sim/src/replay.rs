@@ -236,15 +236,38 @@ pub fn install(state: &VenueState, data: &ReplayData) {
             );
             inner.book = book;
             inner.last_id = snap.last_update_id;
+            inner.replay_time_ms = snap.event_time;
             inner.generator = None;
         }
     }
 }
 
-/// Sends the recording once, paced by event time, starting when the first client connects
-/// (a recording played to nobody would be lost).
+/// How long a replay waits, after the first client connects, for every recorded stream to be
+/// subscribed before it starts anyway.
+const AUDIENCE_WAIT: Duration = Duration::from_secs(30);
+
+/// Sends the recording once, paced by event time, starting when every stream it holds has a
+/// subscriber (a frame played to nobody would be lost; a client subscribes after it connects,
+/// and a collector spreads streams over several connections), or `AUDIENCE_WAIT` after the
+/// first client connected.
 pub async fn run(state: Arc<VenueState>, data: ReplayData) {
-    while state.tx.receiver_count() == 0 {
+    let streams: std::collections::BTreeSet<&str> = data
+        .messages
+        .iter()
+        .map(|m| m.frame.stream.as_str())
+        .collect();
+    let mut first_client: Option<tokio::time::Instant> = None;
+    loop {
+        if state.tx.receiver_count() > 0 {
+            let since = *first_client.get_or_insert_with(tokio::time::Instant::now);
+            if streams.iter().all(|s| state.conns.subscribed(s)) {
+                break;
+            }
+            if since.elapsed() >= AUDIENCE_WAIT {
+                tracing::warn!("replay starting although not every recorded stream is subscribed");
+                break;
+            }
+        }
         tokio::select! {
             _ = state.shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -287,6 +310,7 @@ pub async fn run(state: Arc<VenueState>, data: ReplayData) {
                         evl.push((Side::Ask, p, q));
                     }
                     inner.last_id = d.final_update_id;
+                    inner.replay_time_ms = Some(d.event_time);
                     inner.history.push(
                         Event {
                             first: d.first_update_id,

@@ -315,7 +315,7 @@ pub async fn depth(
     if let Some(d) = slow {
         tokio::time::sleep(d).await;
     }
-    let (last_id, bids, asks) = {
+    let (last_id, bids, asks, replay_time) = {
         let Ok(inner) = sym.inner.lock() else {
             return api_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -330,11 +330,11 @@ pub async fn depth(
                 match inner.history.book_at(id) {
                     Ok((at, book)) => {
                         let (b, a) = book.top(limit as usize);
-                        (at, b, a)
+                        (at, b, a, inner.replay_time_ms)
                     }
                     Err(_) => {
                         let (b, a) = inner.book.top(limit as usize);
-                        (inner.last_id, b, a)
+                        (inner.last_id, b, a, inner.replay_time_ms)
                     }
                 }
             }
@@ -346,11 +346,11 @@ pub async fn depth(
                 match inside {
                     Some((id, book)) => {
                         let (b, a) = book.top(limit as usize);
-                        (id, b, a)
+                        (id, b, a, inner.replay_time_ms)
                     }
                     None => {
                         let (b, a) = inner.book.top(limit as usize);
-                        (inner.last_id, b, a)
+                        (inner.last_id, b, a, inner.replay_time_ms)
                     }
                 }
             }
@@ -360,7 +360,7 @@ pub async fn depth(
         state.price_decimals(&sym.spec),
         state.qty_decimals(&sym.spec),
     );
-    let e = now_ms();
+    let e = replay_time.unwrap_or_else(now_ms);
     let usdm = state.venue == Venue::Usdm;
     let snap = DepthSnapshot {
         last_update_id: last_id,

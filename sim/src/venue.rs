@@ -79,6 +79,9 @@ pub struct SymbolInner {
     /// The latest event's changes (each with its own id) and the id before it: a snapshot
     /// can stand inside that event.
     pub last_event: Option<(u64, Vec<crate::market::Change>)>,
+    /// Replay: the event time of the latest recorded depth event (a snapshot's `E` is the
+    /// recording's clock, not the wall clock).
+    pub replay_time_ms: Option<u64>,
     pub last_price: i64,
     pub volume_e8: i64,
     pub trade_count: u64,
@@ -170,6 +173,7 @@ impl VenueState {
                         generator: Some(generator),
                         held: None,
                         last_event: None,
+                        replay_time_ms: None,
                         last_price,
                         volume_e8: 0,
                         trade_count: 0,

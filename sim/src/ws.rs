@@ -28,6 +28,8 @@ const CLOSE_POLICY: u16 = 1008;
 pub struct Registry {
     next: AtomicU64,
     conns: Mutex<HashMap<u64, (CancellationToken, Instant)>>,
+    /// The streams each connection is subscribed to (a replay waits for its audience).
+    streams: Mutex<HashMap<u64, HashSet<String>>>,
 }
 
 impl Registry {
@@ -44,6 +46,23 @@ impl Registry {
         if let Ok(mut c) = self.conns.lock() {
             c.remove(&id);
         }
+        if let Ok(mut s) = self.streams.lock() {
+            s.remove(&id);
+        }
+    }
+
+    fn set_streams(&self, id: u64, subs: &HashSet<String>) {
+        if let Ok(mut s) = self.streams.lock() {
+            s.insert(id, subs.clone());
+        }
+    }
+
+    /// Whether some open connection is subscribed to `stream`.
+    pub fn subscribed(&self, stream: &str) -> bool {
+        self.streams
+            .lock()
+            .map(|s| s.values().any(|subs| subs.contains(stream)))
+            .unwrap_or(false)
     }
 
     /// Open connections now.
@@ -346,6 +365,7 @@ async fn connection(
     let (id, token) = state.conns.add();
     let mut rx = state.tx.subscribe();
     let mut subs: HashSet<String> = initial.into_iter().collect();
+    state.conns.set_streams(id, &subs);
     let lifetime = tokio::time::sleep(cfg.max_connection_lifetime);
     tokio::pin!(lifetime);
     let mut ping = tokio::time::interval_at(
@@ -383,7 +403,10 @@ async fn connection(
                 }
                 match msg {
                     Message::Text(t) => match handle_request(t.as_str(), &mut subs, &mut combined, cfg.max_streams) {
-                        Reply::Send(r) => if socket.send(Message::Text(r.into())).await.is_err() { break },
+                        Reply::Send(r) => {
+                            state.conns.set_streams(id, &subs);
+                            if socket.send(Message::Text(r.into())).await.is_err() { break }
+                        }
                         Reply::Close(why) => { close(&mut socket, CLOSE_POLICY, why).await; break; }
                     },
                     Message::Pong(_) => unanswered_since = None,
