@@ -196,7 +196,19 @@ local_restore() {
   running graphql && was_graphql=1
   stop graphql
   stop ingest
-  "$(pg_bin pg_restore)" --clean --if-exists --no-owner --single-transaction --dbname="$(admin_url)" "$file"
+  local url
+  url=$(admin_url)
+  if "$(pg_bin pg_restore)" --list "$file" | grep -q 'EXTENSION - timescaledb'; then
+    # TimescaleDB's procedure: a fresh database with the extension, restore mode around
+    # pg_restore (its catalogs and jobs must not run half-restored), no --clean.
+    local maint="${url%/*}/postgres" db="${url##*/}"
+    "$(pg_bin psql)" -qX -v ON_ERROR_STOP=1 "$maint" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" -c "CREATE DATABASE \"$db\""
+    "$(pg_bin psql)" -qX -v ON_ERROR_STOP=1 "$url" -c "CREATE EXTENSION timescaledb" -c "SELECT timescaledb_pre_restore()" >/dev/null
+    "$(pg_bin pg_restore)" --no-owner --exit-on-error --dbname="$url" "$file"
+    "$(pg_bin psql)" -qX -v ON_ERROR_STOP=1 "$url" -c "SELECT timescaledb_post_restore()" >/dev/null
+  else
+    "$(pg_bin pg_restore)" --clean --if-exists --no-owner --single-transaction --dbname="$url" "$file"
+  fi
   echo "restored $file"
   [ $was_ingest = 1 ] && start_ingest
   [ $was_graphql = 1 ] && start_graphql
@@ -254,7 +266,14 @@ compose_cmd() {
     restore)
       [ -f "${2:-}" ] || die "restore needs a backup file"
       compose stop ingest graphql
-      compose exec -T timescaledb pg_restore -U depthbook --clean --if-exists --no-owner -d depthbook <"$2"
+      # TimescaleDB's procedure: a fresh database with the extension, restore mode around
+      # pg_restore, no --clean.
+      compose exec -T timescaledb psql -qX -v ON_ERROR_STOP=1 -U depthbook -d postgres \
+        -c "DROP DATABASE IF EXISTS depthbook WITH (FORCE)" -c "CREATE DATABASE depthbook"
+      compose exec -T timescaledb psql -qX -v ON_ERROR_STOP=1 -U depthbook -d depthbook \
+        -c "CREATE EXTENSION timescaledb" -c "SELECT timescaledb_pre_restore()"
+      compose exec -T timescaledb pg_restore -U depthbook --no-owner --exit-on-error -d depthbook <"$2"
+      compose exec -T timescaledb psql -qX -v ON_ERROR_STOP=1 -U depthbook -d depthbook -c "SELECT timescaledb_post_restore()"
       compose start ingest graphql ;;
     deploy)
       [ -n "${DEPTHBOOK_HOST:-}" ] || die "deploy needs DEPTHBOOK_HOST=user@host (see terraform output)"

@@ -50,6 +50,8 @@ async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact(path: Storag
         worst > 0,
         "checkpoints are spaced by rows, not written back to back"
     );
+    let seen = instants::check_every_instant(db, &sim).await;
+    assert!(seen.equal > 1000, "{seen:?}");
     let compared = check_books(db, &sim).await;
     assert!(compared >= 8, "compared {compared} books");
 }

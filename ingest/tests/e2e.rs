@@ -172,6 +172,9 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown(path: Stora
     let compared = check_books(&db, &sim).await;
     assert!(compared >= 16, "compared {compared} books");
     check_continuity(&db).await;
+    // Through stale snapshots, dropped, duplicated and reordered events and a disconnect.
+    let seen = instants::check_every_instant(&db, &sim).await;
+    assert!(seen.equal > 1000 && seen.refused > 0, "{seen:?}");
 }
 
 pgembed::storage_tests!(collects_exact_books_through_faults_and_flushes_on_shutdown);

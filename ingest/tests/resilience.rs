@@ -423,6 +423,8 @@ async fn rotation_is_make_before_break(path: StoragePath) {
     assert_eq!(count(&db, "SELECT count(*) FROM (SELECT instrument_id, update_id FROM book_ticker GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0, "overlap deduplicated");
     check_no_duplicates(&db).await;
     check_continuity(&db).await;
+    let seen = instants::check_every_instant(&db, &sim).await;
+    assert!(seen.equal > 100, "{seen:?}");
 }
 
 async fn rate_limits_pause_snapshots_and_are_recorded(path: StoragePath) {

@@ -1,6 +1,8 @@
 //! Shared by the ingest tests: the simulator, a database, and the checks.
 #![allow(dead_code)]
 
+pub mod instants;
+
 use std::time::Duration;
 
 use binance::units::parse_e8;
