@@ -97,8 +97,52 @@ fn targets(d: &sonic_rs::Value) -> Vec<(String, String)> {
     out
 }
 
+/// Every SQL panel's whole answer, as text in a fixed order.
+async fn panel_answers(tx: &tokio_postgres::Transaction<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (file, d) in dashboards() {
+        for (panel, q) in targets(&d) {
+            if let Some(sql) = q.strip_prefix("sql:") {
+                let whole = format!(
+                    "SELECT coalesce(string_agg(t::text, '|' ORDER BY t::text), '') FROM ({}) t",
+                    concrete(sql)
+                );
+                let answer: String = tx
+                    .query_one(&whole, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{file}: panel {panel:?}: {e:?}"))
+                    .get(0);
+                out.push(format!("{file} / {panel}: {answer}"));
+            }
+        }
+    }
+    out
+}
+
+/// Compresses every chunk and asks every panel again, in one transaction so that `now()` (which
+/// panels use) is the same instant for both answers.
+async fn every_panel_reads_compressed_chunks_the_same(db: &mut tokio_postgres::Client) {
+    let tx = db.transaction().await.expect("transaction");
+    let before = panel_answers(&tx).await;
+    let compressed: i64 = tx
+        .query_one(
+            "SELECT count(compress_chunk(c, if_not_compressed => true))
+             FROM timescaledb_information.hypertables h,
+                  show_chunks(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) c
+             WHERE h.hypertable_schema = 'public'",
+            &[],
+        )
+        .await
+        .expect("compress every chunk")
+        .get(0);
+    assert!(compressed > 0, "chunks compressed");
+    let after = panel_answers(&tx).await;
+    assert_eq!(before, after, "every panel answers the same from compressed chunks");
+    tx.rollback().await.expect("rollback");
+}
+
 async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
-    let Some((tdb, db)) = common::migrated_on(path, "dashboards").await else {
+    let Some((tdb, mut db)) = common::migrated_on(path, "dashboards").await else {
         return;
     };
     let sim = Sim::start(SimConfig {
@@ -141,6 +185,9 @@ async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
     }
     assert!(checked >= 8, "SQL panels checked: {checked}");
     assert!(promql.len() >= 10, "PromQL expressions: {}", promql.len());
+    if path == StoragePath::Timescale {
+        every_panel_reads_compressed_chunks_the_same(&mut db).await;
+    }
 
     // PromQL, alert rules and the Prometheus config, by promtool.
     if std::process::Command::new("promtool")

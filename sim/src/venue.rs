@@ -275,7 +275,13 @@ impl VenueState {
         let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
         let e = now_ms();
         let usdm = self.venue == Venue::Usdm;
-        for t in &step.trades {
+        // Trades and ticker changes happen through the step's interval, not all at its end:
+        // the k-th of n is stamped at its share of the interval, the last at `e`.
+        let interval_ms = (self.cfg.depth_interval.as_millis() as u64).max(1);
+        let spread = |k: usize, n: usize| e.saturating_sub((n - 1 - k) as u64 * interval_ms / n as u64);
+        let n_trades = step.trades.len();
+        for (k, t) in step.trades.iter().enumerate() {
+            let e = spread(k, n_trades);
             inner.last_price = t.price;
             inner.volume_e8 += t.qty;
             inner.trade_count += t.last_trade_id - t.first_trade_id + 1;
@@ -294,7 +300,9 @@ impl VenueState {
             };
             self.send_json(StreamKind::AggTrade, &lower, &msg);
         }
-        for top in &step.tops {
+        let n_tops = step.tops.len();
+        for (k, top) in step.tops.iter().enumerate() {
+            let e = spread(k, n_tops);
             let msg = BookTicker {
                 event_type: usdm.then(|| "bookTicker".into()),
                 update_id: top.id,
