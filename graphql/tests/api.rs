@@ -562,11 +562,23 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
             .get(0);
         assert!(compressed > 0);
         let after = gql(base, &stable).await;
-        assert_eq!(
-            sonic_rs::to_string(&before).expect("json"),
-            sonic_rs::to_string(&after).expect("json"),
-            "the API answers the same from compressed chunks"
-        );
+        for k in [
+            "book",
+            "candles",
+            "trades",
+            "bookTicker",
+            "depthUpdates",
+            "bookTop",
+        ] {
+            let json = |v: &sonic_rs::Value| {
+                sonic_rs::to_string(&v.get("data").and_then(|d| d.get(k))).expect("json")
+            };
+            assert_eq!(
+                json(&before),
+                json(&after),
+                "{k}: the same from compressed chunks"
+            );
+        }
     }
 
     env.stop.cancel();

@@ -137,7 +137,10 @@ async fn every_panel_reads_compressed_chunks_the_same(db: &mut tokio_postgres::C
         .get(0);
     assert!(compressed > 0, "chunks compressed");
     let after = panel_answers(&tx).await;
-    assert_eq!(before, after, "every panel answers the same from compressed chunks");
+    assert_eq!(
+        before, after,
+        "every panel answers the same from compressed chunks"
+    );
     tx.rollback().await.expect("rollback");
 }
 

@@ -278,7 +278,8 @@ impl VenueState {
         // Trades and ticker changes happen through the step's interval, not all at its end:
         // the k-th of n is stamped at its share of the interval, the last at `e`.
         let interval_ms = (self.cfg.depth_interval.as_millis() as u64).max(1);
-        let spread = |k: usize, n: usize| e.saturating_sub((n - 1 - k) as u64 * interval_ms / n as u64);
+        let spread =
+            |k: usize, n: usize| e.saturating_sub((n - 1 - k) as u64 * interval_ms / n as u64);
         let n_trades = step.trades.len();
         for (k, t) in step.trades.iter().enumerate() {
             let e = spread(k, n_trades);
