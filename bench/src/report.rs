@@ -602,8 +602,9 @@ impl Report {
         let _ = writeln!(
             o,
             "## Reproduce\n\n```sh\nbash bench/run.sh            # builds release binaries, runs criterion, then this report (~20 min)\n\
-             bash bench/run.sh --smoke    # every part at tiny sizes (what CI runs)\n\
-             BENCH_DATABASE_URL=postgres://postgres@host:5432/postgres bash bench/run.sh   # against another server, e.g. TimescaleDB\n```\n\n\
+             bash bench/run.sh --smoke    # every part at tiny sizes, once per storage path (what CI runs)\n\
+             bash bench/run.sh --storage timescaledb-apache   # another storage path (postgres, timescaledb, timescaledb-apache)\n\
+             BENCH_DATABASE_URL=postgres://postgres@host:5432/postgres bash bench/run.sh   # against another server\n```\n\n\
              Options: `target/release/depthbook-bench --help` (ladder, nominal symbols, fan-out clients, parts)."
         );
     }

@@ -82,6 +82,8 @@ pub struct SymbolInner {
     /// Replay: the event time of the latest recorded depth event (a snapshot's `E` is the
     /// recording's clock, not the wall clock).
     pub replay_time_ms: Option<u64>,
+    /// When the generator last published this symbol (trade and ticker times follow it).
+    pub last_publish_ms: u64,
     pub last_price: i64,
     pub volume_e8: i64,
     pub trade_count: u64,
@@ -174,6 +176,7 @@ impl VenueState {
                         held: None,
                         last_event: None,
                         replay_time_ms: None,
+                        last_publish_ms: 0,
                         last_price,
                         volume_e8: 0,
                         trade_count: 0,
@@ -275,11 +278,16 @@ impl VenueState {
         let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
         let e = now_ms();
         let usdm = self.venue == Venue::Usdm;
-        // Trades and ticker changes happen through the step's interval, not all at its end:
-        // the k-th of n is stamped at its share of the interval, the last at `e`.
-        let interval_ms = (self.cfg.depth_interval.as_millis() as u64).max(1);
-        let spread =
-            |k: usize, n: usize| e.saturating_sub((n - 1 - k) as u64 * interval_ms / n as u64);
+        // Trades and ticker changes happen through the time since the previous step, not all at
+        // its end: the k-th of n is stamped at its share of that time, the last at `e` (never
+        // before the previous step, so times only grow).
+        let interval_ms = self.cfg.depth_interval.as_millis() as u64;
+        let since = e - e
+            .saturating_sub(interval_ms)
+            .max(inner.last_publish_ms)
+            .min(e);
+        inner.last_publish_ms = e;
+        let spread = |k: usize, n: usize| e - (n - 1 - k) as u64 * since / n as u64;
         let n_trades = step.trades.len();
         for (k, t) in step.trades.iter().enumerate() {
             let e = spread(k, n_trades);

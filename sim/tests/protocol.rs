@@ -517,3 +517,32 @@ async fn snapshot_plus_diffs_reproduce_the_true_book_on_both_venues() {
     sync_and_compare(&sim, Venue::Spot).await;
     sync_and_compare(&sim, Venue::Usdm).await;
 }
+
+/// Tickers and trades happen through a step's interval: within one depth step they carry
+/// increasing event times, not all the step's end.
+#[tokio::test]
+async fn tickers_and_trades_of_one_step_carry_their_own_event_times() {
+    let mut cfg = fast(Venue::Usdm);
+    cfg.depth_interval = Duration::from_millis(100);
+    let sim = start(None, Some(cfg)).await;
+    let h = sim.usdm.as_ref().expect("usdm");
+    let mut ws = connect(&format!(
+        "{}/public/stream?streams=btcusdt@bookTicker",
+        h.ws_url()
+    ))
+    .await;
+    let mut times = Vec::new();
+    while times.len() < 200 {
+        let text = next_text(&mut ws).await.expect("open");
+        let v: sonic_rs::Value = sonic_rs::from_str(&text).expect("json");
+        times.push(get_u64(v.get("data").expect("data"), "E"));
+    }
+    let distinct: std::collections::BTreeSet<u64> = times.iter().copied().collect();
+    assert!(
+        distinct.len() * 10 >= times.len() * 9,
+        "{} distinct event times in {} tickers",
+        distinct.len(),
+        times.len()
+    );
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+}
