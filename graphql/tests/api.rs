@@ -550,13 +550,7 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
         assert!(errors(&before).is_empty(), "{:?}", errors(&before));
         let compressed: i64 = env
             .admin
-            .query_one(
-                "SELECT count(compress_chunk(c, if_not_compressed => true))
-                 FROM timescaledb_information.hypertables h,
-                      show_chunks(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) c
-                 WHERE h.hypertable_schema = 'public'",
-                &[],
-            )
+            .query_one(schema::COMPRESS_EVERY_CHUNK, &[])
             .await
             .expect("compress")
             .get(0);

@@ -125,13 +125,7 @@ async fn every_panel_reads_compressed_chunks_the_same(db: &mut tokio_postgres::C
     let tx = db.transaction().await.expect("transaction");
     let before = panel_answers(&tx).await;
     let compressed: i64 = tx
-        .query_one(
-            "SELECT count(compress_chunk(c, if_not_compressed => true))
-             FROM timescaledb_information.hypertables h,
-                  show_chunks(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) c
-             WHERE h.hypertable_schema = 'public'",
-            &[],
-        )
+        .query_one(schema::COMPRESS_EVERY_CHUNK, &[])
         .await
         .expect("compress every chunk")
         .get(0);

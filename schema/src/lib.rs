@@ -14,6 +14,15 @@ pub use catalog::{files, migrations, Migration};
 pub use migrate::{apply, plan, Applied, Plan, Report};
 pub use policy::{ensure_reader_login, set_policies, PolicyChange};
 
+/// Compresses every chunk of every hypertable of the public schema that is not compressed yet
+/// (TimescaleDB community edition); returns the number of chunks in one row. For tests and
+/// benchmarks that must read compressed data now instead of when the policy jobs get to it.
+pub const COMPRESS_EVERY_CHUNK: &str = "
+SELECT count(compress_chunk(c, if_not_compressed => true))
+FROM timescaledb_information.hypertables h,
+     show_chunks(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) c
+WHERE h.hypertable_schema = 'public'";
+
 /// Which storage path a database uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Flavor {

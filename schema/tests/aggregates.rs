@@ -239,24 +239,7 @@ async fn materialize(client: &Client, flavor: Flavor, late_since: Option<DateTim
                 .await
                 .expect("refresh");
         }
-        Flavor::Timescale => {
-            // Finest first: each level is refreshed from the one beneath.
-            for view in [
-                "ticker_1s",
-                "ticker_1m",
-                "ticker_1h",
-                "trades_1s",
-                "trades_1m",
-                "trades_1h",
-            ] {
-                client
-                    .batch_execute(&format!(
-                        "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
-                    ))
-                    .await
-                    .expect("refresh");
-            }
-        }
+        Flavor::Timescale => common::refresh_continuous_aggregates(client).await,
     }
 }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{instrument, job, migrated_on, say_skipped};
+use common::{instrument, job, migrated_on, refresh_continuous_aggregates, say_skipped};
 use pgembed::StoragePath;
 use schema::Flavor;
 use tokio_postgres::Client;
@@ -135,24 +135,6 @@ async fn answers(client: &Client, iid: i32) -> Vec<String> {
     out
 }
 
-async fn refresh_all(client: &Client) {
-    for view in [
-        "ticker_1s",
-        "ticker_1m",
-        "ticker_1h",
-        "trades_1s",
-        "trades_1m",
-        "trades_1h",
-    ] {
-        client
-            .batch_execute(&format!(
-                "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
-            ))
-            .await
-            .expect("refresh");
-    }
-}
-
 #[tokio::test]
 async fn the_compression_jobs_compress_and_every_read_is_unchanged() {
     let test = "the_compression_jobs_compress_and_every_read_is_unchanged";
@@ -168,7 +150,7 @@ async fn the_compression_jobs_compress_and_every_read_is_unchanged() {
         .expect("policy");
     let iid = instrument(&client, "spot", "BTCUSDT").await;
     seed(&client, iid).await;
-    refresh_all(&client).await;
+    refresh_continuous_aggregates(&client).await;
     let before = answers(&client, iid).await;
     assert!(before.iter().all(|a| !a.is_empty()), "{before:?}");
 

@@ -79,3 +79,23 @@ pub async fn instrument(client: &Client, venue: &str, symbol: &str) -> i32 {
         .expect("insert instrument")
         .get(0)
 }
+
+/// Refreshes every continuous aggregate over all time, finest first (each level is refreshed
+/// from the one beneath).
+pub async fn refresh_continuous_aggregates(client: &Client) {
+    for view in [
+        "ticker_1s",
+        "ticker_1m",
+        "ticker_1h",
+        "trades_1s",
+        "trades_1m",
+        "trades_1h",
+    ] {
+        client
+            .batch_execute(&format!(
+                "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
+            ))
+            .await
+            .expect("refresh");
+    }
+}
