@@ -115,8 +115,8 @@ pub async fn flavor(db: &Client) -> Result<schema::Flavor> {
     schema::Flavor::parse(&name).with_context(|| format!("unknown storage path {name:?}"))
 }
 
-async fn is_hypertable(db: &Client, table: &str) -> Result<bool> {
-    if !flavor(db).await?.hypertables() {
+async fn is_hypertable(db: &Client, flavor: schema::Flavor, table: &str) -> Result<bool> {
+    if !flavor.hypertables() {
         return Ok(false);
     }
     Ok(db
@@ -136,14 +136,15 @@ pub async fn storage(db: &Client, table: &str) -> Result<Storage> {
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .await?
         .get(0);
-    let hyper = is_hypertable(db, table).await?;
+    let flavor = flavor(db).await?;
+    let hyper = is_hypertable(db, flavor, table).await?;
     let size_sql = if hyper {
         "SELECT hypertable_size($1::text::regclass)::int8"
     } else {
         "SELECT pg_total_relation_size($1::text::regclass)::int8"
     };
     let bytes: i64 = db.query_one(size_sql, &[&table]).await?.get(0);
-    let compressed_bytes = if hyper && flavor(db).await? == schema::Flavor::Timescale {
+    let compressed_bytes = if hyper && flavor == schema::Flavor::Timescale {
         db.execute(
             "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks($1::text::regclass) c",
             &[&table],

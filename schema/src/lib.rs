@@ -2,7 +2,7 @@
 //! and the migrator that applies them on one of three paths: TimescaleDB (community license),
 //! TimescaleDB's Apache-2 edition (what managed PostgreSQL services ship), or plain PostgreSQL.
 //!
-//! Both paths create the same relation names and columns, so every query, the API and the
+//! Every path creates the same relation names and columns, so every query, the API and the
 //! dashboards work unchanged. The path is chosen once, when the first migration is applied,
 //! and recorded in `schema_migrations`; later runs follow the recorded path.
 
