@@ -114,14 +114,7 @@ async fn answers(client: &Client, iid: i32) -> Vec<String> {
              FROM book_at({iid}, date_trunc('second', {T0}) + interval '{offset}', 50)"
         )).await);
     }
-    for view in [
-        "ticker_1s",
-        "ticker_1m",
-        "ticker_1h",
-        "trades_1s",
-        "trades_1m",
-        "trades_1h",
-    ] {
+    for view in common::AGGREGATES {
         out.extend(
             strings(
                 client,

@@ -80,17 +80,20 @@ pub async fn instrument(client: &Client, venue: &str, symbol: &str) -> i32 {
         .get(0)
 }
 
+/// Every aggregate view, finest first within each family.
+pub const AGGREGATES: [&str; 6] = [
+    "ticker_1s",
+    "ticker_1m",
+    "ticker_1h",
+    "trades_1s",
+    "trades_1m",
+    "trades_1h",
+];
+
 /// Refreshes every continuous aggregate over all time, finest first (each level is refreshed
 /// from the one beneath).
 pub async fn refresh_continuous_aggregates(client: &Client) {
-    for view in [
-        "ticker_1s",
-        "ticker_1m",
-        "ticker_1h",
-        "trades_1s",
-        "trades_1m",
-        "trades_1h",
-    ] {
+    for view in AGGREGATES {
         client
             .batch_execute(&format!(
                 "CALL refresh_continuous_aggregate('{view}', NULL, NULL)"
