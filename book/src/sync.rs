@@ -68,9 +68,9 @@ pub enum Outcome {
     Ignored,
     /// Applied; the book now stands at the event's `u`.
     Applied,
-    /// This event bridged a snapshot held since `on_snapshot`: the book is synced now,
-    /// standing at the event's `u`, exact from the event's time.
-    Synced,
+    /// This event bridged the snapshot (its `lastUpdateId` given) held since `on_snapshot`: the
+    /// book is synced now, standing at the event's `u`, exact from the event's time.
+    Synced { snapshot_id: u64 },
     /// Update ids are missing between the book and this event. The machine is back to
     /// buffering (this event is its first); the caller records the gap and fetches a snapshot.
     Gap(Gap),
@@ -216,7 +216,7 @@ impl SyncMachine {
                     book_id: ev.final_update_id,
                     last_time_ms: ev.event_time_ms,
                 };
-                Outcome::Synced
+                Outcome::Synced { snapshot_id: last }
             }
             State::Buffering(buf) => {
                 if buf.len() == self.max_buffer {
@@ -496,7 +496,7 @@ mod tests {
         assert!(!m.is_synced() && !m.wants_snapshot());
         assert_eq!(
             m.on_event(ev(97, 103, Some(95), &[(97, 3)])),
-            Outcome::Synced
+            Outcome::Synced { snapshot_id: 100 }
         );
         assert_eq!((m.book_id(), m.last_time_ms()), (Some(103), Some(1030)));
         assert_eq!(m.on_event(ev(104, 110, Some(103), &[])), Outcome::Applied);
@@ -523,7 +523,10 @@ mod tests {
         assert_eq!(m.on_snapshot(snap(10)), Ok(None));
         assert_eq!(m.on_event(ev(9, 10, None, &[(98, 1)])), Outcome::Ignored);
         assert_eq!(m.last_time_ms(), None, "not exact at any instant yet");
-        assert_eq!(m.on_event(ev(11, 12, None, &[])), Outcome::Synced);
+        assert_eq!(
+            m.on_event(ev(11, 12, None, &[])),
+            Outcome::Synced { snapshot_id: 10 }
+        );
         assert_eq!((m.book_id(), m.last_time_ms()), (Some(12), Some(120)));
         assert!(
             !m.book().top(10).0.contains(&(98, 1)),

@@ -313,8 +313,6 @@ impl SymbolTask {
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut rate_limited_noted = false;
         let mut since = SinceCheckpoint::default();
-        // The lastUpdateId of a snapshot held until an event bridges it (for the sync event).
-        let mut snapshot_id: Option<u64> = None;
         let mut top_tick = tokio::time::interval(self.cfg.top_every);
         top_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let set_synced = |on: bool| {
@@ -376,7 +374,6 @@ impl SymbolTask {
                                     set_synced(true);
                                 }
                                 Ok(None) => {
-                                    snapshot_id = Some(last);
                                     tracing::debug!(venue, symbol = %sym, last_update_id = last, "snapshot ahead of the stream; waiting for the event that bridges it");
                                 }
                                 Err(e) => {
@@ -423,9 +420,8 @@ impl SymbolTask {
                     Some(FeedMsg::Depth(ev, recv)) => {
                         let was_synced = m.is_synced();
                         match m.on_event(ev.clone()) {
-                            Outcome::Synced => {
-                                let last = snapshot_id.take().unwrap_or(ev.first_update_id);
-                                let (e, rows) = self.start_epoch(&m, last, std::slice::from_ref(&ev)).await;
+                            Outcome::Synced { snapshot_id } => {
+                                let (e, rows) = self.start_epoch(&m, snapshot_id, std::slice::from_ref(&ev)).await;
                                 epoch = Some(e);
                                 since = SinceCheckpoint { rows, ..SinceCheckpoint::default() };
                                 set_synced(true);
