@@ -316,4 +316,35 @@ async fn aggregates_equal_the_aggregation_of_the_raw_rows(path: StoragePath) {
     check_all(&client, &all_ticks, &all_trades).await;
 }
 
-pgembed::storage_tests!(aggregates_equal_the_aggregation_of_the_raw_rows,);
+/// A spool replay lowers the watermarks (`invalidate_aggregates`) while ingest's housekeeping
+/// raises them (`maintain()`), on two connections: both must always finish, never deadlock.
+async fn invalidation_and_maintenance_never_deadlock(path: StoragePath) {
+    if path == StoragePath::Timescale {
+        common::say_skipped(
+            "invalidation_and_maintenance_never_deadlock::timescaledb",
+            "timescaledb: no rollup watermarks (continuous aggregates)",
+        );
+        return;
+    }
+    let Some((db, client, _)) = migrated_on(path, "agg_deadlock").await else {
+        return;
+    };
+    let other = common::connect(&db.url).await;
+    for round in 0..500 {
+        let (a, b) = tokio::join!(
+            client.query_one("SELECT maintain()", &[]),
+            other.execute(
+                "SELECT invalidate_aggregates(now() - interval '2 hours')",
+                &[]
+            ),
+        );
+        if let Err(e) = a.map(|_| ()).and(b.map(|_| ())) {
+            panic!("round {round}: {e:?}");
+        }
+    }
+}
+
+pgembed::storage_tests!(
+    aggregates_equal_the_aggregation_of_the_raw_rows,
+    invalidation_and_maintenance_never_deadlock,
+);
