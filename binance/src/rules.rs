@@ -67,6 +67,22 @@ pub const SPOT_SNAPSHOT_LIMIT: u32 = 5000;
 /// USD-M snapshot depth used for syncing: the deepest book Binance serves.
 pub const USDM_SNAPSHOT_LIMIT: u32 = 1000;
 
+/// The longest symbol accepted, in characters. Binance's error -1100 states the legal range of a
+/// `symbol` parameter as `^[A-Z0-9-_.]{1,20}$`; since then it has listed symbols with
+/// non-Latin letters (USD-M `币安人生USDT`) and dated futures (`BTCUSDT_261225`), so a reader of
+/// stored data accepts any letter, and more room than 20.
+pub const MAX_SYMBOL_CHARS: usize = 32;
+
+/// Whether `s` can be a Binance symbol: 1 to [`MAX_SYMBOL_CHARS`] characters, each a letter, a
+/// digit, `-`, `_` or `.` (error -1100's set, with letters beyond ASCII; see above). No control
+/// character, space or NUL can reach a query through it.
+pub fn is_symbol(s: &str) -> bool {
+    let n = s.chars().count();
+    (1..=MAX_SYMBOL_CHARS).contains(&n)
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +95,29 @@ mod tests {
         assert_eq!(usdm_depth_weight(50), 2);
         assert_eq!(usdm_depth_weight(500), 10);
         assert_eq!(usdm_depth_weight(USDM_SNAPSHOT_LIMIT), 20);
+    }
+
+    #[test]
+    fn symbols_are_letters_digits_and_three_marks() {
+        for ok in [
+            "BTCUSDT",
+            "BTCUSDT_261225",
+            "币安人生USDT",
+            "1000PEPEUSDT",
+            "A",
+        ] {
+            assert!(is_symbol(ok), "{ok}");
+        }
+        let long = "A".repeat(MAX_SYMBOL_CHARS + 1);
+        for bad in [
+            "",
+            "BTC\u{0}USDT",
+            "BTC USDT",
+            "BTC/USDT",
+            "a'b",
+            long.as_str(),
+        ] {
+            assert!(!is_symbol(bad), "{bad:?}");
+        }
     }
 }

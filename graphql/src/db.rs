@@ -28,6 +28,17 @@ impl ApiError {
         !matches!(self, ApiError::Pool(_) | ApiError::Db(_))
     }
 
+    /// GraphQL's `extensions.code`, in Apollo Server's vocabulary that clients and tools
+    /// (schemathesis, gql) read: the caller's mistake or our failure.
+    pub fn graphql_code(&self) -> &'static str {
+        if self.is_client() {
+            "BAD_USER_INPUT"
+        } else {
+            "INTERNAL_SERVER_ERROR"
+        }
+    }
+
+    /// Which refusal: REST's `code`, GraphQL's `extensions.reason`.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::UnknownSymbol { .. } => "UNKNOWN_SYMBOL",
@@ -68,8 +79,8 @@ pub async fn instrument_id(
     venue: &'static str,
     symbol: &str,
 ) -> Result<i32, ApiError> {
+    let sym = crate::input::symbol(symbol)?;
     let c = pool.get().await?;
-    let sym = symbol.trim().to_ascii_uppercase();
     let row = c
         .query_opt(
             "SELECT id FROM instruments WHERE venue = $1 AND symbol = $2",

@@ -3,21 +3,24 @@
 //! `/health`, `/metrics`. Reads through a read-only role; live data from ingest's
 //! LISTEN/NOTIFY (`live`).
 
+pub mod codes;
 pub mod db;
+pub mod depth;
+pub mod input;
 pub mod live;
+pub mod playground;
 pub mod rest;
 pub mod schema;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::extract::{Request, State, WebSocketUpgrade};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
@@ -108,41 +111,72 @@ async fn graphql(State(s): State<AppState>, req: GraphQLRequest) -> GraphQLRespo
     resp.into()
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
+async fn graphiql(State(s): State<AppState>) -> Response {
+    playground::page(s.token.is_some())
 }
 
+/// The request carries the token: `Authorization: Bearer <token>`, or `?token=<token>` (a
+/// WebSocket client that cannot set headers).
+fn bearer_ok(token: &str, headers: &HeaderMap, uri: &Uri) -> bool {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token);
+    header
+        || uri.query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv.strip_prefix("token=") == Some(token))
+        })
+}
+
+/// graphql-ws `connection_init` payload carries the token, as `{"Authorization": "Bearer
+/// <token>"}` (GraphiQL sends its headers so; any case) or `{"token": "<token>"}`.
+fn init_token_ok(token: &str, payload: &serde_json::Value) -> bool {
+    let Some(fields) = payload.as_object() else {
+        return false;
+    };
+    fields.iter().any(|(k, v)| {
+        let v = v.as_str().unwrap_or_default();
+        (k.eq_ignore_ascii_case("authorization") && v.strip_prefix("Bearer ") == Some(token))
+            || (k == "token" && v == token)
+    })
+}
+
+/// Subscriptions. With a token configured, a client proves it on the upgrade request or, as
+/// browsers must, in `connection_init`; otherwise async-graphql closes the connection (code
+/// 1002, the reason "missing or wrong bearer token").
 async fn graphql_ws(
     State(s): State<AppState>,
     protocol: GraphQLProtocol,
+    headers: HeaderMap,
+    uri: Uri,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let token = s.token.clone();
+    let upgraded_with_token = token
+        .as_deref()
+        .is_none_or(|t| bearer_ok(t, &headers, &uri));
     upgrade
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| GraphQLWebSocket::new(socket, s.schema.clone(), protocol).serve())
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, s.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let ok = upgraded_with_token
+                        || token.as_deref().is_some_and(|t| init_token_ok(t, &payload));
+                    if ok {
+                        Ok(async_graphql::Data::default())
+                    } else {
+                        Err(async_graphql::Error::new("missing or wrong bearer token"))
+                    }
+                })
+                .serve()
+        })
 }
 
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &s.token {
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| t == token);
-        // Browsers cannot set headers on WebSocket upgrades: accept the token as a query
-        // parameter there too.
-        let ok = ok
-            || req
-                .uri()
-                .query()
-                .is_some_and(|q| q.split('&').any(|kv| kv == format!("token={token}")));
-        if !ok {
+        if !bearer_ok(token, req.headers(), req.uri()) {
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -156,17 +190,20 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
 
 /// The whole HTTP surface. `cors`: allowed origins (`*` for any); empty: no CORS headers.
 pub fn router(state: AppState, cors: &[String]) -> Router {
-    let data = Router::new()
-        .route("/graphql", get(graphiql).post(graphql))
-        .route("/graphql/ws", get(graphql_ws))
-        .route("/data/{symbol}", get(rest::data))
-        .route("/stats", get(rest::stats))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    let auth = axum::middleware::from_fn_with_state(state.clone(), auth);
     let mut app = Router::new()
         .route("/", get(graphiql))
+        .route("/playground/{file}", get(playground::asset))
+        .route(
+            "/graphql",
+            get(graphiql).merge(post(graphql).route_layer(auth.clone())),
+        )
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/data/{symbol}", get(rest::data).route_layer(auth.clone()))
+        .route("/stats", get(rest::stats).route_layer(auth))
         .route("/health", get(rest::health))
         .route("/metrics", get(rest::metrics))
-        .merge(data)
+        .fallback(rest::no_route)
         .with_state(state);
     if !cors.is_empty() {
         let layer = tower_http::cors::CorsLayer::new()

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -112,6 +113,7 @@ async fn data_inner(
     symbol: &str,
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
+    let sym = crate::input::symbol(symbol)?;
     let venue = match q.get("venue") {
         None => Venue::Spot,
         Some(v) => Venue::parse(v).ok_or_else(|| {
@@ -132,7 +134,7 @@ async fn data_inner(
             let row = c
                 .query_opt(&format!("SELECT {TOP_COLS} FROM book_top WHERE instrument_id = $1 ORDER BY time DESC LIMIT 1"), &[&iid])
                 .await?
-                .ok_or_else(|| ApiError::NotFound(format!("no data for {} yet", symbol.to_ascii_uppercase())))?;
+                .ok_or_else(|| ApiError::NotFound(format!("no data for {sym} yet")))?;
             #[derive(Serialize)]
             struct Latest {
                 symbol: String,
@@ -144,7 +146,7 @@ async fn data_inner(
             Ok(json(
                 StatusCode::OK,
                 &Latest {
-                    symbol: symbol.to_ascii_uppercase(),
+                    symbol: sym.clone(),
                     venue: venue.as_str(),
                     top: top.into(),
                 },
@@ -175,7 +177,7 @@ async fn data_inner(
             Ok(json(
                 StatusCode::OK,
                 &History {
-                    symbol: symbol.to_ascii_uppercase(),
+                    symbol: sym.clone(),
                     venue: venue.as_str(),
                     from,
                     to,
@@ -193,10 +195,17 @@ async fn data_inner(
 /// `GET /data/{symbol}[?venue=usdm][&from=RFC3339&to=RFC3339[&limit=N]]`
 pub async fn data(
     State(s): State<AppState>,
-    Path(symbol): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    symbol: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
+    // Undecodable paths and query strings (bad percent-encoding, not UTF-8) get the same JSON
+    // 400 as every other client mistake, not axum's plain-text one.
+    let (Path(symbol), Query(q)) = match (symbol, q) {
+        (Ok(p), Ok(q)) => (p, q),
+        (Err(e), _) => return error(&ApiError::BadRequest(e.body_text())),
+        (_, Err(e)) => return error(&ApiError::BadRequest(e.body_text())),
+    };
     let op = if q.contains_key("from") || q.contains_key("to") {
         "rest:data_range"
     } else {
@@ -208,6 +217,14 @@ pub async fn data(
     };
     s.metrics.observe(op, resp.status().as_u16(), started);
     resp
+}
+
+/// Any other path: a JSON 404 like every other refusal.
+pub async fn no_route(uri: axum::http::Uri) -> Response {
+    error(&ApiError::NotFound(format!(
+        "no route {}: see /graphql, /data/{{symbol}}, /stats, /health, /metrics",
+        uri.path().chars().take(100).collect::<String>()
+    )))
 }
 
 /// `GET /stats`

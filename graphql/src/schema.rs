@@ -14,6 +14,7 @@ use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::StreamExt;
 
 use crate::db::{instrument_id, ApiError, Pool};
+use crate::input::{self, decode_cursor, encode_cursor, KeyKind};
 use crate::live::Hub;
 
 /// Limits every query obeys.
@@ -34,7 +35,10 @@ impl ErrorExtensions for ApiError {
         } else {
             "internal error".to_owned()
         })
-        .extend_with(|_, e| e.set("code", self.code()))
+        .extend_with(|_, e| {
+            e.set("code", self.graphql_code());
+            e.set("reason", self.code());
+        })
     }
 }
 
@@ -219,31 +223,6 @@ fn levels(prices: &[String], qtys: &[String]) -> Vec<Level> {
         .collect()
 }
 
-fn encode_cursor(parts: &[String]) -> String {
-    parts
-        .join("|")
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn decode_cursor(c: &str, n: usize) -> Result<Vec<String>, ApiError> {
-    let bad = || ApiError::BadRequest(format!("invalid cursor {c:?}"));
-    if c.len() % 2 != 0 {
-        return Err(bad());
-    }
-    let bytes: Option<Vec<u8>> = (0..c.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&c[i..i + 2], 16).ok())
-        .collect();
-    let s = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
-    let parts: Vec<String> = s.split('|').map(str::to_owned).collect();
-    if parts.len() != n {
-        return Err(bad());
-    }
-    Ok(parts)
-}
-
 /// Checked range arguments.
 #[derive(Debug)]
 pub struct Range {
@@ -262,6 +241,7 @@ pub async fn range(
     to: DateTime<Utc>,
     first: Option<i32>,
 ) -> Result<Range, ApiError> {
+    let (from, to) = (input::time("from", from)?, input::time("to", to)?);
     if from >= to {
         return Err(ApiError::BadRequest(format!(
             "`from` ({from}) must be before `to` ({to})"
@@ -296,7 +276,7 @@ struct Keyset {
     table: &'static str,
     cols: &'static str,
     time_col: &'static str,
-    key: &'static [(&'static str, &'static str)],
+    key: &'static [(&'static str, KeyKind)],
 }
 
 impl Keyset {
@@ -304,10 +284,11 @@ impl Keyset {
     /// come back as text after `cols`, to make the next cursor.
     fn sql(&self, after: bool) -> String {
         let names: Vec<&str> = self.key.iter().map(|k| k.0).collect();
-        let key_text: Vec<String> = names
+        let key_text: Vec<String> = self
+            .key
             .iter()
             .enumerate()
-            .map(|(i, n)| format!("{n}::text AS cursor_{i}"))
+            .map(|(i, (n, kind))| format!("{} AS cursor_{i}", kind.select(n)))
             .collect();
         let mut sql = format!(
             "SELECT {}, {} FROM {} WHERE instrument_id = $1 AND {t} >= $2 AND {t} < $3",
@@ -321,7 +302,7 @@ impl Keyset {
                 .key
                 .iter()
                 .enumerate()
-                .map(|(i, (_, ty))| format!("${}::text::{ty}", i + 5))
+                .map(|(i, (_, kind))| kind.param(i + 5))
                 .collect();
             sql.push_str(&format!(
                 " AND ({}) > ({})",
@@ -354,12 +335,11 @@ where
                 .await?
         }
         Some(cur) => {
-            let parts = decode_cursor(&cur, q.key.len())?;
+            let kinds: Vec<KeyKind> = q.key.iter().map(|k| k.1).collect();
+            let parts = decode_cursor(&cur, &kinds)?;
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 vec![&r.iid, &r.from, &r.to, &lim];
-            for p in &parts {
-                params.push(p);
-            }
+            params.extend(parts.iter().map(|p| p.as_sql()));
             c.query(&q.sql(true), &params).await?
         }
     };
@@ -461,7 +441,7 @@ impl Query {
             table: "book_ticker",
             cols: "time, update_id, bid_price::text, bid_qty::text, ask_price::text, ask_qty::text",
             time_col: "time",
-            key: &[("time", "timestamptz"), ("update_id", "int8")],
+            key: &[("time", KeyKind::Time), ("update_id", KeyKind::Int)],
         };
         page(pool, &r, &q, after, |r| BookTicker {
             time: r.get(0),
@@ -490,7 +470,7 @@ impl Query {
         let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
             .await
             .map_err(err)?;
-        let q = Keyset { table: "trades", cols: "time, agg_trade_id, price::text, qty::text, first_trade_id, last_trade_id, buyer_is_maker", time_col: "time", key: &[("time", "timestamptz"), ("agg_trade_id", "int8")] };
+        let q = Keyset { table: "trades", cols: "time, agg_trade_id, price::text, qty::text, first_trade_id, last_trade_id, buyer_is_maker", time_col: "time", key: &[("time", KeyKind::Time), ("agg_trade_id", KeyKind::Int)] };
         page(pool, &r, &q, after, |r| Trade {
             time: r.get(0),
             agg_trade_id: r.get::<_, i64>(1).to_string(),
@@ -524,9 +504,9 @@ impl Query {
             cols: "time, first_update_id, update_id, prev_update_id, side, price::text, qty::text",
             time_col: "time",
             key: &[
-                ("update_id", "int8"),
-                ("side", "text"),
-                ("price", "numeric"),
+                ("update_id", KeyKind::Int),
+                ("side", KeyKind::Side),
+                ("price", KeyKind::Price),
             ],
         };
         page(pool, &r, &q, after, |r| DepthUpdate {
@@ -557,7 +537,7 @@ impl Query {
         let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
             .await
             .map_err(err)?;
-        let q = Keyset { table: "book_top", cols: "time, update_id, mid::text, spread::text, microprice::text, imbalance_1, imbalance_5, imbalance_10, bid_prices::text[], bid_qtys::text[], ask_prices::text[], ask_qtys::text[]", time_col: "time", key: &[("time", "timestamptz"), ("update_id", "int8")] };
+        let q = Keyset { table: "book_top", cols: "time, update_id, mid::text, spread::text, microprice::text, imbalance_1, imbalance_5, imbalance_10, bid_prices::text[], bid_qtys::text[], ask_prices::text[], ask_qtys::text[]", time_col: "time", key: &[("time", KeyKind::Time), ("update_id", KeyKind::Int)] };
         page(pool, &r, &q, after, book_top_from_row)
             .await
             .map_err(err)
@@ -584,7 +564,7 @@ impl Query {
             Interval::M1 => "trades_1m",
             Interval::H1 => "trades_1h",
         };
-        let q = Keyset { table: view, cols: "bucket, open::text, high::text, low::text, close::text, volume::text, quote_volume::text, vwap::text, buy_volume::text, sell_volume::text, trade_count", time_col: "bucket", key: &[("bucket", "timestamptz")] };
+        let q = Keyset { table: view, cols: "bucket, open::text, high::text, low::text, close::text, volume::text, quote_volume::text, vwap::text, buy_volume::text, sell_volume::text, trade_count", time_col: "bucket", key: &[("bucket", KeyKind::Time)] };
         page(pool, &r, &q, after, |r| Candle {
             bucket: r.get(0),
             open: r.get(1),
@@ -655,6 +635,7 @@ pub async fn book(
             limits.max_depth
         )));
     }
+    let at = at.map(|t| input::time("at", t)).transpose()?;
     let iid = instrument_id(pool, venue.as_str(), symbol).await?;
     let c = pool.get().await?;
     let at = match at {
@@ -685,7 +666,7 @@ pub async fn book(
         time = Some(r.get::<_, DateTime<Utc>>(4));
     }
     Ok(Book {
-        symbol: symbol.to_ascii_uppercase(),
+        symbol: input::symbol(symbol)?,
         venue,
         time: time.unwrap_or(at),
         update_id: uid.map(|u| u.to_string()).unwrap_or_default(),
@@ -738,7 +719,7 @@ async fn data_quality(
         )
         .await?;
     Ok(DataQuality {
-        symbol: symbol.to_ascii_uppercase(),
+        symbol: input::symbol(symbol)?,
         venue,
         from: r.from,
         to: r.to,
@@ -880,7 +861,7 @@ impl SubscriptionRoot {
         let iid = instrument_id(pool, venue.as_str(), &symbol)
             .await
             .map_err(err)?;
-        let sym = symbol.to_ascii_uppercase();
+        let sym = input::symbol(&symbol).map_err(err)?;
         let rx = ctx.data::<Hub>()?.book(iid);
         let depth = depth.clamp(1, 1000) as usize;
         Ok(WatchStream::new(rx)
@@ -921,6 +902,13 @@ impl SubscriptionRoot {
     }
 }
 
+/// Deepest nesting of data fields; the deepest the schema has is four (a connection's node's
+/// levels), so this refuses only documents no client needs.
+pub const MAX_DATA_DEPTH: usize = 8;
+/// Fields in one document, introspection included (the standard introspection query has
+/// about a hundred).
+pub const MAX_COMPLEXITY: usize = 2_000;
+
 pub type ApiSchema = async_graphql::Schema<Query, async_graphql::EmptyMutation, SubscriptionRoot>;
 
 /// The schema with its limits: depth and complexity of queries, page size and range.
@@ -929,8 +917,11 @@ pub fn build(pool: Pool, hub: Hub, limits: Limits) -> ApiSchema {
         .data(pool)
         .data(hub)
         .data(limits)
-        .limit_depth(8)
-        .limit_complexity(2_000)
+        .extension(crate::codes::ErrorCodes)
+        .extension(crate::depth::DataDepth {
+            max: MAX_DATA_DEPTH,
+        })
+        .limit_complexity(MAX_COMPLEXITY)
         .finish()
 }
 
