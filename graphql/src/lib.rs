@@ -3,14 +3,18 @@
 //! `/health`, `/metrics`. Reads through a read-only role; live data from ingest's
 //! LISTEN/NOTIFY (`live`).
 
+pub mod api;
 pub mod codes;
 pub mod db;
 pub mod depth;
 pub mod input;
 pub mod live;
+pub mod paging;
 pub mod playground;
+pub mod query;
 pub mod rest;
-pub mod schema;
+pub mod subscription;
+pub mod types;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +28,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
+use crate::api::{ApiSchema, Limits};
 use crate::db::Pool;
-use crate::schema::{ApiSchema, Limits};
 
 /// Request metrics by operation.
 #[derive(Debug)]

@@ -8,14 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use sonic_rs::JsonValueTrait;
 use tokio::sync::{broadcast, watch};
 use tokio_postgres::AsyncMessage;
 
-/// Channels ingest notifies on (see ingest's `notify` module).
-pub const BOOK_CHANNEL: &str = "depthbook_book";
-pub const TICKER_CHANNEL: &str = "depthbook_book_ticker";
-pub const TRADES_CHANNEL: &str = "depthbook_trades";
+use schema::live::{Addressed, BOOK_CHANNEL, TICKER_CHANNEL, TRADES_CHANNEL};
+
 /// Trade notifications buffered per instrument for slow subscribers.
 const TRADE_BUFFER: usize = 1024;
 
@@ -64,11 +61,7 @@ impl Hub {
     }
 
     fn publish(&self, channel: &str, payload: &str) {
-        let Some(iid) = sonic_rs::get(payload, &["instrument_id"])
-            .ok()
-            .and_then(|v| v.as_i64())
-            .and_then(|v| i32::try_from(v).ok())
-        else {
+        let Ok(Addressed { instrument_id: iid }) = sonic_rs::from_str(payload) else {
             return;
         };
         let p: Arc<str> = Arc::from(payload);

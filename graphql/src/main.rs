@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use graphql::schema::Limits;
+use graphql::api::Limits;
 use graphql::{live::Hub, AppState, Metrics};
 
 #[derive(Debug, Parser)]
@@ -62,7 +62,7 @@ async fn main() -> Result<()> {
         max_depth: cli.max_depth,
     };
     let state = AppState {
-        schema: graphql::schema::build(pool.clone(), hub, limits.clone()),
+        schema: graphql::api::build(pool.clone(), hub, limits.clone()),
         pool,
         limits,
         metrics: Metrics::new(),

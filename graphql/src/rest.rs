@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::ApiError;
-use crate::schema::{self, BookTop, Level, Venue};
+use crate::paging;
+use crate::query;
+use crate::types::{book_top_from_row, BookTop, Level, Venue};
 use crate::AppState;
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
@@ -142,7 +144,7 @@ async fn data_inner(
                 #[serde(flatten)]
                 top: TopOut,
             }
-            let top = crate::schema::book_top_from_row(&row);
+            let top = book_top_from_row(&row);
             Ok(json(
                 StatusCode::OK,
                 &Latest {
@@ -153,7 +155,7 @@ async fn data_inner(
             ))
         }
         (Some(from), Some(to)) => {
-            let r = schema::range(&s.pool, &s.limits, symbol, venue, from, to, Some(limit)).await?;
+            let r = paging::range(&s.pool, &s.limits, symbol, venue, from, to, Some(limit)).await?;
             let c = s.pool.get().await?;
             let rows = c
                 .query(&format!("SELECT {TOP_COLS} FROM book_top WHERE instrument_id = $1 AND time >= $2 AND time < $3 ORDER BY time LIMIT $4"), &[&r.iid, &r.from, &r.to, &(r.limit + 1)])
@@ -172,7 +174,7 @@ async fn data_inner(
             let out = rows
                 .iter()
                 .take(r.limit as usize)
-                .map(|row| crate::schema::book_top_from_row(row).into())
+                .map(|row| book_top_from_row(row).into())
                 .collect();
             Ok(json(
                 StatusCode::OK,
@@ -230,7 +232,7 @@ pub async fn no_route(uri: axum::http::Uri) -> Response {
 /// `GET /stats`
 pub async fn stats(State(s): State<AppState>) -> Response {
     let started = Instant::now();
-    let resp = match schema::stats(&s.pool).await {
+    let resp = match query::stats(&s.pool).await {
         Ok(rows) => {
             #[derive(Serialize)]
             struct Row {

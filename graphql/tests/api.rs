@@ -439,7 +439,7 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
 
 #[test]
 fn the_committed_sdl_matches_the_code() {
-    let sdl = graphql::schema::sdl();
+    let sdl = graphql::api::sdl();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema.graphql");
     if std::env::var_os("UPDATE_SCHEMA").is_some() {
         std::fs::write(&path, &sdl).expect("write schema.graphql");

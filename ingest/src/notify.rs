@@ -6,35 +6,31 @@
 use std::collections::BTreeMap;
 
 use binance::units::format_e8;
+use schema::live::{BookNote, TickerNote, TradeNote, TradesNote, MAX_PAYLOAD};
+use serde::Serialize;
 
 use crate::writer::Row;
 
-/// Channel of `book_top` samples: `{"instrument_id","time","update_id","mid","bids","asks"}`.
-pub const BOOK_CHANNEL: &str = "depthbook_book";
-/// Channel of best bid/ask: `{"instrument_id","time","update_id","bid","bid_qty","ask","ask_qty"}`.
-pub const TICKER_CHANNEL: &str = "depthbook_book_ticker";
-/// Channel of trades: `{"instrument_id","trades":[{"id","time","price","qty","first","last","buyer_is_maker"}]}`.
-pub const TRADES_CHANNEL: &str = "depthbook_trades";
-/// PostgreSQL refuses payloads of 8000 bytes or more.
-const MAX_PAYLOAD: usize = 7_900;
+pub use schema::live::{BOOK_CHANNEL, TICKER_CHANNEL, TRADES_CHANNEL};
 
 fn dec(v: i64) -> String {
     format_e8(v, 0)
 }
 
-fn levels(l: &[(i64, i64)]) -> String {
-    let inner: Vec<String> = l
-        .iter()
-        .map(|(p, q)| format!("[\"{}\",\"{}\"]", dec(*p), dec(*q)))
-        .collect();
-    format!("[{}]", inner.join(","))
+fn levels(l: &[(i64, i64)]) -> Vec<(String, String)> {
+    l.iter().map(|(p, q)| (dec(*p), dec(*q))).collect()
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    // Strings, integers, options and vectors: serialization cannot fail.
+    sonic_rs::to_string(v).expect("the NOTIFY payloads always serialize")
 }
 
 /// Collects what a batch will announce.
 #[derive(Debug, Default)]
 pub struct Notes {
     latest: BTreeMap<i32, String>,
-    trades: BTreeMap<i32, Vec<String>>,
+    trades: BTreeMap<i32, Vec<TradeNote>>,
 }
 
 impl Notes {
@@ -48,18 +44,19 @@ impl Notes {
                 asks,
                 f,
             } => {
-                let mid = f
-                    .mid
-                    .map(|d| format!("\"{}\"", mid_text(d.mantissa, d.scale)))
-                    .unwrap_or_else(|| "null".into());
-                let mut p = format!(
-                    "{{\"instrument_id\":{iid},\"time\":{time},\"update_id\":{update_id},\"mid\":{mid},\"bids\":{},\"asks\":{}}}",
-                    levels(bids),
-                    levels(asks)
-                );
+                let mut note = BookNote {
+                    instrument_id: *iid,
+                    time: *time,
+                    update_id: *update_id,
+                    mid: f.mid.map(|d| mid_text(d.mantissa, d.scale)),
+                    bids: levels(bids),
+                    asks: levels(asks),
+                };
+                let mut p = json(&note);
                 if p.len() > MAX_PAYLOAD {
-                    let n = 5.min(bids.len()).min(asks.len());
-                    p = format!("{{\"instrument_id\":{iid},\"time\":{time},\"update_id\":{update_id},\"mid\":{mid},\"bids\":{},\"asks\":{}}}", levels(&bids[..n]), levels(&asks[..n]));
+                    note.bids.truncate(5);
+                    note.asks.truncate(5);
+                    p = json(&note);
                 }
                 self.latest.insert(*iid, p);
             }
@@ -73,16 +70,16 @@ impl Notes {
                 ask_qty,
                 ..
             } => {
-                self.latest.insert(
-                    *iid,
-                    format!(
-                        "{{\"instrument_id\":{iid},\"time\":{time},\"update_id\":{update_id},\"bid\":\"{}\",\"bid_qty\":\"{}\",\"ask\":\"{}\",\"ask_qty\":\"{}\"}}",
-                        dec(*bid),
-                        dec(*bid_qty),
-                        dec(*ask),
-                        dec(*ask_qty)
-                    ),
-                );
+                let note = TickerNote {
+                    instrument_id: *iid,
+                    time: *time,
+                    update_id: *update_id,
+                    bid: dec(*bid),
+                    bid_qty: dec(*bid_qty),
+                    ask: dec(*ask),
+                    ask_qty: dec(*ask_qty),
+                };
+                self.latest.insert(*iid, json(&note));
             }
             Row::Trade {
                 time,
@@ -94,13 +91,15 @@ impl Notes {
                 last,
                 maker,
                 ..
-            } => {
-                self.trades.entry(*iid).or_default().push(format!(
-                    "{{\"id\":{agg_id},\"time\":{time},\"price\":\"{}\",\"qty\":\"{}\",\"first\":{first},\"last\":{last},\"buyer_is_maker\":{maker}}}",
-                    dec(*price),
-                    dec(*qty)
-                ));
-            }
+            } => self.trades.entry(*iid).or_default().push(TradeNote {
+                id: *agg_id,
+                time: *time,
+                price: dec(*price),
+                qty: dec(*qty),
+                first: *first,
+                last: *last,
+                buyer_is_maker: *maker,
+            }),
             _ => {}
         }
     }
@@ -108,33 +107,41 @@ impl Notes {
     /// (channel, payload) pairs, each payload under PostgreSQL's limit.
     pub fn payloads(&self, channel: &'static str) -> (Vec<String>, Vec<String>) {
         let mut channels = Vec::new();
-        let mut payloads = Vec::new();
-        for p in self.latest.values() {
-            channels.push(channel.to_owned());
-            payloads.push(p.clone());
-        }
+        let mut payloads: Vec<String> = self.latest.values().cloned().collect();
+        channels.resize(payloads.len(), channel.to_owned());
         for (iid, trades) in &self.trades {
-            let head = format!("{{\"instrument_id\":{iid},\"trades\":[");
-            let mut cur = head.clone();
-            for t in trades {
-                if cur.len() + t.len() + 2 > MAX_PAYLOAD && cur.len() > head.len() {
-                    cur.push_str("]}");
-                    channels.push(TRADES_CHANNEL.to_owned());
-                    payloads.push(std::mem::replace(&mut cur, head.clone()));
-                }
-                if cur.len() > head.len() {
-                    cur.push(',');
-                }
-                cur.push_str(t);
-            }
-            if cur.len() > head.len() {
-                cur.push_str("]}");
+            for chunk in chunks(*iid, trades) {
                 channels.push(TRADES_CHANNEL.to_owned());
-                payloads.push(cur);
+                payloads.push(chunk);
             }
         }
         (channels, payloads)
     }
+}
+
+/// `trades` of one instrument as [`TradesNote`] payloads, each under [`MAX_PAYLOAD`].
+fn chunks(iid: i32, trades: &[TradeNote]) -> Vec<String> {
+    let note = |trades: &[TradeNote]| {
+        json(&TradesNote {
+            instrument_id: iid,
+            trades: trades.to_vec(),
+        })
+    };
+    let empty = note(&[]).len();
+    let mut out = Vec::new();
+    let (mut start, mut len) = (0, empty);
+    for (i, t) in trades.iter().enumerate() {
+        let size = json(t).len();
+        if i > start && len + 1 + size > MAX_PAYLOAD {
+            out.push(note(&trades[start..i]));
+            (start, len) = (i, empty);
+        }
+        len += size + usize::from(i > start);
+    }
+    if start < trades.len() {
+        out.push(note(&trades[start..]));
+    }
+    out
 }
 
 fn mid_text(mantissa: i128, scale: u32) -> String {
@@ -157,7 +164,6 @@ fn mid_text(mantissa: i128, scale: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonic_rs::{JsonContainerTrait, JsonValueTrait};
 
     #[test]
     fn trades_are_chunked_under_the_payload_limit() {
@@ -182,12 +188,9 @@ mod tests {
         let mut total = 0;
         for p in &pl {
             assert!(p.len() < 8000);
-            let v: sonic_rs::Value = sonic_rs::from_str(p).expect("valid JSON");
-            total += v
-                .get("trades")
-                .and_then(|t| t.as_array())
-                .map(|a| a.len())
-                .unwrap_or(0);
+            let note: TradesNote = sonic_rs::from_str(p).expect("the contract's payload");
+            assert_eq!(note.instrument_id, 7);
+            total += note.trades.len();
         }
         assert_eq!(total, 500);
         assert_eq!(mid_text(100_005_000_000, 9), "100.005");

@@ -2,6 +2,9 @@
 //! database equal the simulator's true books, every injected gap is recorded, nothing is
 //! duplicated, and shutdown flushes everything.
 
+use schema::live::{
+    BookNote, TickerNote, TradesNote, BOOK_CHANNEL, TICKER_CHANNEL, TRADES_CHANNEL,
+};
 use sim::Fault;
 use tokio_postgres::NoTls;
 
@@ -31,9 +34,9 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown(path: Stora
         }
     });
     listener
-        .batch_execute(
-            "LISTEN depthbook_book; LISTEN depthbook_book_ticker; LISTEN depthbook_trades",
-        )
+        .batch_execute(&format!(
+            "LISTEN {BOOK_CHANNEL}; LISTEN {TICKER_CHANNEL}; LISTEN {TRADES_CHANNEL}"
+        ))
         .await
         .expect("listen");
 
@@ -58,6 +61,14 @@ async fn collects_exact_books_through_faults_and_flushes_on_shutdown(path: Stora
             sonic_rs::JsonValueTrait::get(&v, "instrument_id").is_some(),
             "{payload}"
         );
+        // Each payload is the contract's type for its channel (what the API parses).
+        let parsed = match channel.as_str() {
+            BOOK_CHANNEL => sonic_rs::from_str::<BookNote>(&payload).map(|_| ()),
+            TICKER_CHANNEL => sonic_rs::from_str::<TickerNote>(&payload).map(|_| ()),
+            TRADES_CHANNEL => sonic_rs::from_str::<TradesNote>(&payload).map(|_| ()),
+            other => panic!("unexpected channel {other}"),
+        };
+        assert!(parsed.is_ok(), "{channel}: {payload}");
         channels.insert(channel);
     }
 

@@ -7,6 +7,7 @@
 //! and recorded in `schema_migrations`; later runs follow the recorded path.
 
 mod catalog;
+pub mod live;
 mod migrate;
 mod policy;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use binance::Venue as BVenue;
-use graphql::schema::Limits;
+use graphql::api::Limits;
 use graphql::{live::Hub, AppState, Metrics};
 use sim::{Sim, SimConfig, VenueConfig};
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
@@ -62,7 +62,7 @@ pub async fn start_api(reader_url: &str, token: Option<String>) -> String {
         max_depth: 5000,
     };
     let state = AppState {
-        schema: graphql::schema::build(pool.clone(), hub, limits.clone()),
+        schema: graphql::api::build(pool.clone(), hub, limits.clone()),
         pool,
         limits,
         metrics: Metrics::new(),
