@@ -1,6 +1,6 @@
 //! Binance's limits and rules as named constants, each citing where Binance states it
 //! (developers.binance.com: "WebSocket Streams" / "Websocket Market Streams", "General API
-//! Information", "LIMITS", and the endpoints' "Weight" tables). DESIGN §2 summarises them.
+//! Information", "LIMITS", and the endpoints' "Weight" tables).
 
 use std::time::Duration;
 
@@ -66,6 +66,20 @@ pub fn usdm_depth_weight(limit: u32) -> u32 {
 pub const SPOT_SNAPSHOT_LIMIT: u32 = 5000;
 /// USD-M snapshot depth used for syncing: the deepest book Binance serves.
 pub const USDM_SNAPSHOT_LIMIT: u32 = 1000;
+/// Spot snapshot depth for the less busy tiers: 1000 levels cost weight 50 instead of 5000's
+/// 250 ([`spot_depth_weight`]), and cover their books.
+pub const SPOT_SNAPSHOT_LIMIT_LIGHT: u32 = 1000;
+
+/// The gap between two control messages (SUBSCRIBE, UNSUBSCRIBE) on one connection: a third
+/// more than the incoming-message limit allows ([`SPOT_MAX_INCOMING_PER_SECOND`],
+/// [`USDM_MAX_INCOMING_PER_SECOND`]), leaving room for pongs, which count too.
+pub fn subscribe_interval(venue: crate::Venue) -> Duration {
+    let per_second = match venue {
+        crate::Venue::Spot => SPOT_MAX_INCOMING_PER_SECOND,
+        crate::Venue::Usdm => USDM_MAX_INCOMING_PER_SECOND,
+    };
+    Duration::from_millis(1_500 / u64::from(per_second))
+}
 
 /// The longest symbol accepted, in characters. Binance's error -1100 states the legal range of a
 /// `symbol` parameter as `^[A-Z0-9-_.]{1,20}$`; since then it has listed symbols with
@@ -95,6 +109,19 @@ mod tests {
         assert_eq!(usdm_depth_weight(50), 2);
         assert_eq!(usdm_depth_weight(500), 10);
         assert_eq!(usdm_depth_weight(USDM_SNAPSHOT_LIMIT), 20);
+        assert_eq!(spot_depth_weight(SPOT_SNAPSHOT_LIMIT_LIGHT), 50);
+    }
+
+    #[test]
+    fn control_messages_stay_under_the_incoming_limits() {
+        assert_eq!(
+            subscribe_interval(crate::Venue::Spot),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            subscribe_interval(crate::Venue::Usdm),
+            Duration::from_millis(150)
+        );
     }
 
     #[test]

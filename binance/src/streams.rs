@@ -74,6 +74,30 @@ impl UsdmPath {
             UsdmPath::Market => "/market",
         }
     }
+
+    /// The path's combined-stream endpoint: `/public/stream`, `/market/stream`.
+    pub fn combined(self) -> &'static str {
+        match self {
+            UsdmPath::Public => USDM_PUBLIC_COMBINED_PATH,
+            UsdmPath::Market => USDM_MARKET_COMBINED_PATH,
+        }
+    }
+}
+
+/// Spot: "Combined streams are accessed at /stream?streams=<streamName1>/<streamName2>/…"
+/// (WebSocket Streams, General WSS information).
+pub const SPOT_COMBINED_PATH: &str = "/stream";
+/// USD-M order-book streams (depth, bookTicker): `wss://fstream.binance.com/public/stream`.
+pub const USDM_PUBLIC_COMBINED_PATH: &str = "/public/stream";
+/// USD-M trade-derived and mark-price streams: `wss://fstream.binance.com/market/stream`.
+pub const USDM_MARKET_COMBINED_PATH: &str = "/market/stream";
+
+/// Where a combined connection for streams of `kind` on `venue` connects.
+pub fn combined_path(venue: Venue, kind: StreamKind) -> &'static str {
+    match venue {
+        Venue::Spot => SPOT_COMBINED_PATH,
+        Venue::Usdm => kind.usdm_path().combined(),
+    }
 }
 
 #[cfg(test)]

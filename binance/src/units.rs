@@ -15,6 +15,14 @@ pub const ONE: i64 = 100_000_000;
 #[error("not an exact decimal with at most 8 fractional digits: {0:?}")]
 pub struct DecimalError(pub String);
 
+/// One side of a book as Binance sends it (`[["price", "qty"], …]`, `wire::Level`) in e8 units;
+/// the first level that is not an exact decimal refuses the whole side.
+pub fn parse_levels(side: &[[String; 2]]) -> Result<Vec<(i64, i64)>, DecimalError> {
+    side.iter()
+        .map(|[p, q]| Ok((parse_e8(p)?, parse_e8(q)?)))
+        .collect()
+}
+
 /// Parses "12.3400" into e8 units (1_234_000_000). Only digits and one dot; no sign, no exponent.
 pub fn parse_e8(s: &str) -> Result<i64, DecimalError> {
     let err = || DecimalError(s.to_owned());
@@ -85,6 +93,25 @@ pub fn decimals_of(step_e8: i64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_side_parses_whole_or_not_at_all() {
+        let side = |l: &[(&str, &str)]| -> Vec<[String; 2]> {
+            l.iter()
+                .map(|(p, q)| [p.to_string(), q.to_string()])
+                .collect()
+        };
+        let ok = side(&[("67000.01000000", "0.50000000"), ("66999.9", "0")]);
+        assert_eq!(
+            parse_levels(&ok),
+            Ok(vec![
+                (6_700_001_000_000, 50_000_000),
+                (6_699_990_000_000, 0)
+            ])
+        );
+        let bad = side(&[("1.0", "2.0"), ("1.000000001", "1")]);
+        assert_eq!(parse_levels(&bad), Err(DecimalError("1.000000001".into())));
+    }
 
     #[test]
     fn parses_exactly() {

@@ -1,4 +1,4 @@
-//! Top-of-book features for `book_top` (DESIGN §4). Sums and the mid are exact; ratios are
+//! Top-of-book features for `book_top`. Sums and the mid are exact; ratios are
 //! floats, since they are not prices.
 
 use crate::Levels;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use binance::streams::StreamKind;
-use binance::units::{parse_e8, parse_e8_signed};
+use binance::units::{parse_e8, parse_e8_signed, parse_levels};
 use binance::wire::{AggTrade, BookTicker, DepthUpdate, MarkPrice};
 use binance::Venue;
 use book::sync::DepthEvent;
@@ -312,12 +312,6 @@ async fn notify_disconnect(ctx: &FeedCtx, shard: &Shard, reason: &'static str) {
     }
 }
 
-fn levels(side: &[binance::wire::Level]) -> Option<Vec<(i64, i64)>> {
-    side.iter()
-        .map(|[p, q]| Some((parse_e8(p).ok()?, parse_e8(q).ok()?)))
-        .collect()
-}
-
 /// Parses one combined-stream message and routes it. Bad input is counted, never fatal.
 pub async fn dispatch(ctx: &FeedCtx, text: &str) {
     let venue = ctx.venue.as_str();
@@ -359,7 +353,8 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
             let Ok(d) = sonic_rs::from_str::<DepthUpdate>(raw) else {
                 return bad();
             };
-            let (Some(bids), Some(asks)) = (levels(&d.bids), levels(&d.asks)) else {
+            let (Some(bids), Some(asks)) = (parse_levels(&d.bids).ok(), parse_levels(&d.asks).ok())
+            else {
                 return bad();
             };
             let ev = DepthEvent {

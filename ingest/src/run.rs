@@ -54,7 +54,7 @@ pub struct RunConfig {
 fn snapshot_limit(venue: Venue, tier: Tier) -> u32 {
     match (venue, tier) {
         (Venue::Spot, Tier::Critical) => binance::rules::SPOT_SNAPSHOT_LIMIT,
-        (Venue::Spot, _) => 1000,
+        (Venue::Spot, _) => binance::rules::SPOT_SNAPSHOT_LIMIT_LIGHT,
         (Venue::Usdm, _) => binance::rules::USDM_SNAPSHOT_LIMIT,
     }
 }

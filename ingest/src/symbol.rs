@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use binance::units::parse_e8;
+use binance::units::parse_levels;
 use binance::Venue;
 use book::sync::{DepthEvent, Outcome, Rules, Snapshot, SyncMachine};
 use book::Side;
@@ -158,12 +158,6 @@ pub struct SymbolTask {
     pub snapshots: SnapshotQueue,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
-}
-
-fn levels(side: &[binance::wire::Level]) -> Option<Vec<(i64, i64)>> {
-    side.iter()
-        .map(|[p, q]| Some((parse_e8(p).ok()?, parse_e8(q).ok()?)))
-        .collect()
 }
 
 impl SymbolTask {
@@ -360,7 +354,7 @@ impl SymbolTask {
                     match res {
                         Some(Ok(snap)) => {
                             rate_limited_noted = false;
-                            let (Some(bids), Some(asks)) = (levels(&snap.bids), levels(&snap.asks)) else {
+                            let (Some(bids), Some(asks)) = (parse_levels(&snap.bids).ok(), parse_levels(&snap.asks).ok()) else {
                                 self.metrics.parse_errors.with_label_values(&[venue]).inc();
                                 retry_at = Some(tokio::time::Instant::now() + SNAPSHOT_RETRY);
                                 continue;

@@ -1,4 +1,4 @@
-//! The symbol universe (DESIGN §3): exchangeInfo (status TRADING) ranked by 24 h quote volume,
+//! The symbol universe: exchangeInfo (status TRADING) ranked by 24 h quote volume,
 //! tiers by rank, `--symbols` pins a list, `--top N` takes the first N; upserted into
 //! `instruments`.
 
@@ -20,7 +20,7 @@ pub enum Tier {
 }
 
 impl Tier {
-    /// DESIGN §3: critical 1–20, high 21–60, medium 61–120, low 121+.
+    /// Tiers by rank: critical 1–20, high 21–60, medium 61–120, low 121+.
     pub fn of_rank(rank: usize) -> Tier {
         match rank {
             0..=20 => Tier::Critical,

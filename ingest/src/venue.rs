@@ -1,11 +1,11 @@
 //! One venue's collection: its symbol tasks, its connections, and the universe refresh that
-//! picks up listings and delistings while running (DESIGN §3).
+//! picks up listings and delistings while running.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use binance::streams::{StreamKind, UsdmPath};
+use binance::streams::StreamKind;
 use binance::Venue;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -61,14 +61,6 @@ impl std::fmt::Debug for VenueManager {
     }
 }
 
-fn path_of(venue: Venue, kind: StreamKind) -> &'static str {
-    match (venue, kind.usdm_path()) {
-        (Venue::Spot, _) => "/stream",
-        (Venue::Usdm, UsdmPath::Public) => "/public/stream",
-        (Venue::Usdm, UsdmPath::Market) => "/market/stream",
-    }
-}
-
 impl VenueManager {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -92,11 +84,7 @@ impl VenueManager {
             metrics: metrics.clone(),
             lifetime,
             stale_after,
-            subscribe_interval: match venue {
-                // Stay well under 5 (spot) / 10 (USD-M) incoming messages per second, pongs included.
-                Venue::Spot => Duration::from_millis(300),
-                Venue::Usdm => Duration::from_millis(150),
-            },
+            subscribe_interval: binance::rules::subscribe_interval(venue),
             shutdown: feed_stop.clone(),
         });
         VenueManager {
@@ -146,7 +134,7 @@ impl VenueManager {
             let mut streams = Vec::new();
             for kind in StreamKind::ALL.into_iter().filter(|k| k.on(self.venue)) {
                 let name = kind.name(&lower);
-                let path = path_of(self.venue, kind);
+                let path = binance::streams::combined_path(self.venue, kind);
                 let room = self
                     .shards
                     .iter()

@@ -1,4 +1,4 @@
-//! The write path (DESIGN §6): one task per table batches rows, flushes on size or a short
+//! The write path: one task per table batches rows, flushes on size or a short
 //! deadline with binary COPY, and commits each batch together with its `ingest_batches` row.
 //! While the database is unreachable, batches go to an on-disk spool (the exact COPY bytes) and
 //! are replayed in order once it is back; a replayed batch already in the ledger writes nothing.
@@ -350,7 +350,7 @@ pub struct WriterConfig {
     pub database_url: String,
     /// Flush when a batch reaches this many rows.
     pub max_rows: usize,
-    /// ... or when its first row has waited this long (DESIGN: at most 100 ms).
+    /// ... or when its first row has waited this long (100 ms by default).
     pub max_delay: Duration,
     /// Rows queued per table before producers wait (backpressure).
     pub queue: usize,

@@ -1,4 +1,4 @@
-//! depthbook's data model (DESIGN §4, §5): the numbered SQL migrations of `sql/`, compiled in,
+//! depthbook's data model: the numbered SQL migrations of `sql/`, compiled in,
 //! and the migrator that applies them on one of three paths: TimescaleDB (community license),
 //! TimescaleDB's Apache-2 edition (what managed PostgreSQL services ship), or plain PostgreSQL.
 //!

@@ -1,4 +1,4 @@
-//! book_at (DESIGN §5) returns exactly the right book from hand-built checkpoints and updates,
+//! book_at returns exactly the right book from hand-built checkpoints and updates,
 //! and refuses what it cannot know.
 
 mod common;

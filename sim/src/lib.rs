@@ -242,7 +242,7 @@ fn router(state: Arc<VenueState>) -> Router {
     let mut r = Router::new()
         .route("/ws", get(ws::raw_root))
         .route("/ws/{*streams}", get(ws::raw_streams))
-        .route("/stream", get(ws::combined))
+        .route(binance::streams::SPOT_COMBINED_PATH, get(ws::combined))
         .route(&format!("{api}/exchangeInfo"), get(rest::exchange_info))
         .route(&format!("{api}/depth"), get(rest::depth))
         .route(&format!("{api}/ticker/24hr"), get(rest::ticker_24hr))
@@ -259,10 +259,16 @@ fn router(state: Arc<VenueState>) -> Router {
         r = r
             .route("/public/ws", get(ws::public_raw_root))
             .route("/public/ws/{*streams}", get(ws::public_raw))
-            .route("/public/stream", get(ws::public_combined))
+            .route(
+                binance::streams::USDM_PUBLIC_COMBINED_PATH,
+                get(ws::public_combined),
+            )
             .route("/market/ws", get(ws::market_raw_root))
             .route("/market/ws/{*streams}", get(ws::market_raw))
-            .route("/market/stream", get(ws::market_combined));
+            .route(
+                binance::streams::USDM_MARKET_COMBINED_PATH,
+                get(ws::market_combined),
+            );
     }
     r.with_state(state)
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use binance::streams::StreamKind;
-use binance::units::{decimals_of, parse_e8, ONE};
-use binance::wire::{DepthSnapshot, DepthUpdate, Level};
+use binance::units::{decimals_of, parse_e8, parse_levels, ONE};
+use binance::wire::{DepthSnapshot, DepthUpdate};
 
 use sonic_rs::JsonValueTrait;
 
@@ -66,12 +66,6 @@ pub struct ReplayData {
     pub snapshots: HashMap<String, DepthSnapshot>,
     pub messages: Vec<Recorded>,
     pub speed: f64,
-}
-
-fn levels(side: &[Level]) -> Option<Vec<(i64, i64)>> {
-    side.iter()
-        .map(|[p, q]| Some((parse_e8(p).ok()?, parse_e8(q).ok()?)))
-        .collect()
 }
 
 fn finest_step(values: impl Iterator<Item = i64>) -> i64 {
@@ -221,10 +215,10 @@ pub fn install(state: &VenueState, data: &ReplayData) {
             continue;
         };
         let mut book = Book::default();
-        for (p, q) in levels(&snap.bids).unwrap_or_default() {
+        for (p, q) in parse_levels(&snap.bids).unwrap_or_default() {
             book.set(Side::Bid, p, q);
         }
-        for (p, q) in levels(&snap.asks).unwrap_or_default() {
+        for (p, q) in parse_levels(&snap.asks).unwrap_or_default() {
             book.set(Side::Ask, p, q);
         }
         if let Ok(mut inner) = sym.inner.lock() {
@@ -297,7 +291,9 @@ pub async fn run(state: Arc<VenueState>, data: ReplayData) {
                 };
                 let inner = &mut *guard;
                 if d.final_update_id > inner.last_id {
-                    let (Some(b), Some(a)) = (levels(&d.bids), levels(&d.asks)) else {
+                    let (Some(b), Some(a)) =
+                        (parse_levels(&d.bids).ok(), parse_levels(&d.asks).ok())
+                    else {
                         continue;
                     };
                     let mut evl = Vec::with_capacity(b.len() + a.len());
