@@ -17,6 +17,27 @@ use crate::types::{
     Instrument, Interval, Level, SymbolStats, Tier, Trade, Venue,
 };
 
+/// A range query's page: the arguments checked against the limits, then one keyset page of
+/// `q` read by `row`.
+async fn keyset_page<T, F>(
+    ctx: &Context<'_>,
+    symbol: &str,
+    venue: Venue,
+    (from, to, first, after): (DateTime<Utc>, DateTime<Utc>, Option<i32>, Option<String>),
+    q: &Keyset,
+    row: F,
+) -> Result<Connection<String, T>>
+where
+    T: async_graphql::OutputType,
+    F: Fn(&tokio_postgres::Row) -> T,
+{
+    let pool = ctx.data::<Pool>()?;
+    let r = range(pool, ctx.data::<Limits>()?, symbol, venue, from, to, first)
+        .await
+        .map_err(err)?;
+    page(pool, &r, q, after, row).await.map_err(err)
+}
+
 #[derive(Debug)]
 pub struct Query;
 
@@ -96,26 +117,23 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, BookTicker>> {
-        let pool = ctx.data::<Pool>()?;
-        let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
-            .await
-            .map_err(err)?;
         let q = Keyset {
             table: "book_ticker",
             cols: "time, update_id, bid_price::text, bid_qty::text, ask_price::text, ask_qty::text",
             time_col: "time",
             key: &[("time", KeyKind::Time), ("update_id", KeyKind::Int)],
         };
-        page(pool, &r, &q, after, |r| BookTicker {
-            time: r.get(0),
-            update_id: r.get::<_, i64>(1).to_string(),
-            bid_price: r.get(2),
-            bid_qty: r.get(3),
-            ask_price: r.get(4),
-            ask_qty: r.get(5),
+        keyset_page(ctx, &symbol, venue, (from, to, first, after), &q, |r| {
+            BookTicker {
+                time: r.get(0),
+                update_id: r.get::<_, i64>(1).to_string(),
+                bid_price: r.get(2),
+                bid_qty: r.get(3),
+                ask_price: r.get(4),
+                ask_qty: r.get(5),
+            }
         })
         .await
-        .map_err(err)
     }
 
     /// Aggregated trades in [from, to).
@@ -129,22 +147,19 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Trade>> {
-        let pool = ctx.data::<Pool>()?;
-        let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
-            .await
-            .map_err(err)?;
         let q = Keyset { table: "trades", cols: "time, agg_trade_id, price::text, qty::text, first_trade_id, last_trade_id, buyer_is_maker", time_col: "time", key: &[("time", KeyKind::Time), ("agg_trade_id", KeyKind::Int)] };
-        page(pool, &r, &q, after, |r| Trade {
-            time: r.get(0),
-            agg_trade_id: r.get::<_, i64>(1).to_string(),
-            price: r.get(2),
-            qty: r.get(3),
-            first_trade_id: r.get::<_, i64>(4).to_string(),
-            last_trade_id: r.get::<_, i64>(5).to_string(),
-            buyer_is_maker: r.get(6),
+        keyset_page(ctx, &symbol, venue, (from, to, first, after), &q, |r| {
+            Trade {
+                time: r.get(0),
+                agg_trade_id: r.get::<_, i64>(1).to_string(),
+                price: r.get(2),
+                qty: r.get(3),
+                first_trade_id: r.get::<_, i64>(4).to_string(),
+                last_trade_id: r.get::<_, i64>(5).to_string(),
+                buyer_is_maker: r.get(6),
+            }
         })
         .await
-        .map_err(err)
     }
 
     /// Stored depth level changes in [from, to), in update-id order.
@@ -158,10 +173,6 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, DepthUpdate>> {
-        let pool = ctx.data::<Pool>()?;
-        let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
-            .await
-            .map_err(err)?;
         let q = Keyset {
             table: "depth_updates",
             cols: "time, first_update_id, update_id, prev_update_id, side, price::text, qty::text",
@@ -172,17 +183,18 @@ impl Query {
                 ("price", KeyKind::Price),
             ],
         };
-        page(pool, &r, &q, after, |r| DepthUpdate {
-            time: r.get(0),
-            first_update_id: r.get::<_, i64>(1).to_string(),
-            update_id: r.get::<_, i64>(2).to_string(),
-            prev_update_id: r.get::<_, Option<i64>>(3).map(|v| v.to_string()),
-            side: r.get(4),
-            price: r.get(5),
-            qty: r.get(6),
+        keyset_page(ctx, &symbol, venue, (from, to, first, after), &q, |r| {
+            DepthUpdate {
+                time: r.get(0),
+                first_update_id: r.get::<_, i64>(1).to_string(),
+                update_id: r.get::<_, i64>(2).to_string(),
+                prev_update_id: r.get::<_, Option<i64>>(3).map(|v| v.to_string()),
+                side: r.get(4),
+                price: r.get(5),
+                qty: r.get(6),
+            }
         })
         .await
-        .map_err(err)
     }
 
     /// Sampled top-of-book levels and features in [from, to).
@@ -196,14 +208,16 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, BookTop>> {
-        let pool = ctx.data::<Pool>()?;
-        let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
-            .await
-            .map_err(err)?;
         let q = Keyset { table: "book_top", cols: "time, update_id, mid::text, spread::text, microprice::text, imbalance_1, imbalance_5, imbalance_10, bid_prices::text[], bid_qtys::text[], ask_prices::text[], ask_qtys::text[]", time_col: "time", key: &[("time", KeyKind::Time), ("update_id", KeyKind::Int)] };
-        page(pool, &r, &q, after, book_top_from_row)
-            .await
-            .map_err(err)
+        keyset_page(
+            ctx,
+            &symbol,
+            venue,
+            (from, to, first, after),
+            &q,
+            book_top_from_row,
+        )
+        .await
     }
 
     /// Trade candles (OHLC, volumes, VWAP) from the continuous aggregates.
@@ -218,31 +232,28 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Candle>> {
-        let pool = ctx.data::<Pool>()?;
-        let r = range(pool, ctx.data::<Limits>()?, &symbol, venue, from, to, first)
-            .await
-            .map_err(err)?;
         let view = match interval {
             Interval::S1 => "trades_1s",
             Interval::M1 => "trades_1m",
             Interval::H1 => "trades_1h",
         };
         let q = Keyset { table: view, cols: "bucket, open::text, high::text, low::text, close::text, volume::text, quote_volume::text, vwap::text, buy_volume::text, sell_volume::text, trade_count", time_col: "bucket", key: &[("bucket", KeyKind::Time)] };
-        page(pool, &r, &q, after, |r| Candle {
-            bucket: r.get(0),
-            open: r.get(1),
-            high: r.get(2),
-            low: r.get(3),
-            close: r.get(4),
-            volume: r.get(5),
-            quote_volume: r.get(6),
-            vwap: r.get(7),
-            buy_volume: r.get(8),
-            sell_volume: r.get(9),
-            trade_count: r.get::<_, i64>(10).to_string(),
+        keyset_page(ctx, &symbol, venue, (from, to, first, after), &q, |r| {
+            Candle {
+                bucket: r.get(0),
+                open: r.get(1),
+                high: r.get(2),
+                low: r.get(3),
+                close: r.get(4),
+                volume: r.get(5),
+                quote_volume: r.get(6),
+                vwap: r.get(7),
+                buy_volume: r.get(8),
+                sell_volume: r.get(9),
+                trade_count: r.get::<_, i64>(10).to_string(),
+            }
         })
         .await
-        .map_err(err)
     }
 
     /// How much of [from, to) the book is known for, and the recorded gaps.

@@ -5,6 +5,7 @@ use async_graphql::{Enum, SimpleObject};
 use chrono::{DateTime, Utc};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug, Default)]
+#[graphql(remote = "binance::Venue")]
 pub enum Venue {
     #[default]
     Spot,
@@ -12,11 +13,9 @@ pub enum Venue {
 }
 
 impl Venue {
+    /// The name stored in `instruments.venue` (binance's, so the two cannot drift).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Venue::Spot => "spot",
-            Venue::Usdm => "usdm",
-        }
+        binance::Venue::from(self).as_str()
     }
 
     pub fn parse(s: &str) -> Option<Venue> {
