@@ -49,128 +49,16 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let name = "bench_nominal";
     let url = server.fresh_database(name).await?;
     let n = plan.nominal_symbols;
-    let sim = Sim::start(SimConfig {
-        seed: 11,
-        spot: Some(stack::sim_venue(Venue::Spot, n, 1.0)),
-        usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
-    })
-    .await?;
-    let (spot, usdm) = (
-        sim.spot.as_ref().context("spot")?,
-        sim.usdm.as_ref().context("usdm")?,
-    );
-    let started = std::time::Instant::now();
-    let mut ingest = stack::spawn_ingest(
-        bin_dir,
-        &IngestArgs {
-            database_url: url.clone(),
-            venues: vec![
-                (Venue::Spot, spot.rest_url(), spot.ws_url()),
-                (Venue::Usdm, usdm.rest_url(), usdm.ws_url()),
-            ],
-            top: n,
-            extra: plan.ingest_args.clone(),
-        },
-        work,
-    )?;
-    let mut graphql = stack::spawn_graphql(bin_dir, &url, work)?;
+    let stack = start(plan, &url, bin_dir, work).await?;
     let http = reqwest::Client::new();
-    let (iaddr, api) = (ingest.addr, graphql.addr);
-    let books = 2 * n;
-    stack::wait_synced(&http, &mut ingest, books, plan.sync_deadline).await?;
-    let sync_secs = started.elapsed().as_secs_f64();
-    stack::wait_for("the API", plan.sync_deadline, &mut graphql, || async {
-        http.get(format!("http://{api}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await?;
-    let book_query = format!("{{ book(symbol: \"{SYMBOL}\", depth: 20) {{ updateId }} }}");
-    stack::wait_for(
-        "a book from the API",
-        plan.sync_deadline,
-        &mut graphql,
-        || async { queries::gql(&http, api, &book_query).await.is_ok() },
-    )
-    .await?;
-
-    // A steady, modest API load while resources are measured: live subscribers and one
-    // client polling the book.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let ws_url = format!("ws://{api}/graphql/ws");
-    let mut subs = Vec::new();
-    for q in [
-        format!("subscription {{ book(symbol: \"{SYMBOL}\", depth: 20) {{ updateId }} }}"),
-        format!("subscription {{ trades(symbol: \"{SYMBOL}\") {{ aggTradeId }} }}"),
-    ] {
-        for _ in 0..plan.nominal_subscribers / 2 {
-            subs.push(fanout::subscribe(&ws_url, &q, stop.clone()).await?);
-        }
-    }
-    let poller = {
-        let (http, stop) = (http.clone(), stop.clone());
-        let q = book_query.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return Ok::<_, anyhow::Error>(()),
-                    _ = tick.tick() => { queries::gql(&http, api, &q).await?; }
-                }
-            }
-        })
-    };
-    let api_load = format!(
-        "{} graphql-ws subscribers ({} to `book`, {} to `trades` of {SYMBOL}) and one `book(depth: 20)` query a second",
-        subs.len(),
-        subs.len() / 2,
-        subs.len() / 2
-    );
+    let api = stack.graphql.addr;
+    let load = ApiLoad::start(plan, &http, api).await?;
     tokio::time::sleep(plan.warmup).await;
-
     let db = stack::connect(&url).await?;
-    let before = IngestCounters::scrape(&http, iaddr).await?;
-    let windows = (
-        CpuWindow::start(ingest.pid, false)?,
-        CpuWindow::start(graphql.pid, false)?,
-        server
-            .postmaster_pid
-            .map(|p| CpuWindow::start(p, true))
-            .transpose()?,
-        CpuWindow::start(std::process::id() as i32, false)?,
-    );
-    let t0 = measure::db_now(&db).await?;
-    tokio::time::sleep(plan.nominal_window).await;
-    let t1 = measure::db_now(&db).await?;
-    let counted = IngestCounters::scrape(&http, iaddr).await?.since(&before);
-    let cpu_ingest = windows.0.percent()?;
-    let cpu_graphql = windows.1.percent()?;
-    let cpu_postgres = windows.2.map(|w| w.percent()).transpose()?;
-    let cpu_sim = windows.3.percent()?;
-    let peak_rss_ingest = procstat::peak_rss(ingest.pid)?;
-    stop.cancel();
-    for s in subs {
-        s.await?;
-    }
-    poller.await?.context("the polling client")?;
-    let peak_rss_graphql = procstat::peak_rss(graphql.pid)?;
-
-    let secs = t1 - t0;
-    let rows: i64 = measure::committed_rows(&db, t0, t1)
-        .await?
-        .iter()
-        .map(|c| c.1)
-        .sum();
-    let mut latency = Vec::new();
-    for t in ["depth_updates", "book_ticker", "trades", "book_top"] {
-        latency.push((t.to_owned(), measure::latency(&db, &[t], t0, t1).await?));
-    }
-    latency.push((
-        "all tables".to_owned(),
-        measure::latency(&db, &measure::EVENT_TABLES, t0, t1).await?,
-    ));
-
+    let w = measure_window(server, plan, &http, &stack, &db).await?;
+    let api_load = load.stop().await?;
+    let peak_rss_graphql = procstat::peak_rss(stack.graphql.pid)?;
+    let latency = latencies(&db, w.t0, w.t1).await?;
     let iid: i32 = db
         .query_one(
             "SELECT id FROM instruments WHERE venue = 'spot' AND symbol = $1",
@@ -182,7 +70,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let fanout = fanout::run(
         &url,
         api,
-        graphql.pid,
+        stack.graphql.pid,
         iid,
         SYMBOL,
         plan.fanout_clients,
@@ -190,21 +78,246 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     )
     .await
     .context("fan-out")?;
-
-    ingest.stop().await.context("stopping ingest")?;
-    sim.shutdown();
-
+    stack.ingest.stop().await.context("stopping ingest")?;
+    stack.sim.shutdown();
     tracing::info!("storage");
     let mut storage = Vec::new();
     for t in ["depth_updates", "book_top", "book_ticker", "trades"] {
         storage.push((t.to_owned(), measure::storage(&db, t).await?));
     }
-
     tracing::info!("queries");
+    let (queries, query_note) = time_queries(plan, &db, &http, api, iid).await?;
+    stack.graphql.stop().await.context("stopping graphql")?;
+    drop(db);
+    if !plan.keep {
+        server.drop_database(name).await?;
+    }
+    let secs = w.t1 - w.t0;
+    Ok(Nominal {
+        symbols_per_venue: n,
+        books: 2 * n,
+        sync_secs: stack.sync_secs,
+        window_secs: secs,
+        messages_per_sec: w.counted.messages / secs,
+        rows_per_sec: w.rows as f64 / secs,
+        latency,
+        gaps: w.counted.gaps,
+        dropped_rows: w.counted.dropped_rows,
+        cpu_ingest: w.cpu_ingest,
+        cpu_graphql: w.cpu_graphql,
+        cpu_postgres: w.cpu_postgres,
+        cpu_sim: w.cpu_sim,
+        peak_rss_ingest: w.peak_rss_ingest,
+        peak_rss_graphql,
+        api_load,
+        fanout,
+        storage,
+        queries,
+        query_note,
+    })
+}
+
+/// The simulator, ingest and graphql, running with every book synced and the API answering.
+struct Stack {
+    sim: Sim,
+    ingest: stack::Proc,
+    graphql: stack::Proc,
+    sync_secs: f64,
+}
+
+async fn start(plan: &Plan, url: &str, bin_dir: &Path, work: &Path) -> Result<Stack> {
+    let n = plan.nominal_symbols;
+    let sim = Sim::start(SimConfig {
+        seed: 11,
+        spot: Some(stack::sim_venue(Venue::Spot, n, 1.0)),
+        usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
+    })
+    .await?;
+    let (spot, usdm) = (
+        sim.spot.as_ref().context("spot")?,
+        sim.usdm.as_ref().context("usdm")?,
+    );
+    let started = std::time::Instant::now();
+    let args = IngestArgs {
+        database_url: url.to_owned(),
+        venues: vec![
+            (Venue::Spot, spot.rest_url(), spot.ws_url()),
+            (Venue::Usdm, usdm.rest_url(), usdm.ws_url()),
+        ],
+        top: n,
+        extra: plan.ingest_args.clone(),
+    };
+    let mut ingest = stack::spawn_ingest(bin_dir, &args, work)?;
+    let mut graphql = stack::spawn_graphql(bin_dir, url, work)?;
+    let http = reqwest::Client::new();
+    let api = graphql.addr;
+    stack::wait_synced(&http, &mut ingest, 2 * n, plan.sync_deadline).await?;
+    let sync_secs = started.elapsed().as_secs_f64();
+    stack::wait_for("the API", plan.sync_deadline, &mut graphql, || async {
+        http.get(format!("http://{api}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await?;
+    let q = book_query();
+    stack::wait_for(
+        "a book from the API",
+        plan.sync_deadline,
+        &mut graphql,
+        || async { queries::gql(&http, api, &q).await.is_ok() },
+    )
+    .await?;
+    Ok(Stack {
+        sim,
+        ingest,
+        graphql,
+        sync_secs,
+    })
+}
+
+fn book_query() -> String {
+    format!("{{ book(symbol: \"{SYMBOL}\", depth: 20) {{ updateId }} }}")
+}
+
+/// A steady, modest API load while resources are measured: live subscribers and one client
+/// polling the book.
+struct ApiLoad {
+    stop: tokio_util::sync::CancellationToken,
+    /// Each subscriber's received (id, latency) pairs; only their completion matters here.
+    subs: Vec<tokio::task::JoinHandle<Vec<(i64, f64)>>>,
+    poller: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl ApiLoad {
+    async fn start(
+        plan: &Plan,
+        http: &reqwest::Client,
+        api: std::net::SocketAddr,
+    ) -> Result<ApiLoad> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let ws_url = format!("ws://{api}/graphql/ws");
+        let mut subs = Vec::new();
+        for q in [
+            format!("subscription {{ book(symbol: \"{SYMBOL}\", depth: 20) {{ updateId }} }}"),
+            format!("subscription {{ trades(symbol: \"{SYMBOL}\") {{ aggTradeId }} }}"),
+        ] {
+            for _ in 0..plan.nominal_subscribers / 2 {
+                subs.push(fanout::subscribe(&ws_url, &q, stop.clone()).await?);
+            }
+        }
+        let (http, stop2, q) = (http.clone(), stop.clone(), book_query());
+        let poller = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop2.cancelled() => return Ok::<_, anyhow::Error>(()),
+                    _ = tick.tick() => { queries::gql(&http, api, &q).await?; }
+                }
+            }
+        });
+        Ok(ApiLoad { stop, subs, poller })
+    }
+
+    /// Stops the load; returns what it was, for the report.
+    async fn stop(self) -> Result<String> {
+        let n = self.subs.len();
+        self.stop.cancel();
+        for s in self.subs {
+            s.await?;
+        }
+        self.poller.await?.context("the polling client")?;
+        Ok(format!(
+            "{n} graphql-ws subscribers ({} to `book`, {} to `trades` of {SYMBOL}) and one `book(depth: 20)` query a second",
+            n / 2,
+            n / 2
+        ))
+    }
+}
+
+/// What the measurement window saw.
+struct Window {
+    t0: f64,
+    t1: f64,
+    counted: IngestCounters,
+    rows: i64,
+    cpu_ingest: f64,
+    cpu_graphql: f64,
+    cpu_postgres: Option<f64>,
+    cpu_sim: f64,
+    peak_rss_ingest: u64,
+}
+
+async fn measure_window(
+    server: &Server,
+    plan: &Plan,
+    http: &reqwest::Client,
+    stack: &Stack,
+    db: &tokio_postgres::Client,
+) -> Result<Window> {
+    let before = IngestCounters::scrape(http, stack.ingest.addr).await?;
+    let windows = (
+        CpuWindow::start(stack.ingest.pid, false)?,
+        CpuWindow::start(stack.graphql.pid, false)?,
+        server
+            .postmaster_pid
+            .map(|p| CpuWindow::start(p, true))
+            .transpose()?,
+        CpuWindow::start(std::process::id() as i32, false)?,
+    );
+    let t0 = measure::db_now(db).await?;
+    tokio::time::sleep(plan.nominal_window).await;
+    let t1 = measure::db_now(db).await?;
+    let counted = IngestCounters::scrape(http, stack.ingest.addr)
+        .await?
+        .since(&before);
+    let rows = measure::committed_rows(db, t0, t1)
+        .await?
+        .iter()
+        .map(|c| c.1)
+        .sum();
+    Ok(Window {
+        t0,
+        t1,
+        counted,
+        rows,
+        cpu_ingest: windows.0.percent()?,
+        cpu_graphql: windows.1.percent()?,
+        cpu_postgres: windows.2.map(|w| w.percent()).transpose()?,
+        cpu_sim: windows.3.percent()?,
+        peak_rss_ingest: procstat::peak_rss(stack.ingest.pid)?,
+    })
+}
+
+/// Event→commit latency per table, then all tables together.
+async fn latencies(
+    db: &tokio_postgres::Client,
+    t0: f64,
+    t1: f64,
+) -> Result<Vec<(String, Latency)>> {
+    let mut latency = Vec::new();
+    for t in ["depth_updates", "book_ticker", "trades", "book_top"] {
+        latency.push((t.to_owned(), measure::latency(db, &[t], t0, t1).await?));
+    }
+    latency.push((
+        "all tables".to_owned(),
+        measure::latency(db, &measure::EVENT_TABLES, t0, t1).await?,
+    ));
+    Ok(latency)
+}
+
+/// `book_at` at two depths, candles and a trades page; the note says what they read.
+async fn time_queries(
+    plan: &Plan,
+    db: &tokio_postgres::Client,
+    http: &reqwest::Client,
+    api: std::net::SocketAddr,
+    iid: i32,
+) -> Result<(Vec<Timing>, String)> {
     let mut timings = Vec::new();
-    let (_, span_from, span_to) = queries::book_span(&db, SYMBOL).await?;
+    let (_, span_from, span_to) = queries::book_span(db, SYMBOL).await?;
     for depth in [20, 1000] {
-        let (s, g) = queries::book_at(&db, &http, api, SYMBOL, depth, plan.query_samples).await?;
+        let (s, g) = queries::book_at(db, http, api, SYMBOL, depth, plan.query_samples).await?;
         timings.push(s);
         timings.push(g);
     }
@@ -223,9 +336,9 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         )
         .await?;
     let (checkpoints, widest): (i64, i64) = (r.get(0), r.get(1));
-    let hour = queries::synthetic_hour(&db, iid, plan.synthetic_trades_per_sec).await?;
-    timings.push(queries::candles_hour(&http, api, SYMBOL, hour, plan.query_repeat).await?);
-    timings.push(queries::trades_page(&http, api, SYMBOL, hour, plan.query_samples).await?);
+    let hour = queries::synthetic_hour(db, iid, plan.synthetic_trades_per_sec).await?;
+    timings.push(queries::candles_hour(http, api, SYMBOL, hour, plan.query_repeat).await?);
+    timings.push(queries::trades_page(http, api, SYMBOL, hour, plan.query_samples).await?);
     let query_note = format!(
         "`book_at` instants are spread evenly over {:.0} s of {SYMBOL} history. ingest stored {checkpoints} \
          full books of it in that time (the snapshot, then a checkpoint every 5 000 depth rows or 300 s, \
@@ -234,31 +347,5 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         span_to - span_from,
         plan.synthetic_trades_per_sec
     );
-    graphql.stop().await.context("stopping graphql")?;
-    drop(db);
-    if !plan.keep {
-        server.drop_database(name).await?;
-    }
-    Ok(Nominal {
-        symbols_per_venue: n,
-        books,
-        sync_secs,
-        window_secs: secs,
-        messages_per_sec: counted.messages / secs,
-        rows_per_sec: rows as f64 / secs,
-        latency,
-        gaps: counted.gaps,
-        dropped_rows: counted.dropped_rows,
-        cpu_ingest,
-        cpu_graphql,
-        cpu_postgres,
-        cpu_sim,
-        peak_rss_ingest,
-        peak_rss_graphql,
-        api_load,
-        fanout,
-        storage,
-        queries: timings,
-        query_note,
-    })
+    Ok((timings, query_note))
 }

@@ -263,6 +263,10 @@ impl Report {
         let _ = writeln!(o);
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the report writer: one section of prose and tables, in reading order"
+    )]
     fn render_throughput(&self, o: &mut String) {
         let Some(steps) = &self.throughput else {
             return;
@@ -404,6 +408,10 @@ impl Report {
         }
     }
 
+    #[allow(
+        clippy::too_many_lines,
+        reason = "the report writer: one section of prose and tables, in reading order"
+    )]
     fn render_nominal(&self, o: &mut String) {
         let Some(n) = &self.nominal else {
             return;

@@ -1,53 +1,14 @@
-//! The GraphQL schema assembled: queries, subscriptions, the limits every request
-//! obeys and how our errors reach clients. The parts live in `types`, `paging`, `query` and
-//! `subscription`.
-
-use std::time::Duration;
-
-use async_graphql::ErrorExtensions;
+//! The GraphQL schema assembled: queries, subscriptions, and the extensions and limits every
+//! request goes through. The parts live in `types`, `paging`, `query` and `subscription`.
 
 use crate::codes::ErrorCodes;
-use crate::db::{ApiError, Pool};
+use crate::db::Pool;
 use crate::depth::DataDepth;
 use crate::live::Hub;
 use crate::query::Query;
 use crate::subscription::SubscriptionRoot;
 
-/// Limits every query obeys.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Rows per page at most.
-    pub max_page: i32,
-    /// Widest `from`..`to` range.
-    pub max_range: Duration,
-    /// Deepest book.
-    pub max_depth: i32,
-}
-
-impl ErrorExtensions for ApiError {
-    fn extend(&self) -> async_graphql::Error {
-        async_graphql::Error::new(if self.is_client() {
-            self.to_string()
-        } else {
-            "internal error".to_owned()
-        })
-        .extend_with(|_, e| {
-            e.set("code", self.graphql_code());
-            e.set("reason", self.code());
-        })
-    }
-}
-
-pub(crate) fn err(e: ApiError) -> async_graphql::Error {
-    e.extend()
-}
-
-/// Deepest nesting of data fields; the deepest the schema has is four (a connection's node's
-/// levels), so this refuses only documents no client needs.
-pub const MAX_DATA_DEPTH: usize = 8;
-/// Fields in one document, introspection included (the standard introspection query has
-/// about a hundred).
-pub const MAX_COMPLEXITY: usize = 2_000;
+pub use crate::limits::{Limits, MAX_COMPLEXITY, MAX_DATA_DEPTH};
 
 pub type ApiSchema = async_graphql::Schema<Query, async_graphql::EmptyMutation, SubscriptionRoot>;
 

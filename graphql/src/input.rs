@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 
-use crate::db::ApiError;
+use crate::error::ApiError;
 
 /// RFC 3339 writes years with four digits, so `0001-01-01T00:00:00Z` ..
 /// `9999-12-31T23:59:59.999999Z` is every time a client can mean (PostgreSQL's `timestamptz`

@@ -7,7 +7,9 @@ pub mod api;
 pub mod codes;
 pub mod db;
 pub mod depth;
+pub mod error;
 pub mod input;
+pub mod limits;
 pub mod live;
 pub mod paging;
 pub mod playground;
@@ -28,8 +30,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
-use crate::api::{ApiSchema, Limits};
+use crate::api::ApiSchema;
 use crate::db::Pool;
+use crate::limits::Limits;
 
 /// Request metrics by operation.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use async_graphql::connection::{Connection, Edge};
 use chrono::{DateTime, Utc};
 
-use crate::api::Limits;
 use crate::db::{instrument_id, ApiError, Pool};
 use crate::input::{self, decode_cursor, encode_cursor, KeyKind};
+use crate::limits::Limits;
 use crate::types::Venue;
 
 /// Checked range arguments.

@@ -8,9 +8,10 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, Object, Result};
 use chrono::{DateTime, Utc};
 
-use crate::api::{err, Limits};
 use crate::db::{instrument_id, ApiError, Pool};
+use crate::error::err;
 use crate::input::{self, KeyKind};
+use crate::limits::Limits;
 use crate::paging::{page, range, Keyset, Range};
 use crate::types::{
     book_top_from_row, Book, BookTicker, BookTop, Candle, DataQuality, DepthUpdate, Gap,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::db::ApiError;
+use crate::error::ApiError;
 use crate::paging;
 use crate::query;
 use crate::types::{book_top_from_row, BookTop, Level, Venue};

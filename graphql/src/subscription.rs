@@ -6,8 +6,8 @@ use futures_util::Stream;
 use tokio_stream::wrappers::{BroadcastStream, WatchStream};
 use tokio_stream::StreamExt;
 
-use crate::api::err;
 use crate::db::{instrument_id, Pool};
+use crate::error::err;
 use crate::input;
 use crate::live::Hub;
 use crate::types::{Book, BookTicker, Level, Trade, Venue};

@@ -1,24 +1,181 @@
 //! The API through real HTTP and WebSocket clients, against a database filled by ingest from
-//! the simulator, read through the read-only role.
+//! the simulator, read through the read-only role. One fixture per storage path (the simulator,
+//! ingest and the API, started once on a runtime the tests share); one test per feature, so a
+//! failure names what broke. The last test of a path to finish stops ingest and checks that it
+//! stops cleanly.
 
 mod common;
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 
 use common::{errors, gql, start_api, DEADLINE};
 use futures_util::{SinkExt, StreamExt};
+use pgembed::StoragePath;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
+use tokio::sync::OnceCell;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
-    let Some(env) = common::setup(path).await else {
-        return;
-    };
-    let base = &env.base;
 
-    // instruments
+/// The shared fixture outlives each test's own runtime, so it lives on this one.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
+static FIXTURES: [OnceCell<Option<Fixture>>; 3] = [
+    OnceCell::const_new(),
+    OnceCell::const_new(),
+    OnceCell::const_new(),
+];
+
+struct Fixture {
+    _sim: sim::Sim,
+    _db: pgembed::TestDatabase,
+    admin: tokio_postgres::Client,
+    base: String,
+    reader_url: String,
+    stop: tokio_util::sync::CancellationToken,
+    run: Mutex<Option<tokio::task::JoinHandle<anyhow::Result<()>>>>,
+    /// Tests of this path still to finish.
+    remaining: AtomicUsize,
+}
+
+type Check = for<'a> fn(&'a Fixture) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+fn index(path: StoragePath) -> usize {
+    match path {
+        StoragePath::Postgres => 0,
+        StoragePath::Timescale => 1,
+        StoragePath::TimescaleApache => 2,
+    }
+}
+
+/// Runs `check` on the path's fixture (started by the first test that needs it).
+fn on(path: StoragePath, test: &str, checks: usize, check: Check) {
+    if !pgembed::skip_unless_available(path, test) {
+        return;
+    }
+    RUNTIME.block_on(async {
+        let fixture = FIXTURES[index(path)]
+            .get_or_init(|| async {
+                let env = common::setup(path).await?;
+                Some(Fixture {
+                    _sim: env._sim,
+                    _db: env._db,
+                    admin: env.admin,
+                    base: env.base,
+                    reader_url: env.reader_url,
+                    stop: env.stop,
+                    run: Mutex::new(Some(env.run)),
+                    remaining: AtomicUsize::new(checks),
+                })
+            })
+            .await;
+        let Some(f) = fixture else {
+            return;
+        };
+        check(f).await;
+        if f.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            stops_cleanly(f).await;
+        }
+    });
+}
+
+async fn stops_cleanly(f: &Fixture) {
+    f.stop.cancel();
+    let run = f
+        .run
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .expect("stopped once");
+    tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("in time")
+        .expect("join")
+        .expect("clean stop");
+}
+
+/// One test per storage path for each check; `timescale_only` checks run on TimescaleDB's
+/// community path alone.
+macro_rules! api_tests {
+    (all: [$($name:ident),+ $(,)?], timescale_only: [$($ts:ident),* $(,)?]) => {
+        const ALL_PATHS: usize = [$(stringify!($name)),+].len();
+        const TIMESCALE_ONLY: usize = [$(stringify!($ts)),*].len();
+        fn checks(path: StoragePath) -> usize {
+            ALL_PATHS + if path == StoragePath::Timescale { TIMESCALE_ONLY } else { 0 }
+        }
+        $(mod $name {
+            use super::*;
+            fn check(path: StoragePath) {
+                let test = concat!(module_path!(), "::", stringify!($name));
+                on(path, test, checks(path), |f| Box::pin(super::$name(f)));
+            }
+            #[test]
+            fn postgres() { check(StoragePath::Postgres) }
+            #[test]
+            fn timescaledb() { check(StoragePath::Timescale) }
+            #[test]
+            fn timescaledb_apache() { check(StoragePath::TimescaleApache) }
+        })+
+        $(mod $ts {
+            use super::*;
+            #[test]
+            fn timescaledb() {
+                let test = concat!(module_path!(), "::", stringify!($ts));
+                let path = StoragePath::Timescale;
+                on(path, test, checks(path), |f| Box::pin(super::$ts(f)));
+            }
+        })*
+    };
+}
+
+api_tests!(
+    all: [
+        instruments_of_a_venue,
+        book_now_and_at_an_instant_equals_book_at,
+        trades_page_through_without_duplicates_or_holes,
+        range_queries_quality_and_stats,
+        bad_queries_get_clear_errors,
+        rest_routes,
+        subscriptions_deliver_live_updates,
+        a_bearer_token_guards_http_and_websocket,
+    ],
+    timescale_only: [compressed_chunks_answer_the_same]
+);
+
+fn rfc(s: &str) -> String {
+    s.replacen(' ', "T", 1).replace("+00", "Z")
+}
+
+/// A range of spot BTCUSDT trades: up to the newest committed one (exclusive), so trades still
+/// arriving stay outside it while a test pages.
+async fn trade_range(f: &Fixture) -> (String, String) {
+    let r = f
+        .admin
+        .query_one(
+            "SELECT (min(time) - interval '1 second')::text, max(time)::text FROM trades t JOIN instruments i ON i.id = t.instrument_id WHERE i.venue = 'spot' AND i.symbol = 'BTCUSDT'",
+            &[],
+        )
+        .await
+        .expect("range");
+    (r.get(0), r.get(1))
+}
+
+/// An instant inside USD-M ETHUSDT's stored book (as PostgreSQL prints it).
+async fn eth_instant(f: &Fixture) -> String {
+    f.admin.query_one("SELECT (max(time) - interval '200 milliseconds')::text FROM depth_updates d JOIN instruments i ON i.id = d.instrument_id WHERE i.venue = 'usdm' AND i.symbol = 'ETHUSDT'", &[]).await.expect("t").get(0)
+}
+
+async fn instruments_of_a_venue(f: &Fixture) {
     let v = gql(
-        base,
+        &f.base,
         "{ instruments(venue: SPOT) { symbol venue tickSize tier active } }",
     )
     .await;
@@ -30,7 +187,10 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
         .expect("list")
         .len();
     assert_eq!(list, 3);
+}
 
+async fn book_now_and_at_an_instant_equals_book_at(f: &Fixture) {
+    let (base, env) = (&f.base, f);
     // book: latest, and at a time, equal to book_at over the same time
     let v = gql(base, r#"{ book(symbol: "BTCUSDT", depth: 5) { updateId time bids { price qty } asks { price qty } } }"#).await;
     assert!(errors(&v).is_empty(), "{:?}", errors(&v));
@@ -42,8 +202,8 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
             .len(),
         5
     );
-    let t: String = env.admin.query_one("SELECT (max(time) - interval '200 milliseconds')::text FROM depth_updates d JOIN instruments i ON i.id = d.instrument_id WHERE i.venue = 'usdm' AND i.symbol = 'ETHUSDT'", &[]).await.expect("t").get(0);
-    let t_rfc = t.replacen(' ', "T", 1).replace("+00", "Z");
+    let t = eth_instant(env).await;
+    let t_rfc = rfc(&t);
     let v = gql(base, &format!(r#"{{ book(symbol: "ETHUSDT", venue: USDM, at: "{t_rfc}", depth: 3) {{ updateId bids {{ price }} }} }}"#)).await;
     assert!(errors(&v).is_empty(), "{:?}", errors(&v));
     let want: Vec<String> = env
@@ -64,22 +224,11 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
         .filter_map(|l| l.get("price").and_then(|p| p.as_str()).map(str::to_owned))
         .collect();
     assert_eq!(got, want);
+}
 
-    // trades: page through with no duplicates or holes, against the table
-    let (from, to): (String, String) = {
-        // Up to the newest committed BTCUSDT trade (exclusive), so trades still arriving stay
-        // outside the range while we page.
-        let r = env
-            .admin
-            .query_one(
-                "SELECT (min(time) - interval '1 second')::text, max(time)::text FROM trades t JOIN instruments i ON i.id = t.instrument_id WHERE i.venue = 'spot' AND i.symbol = 'BTCUSDT'",
-                &[],
-            )
-            .await
-            .expect("range");
-        (r.get(0), r.get(1))
-    };
-    let rfc = |s: &str| s.replacen(' ', "T", 1).replace("+00", "Z");
+async fn trades_page_through_without_duplicates_or_holes(f: &Fixture) {
+    let (base, env) = (&f.base, f);
+    let (from, to) = trade_range(f).await;
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -131,7 +280,11 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
         .collect();
     assert!(want.len() > 200, "several pages");
     assert_eq!(seen, want, "every trade once, in order, across pages");
+}
 
+async fn range_queries_quality_and_stats(f: &Fixture) {
+    let base = &f.base;
+    let (from, to) = trade_range(f).await;
     // candles, bookTicker, depthUpdates, bookTop, dataQuality, stats
     let q = format!(
         r#"{{ candles(symbol: "BTCUSDT", interval: S1, from: "{f}", to: "{t}", first: 5) {{ edges {{ node {{ bucket open close volume tradeCount }} }} }}
@@ -166,7 +319,11 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
         d.get("stats").and_then(|s| s.as_array()).map(|a| a.len()),
         Some(6)
     );
+}
 
+async fn bad_queries_get_clear_errors(f: &Fixture) {
+    let base = &f.base;
+    let (from, to) = trade_range(f).await;
     // errors: clear messages, never a 500
     for (query, needle) in [
         (r#"{ book(symbol: "NOPEUSDT") { updateId } }"#.to_owned(), "unknown symbol NOPEUSDT"),
@@ -189,7 +346,11 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
             .any(|e| e.contains("nested too deep")),
         "data-field depth is limited before validation"
     );
+}
 
+async fn rest_routes(f: &Fixture) {
+    let base = &f.base;
+    let (from, to) = trade_range(f).await;
     // REST
     let http = reqwest::Client::new();
     let r = http
@@ -266,7 +427,10 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
         200,
         "GraphiQL"
     );
+}
 
+async fn subscriptions_deliver_live_updates(f: &Fixture) {
+    let base = &f.base;
     // Subscriptions over graphql-ws (graphql-transport-ws)
     let ws_url = base.replacen("http://", "ws://", 1) + "/graphql/ws";
     let mut req = ws_url.into_client_request().expect("request");
@@ -299,7 +463,10 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
             }
         }
     }
+}
 
+async fn a_bearer_token_guards_http_and_websocket(f: &Fixture) {
+    let (env, http) = (f, reqwest::Client::new());
     // Optional bearer auth.
     let secured = start_api(&env.reader_url, Some("s3cret".into())).await;
     assert_eq!(
@@ -377,64 +544,60 @@ async fn queries_routes_subscriptions_and_errors(path: pgembed::StoragePath) {
             other => panic!("{init}: {other:?}"),
         }
     }
+}
 
-    if path == pgembed::StoragePath::Timescale {
-        // The same answers once every chunk is compressed (history, so stable while ingest runs).
-        // Candles without open/close: first/last between trades of one millisecond is ambiguous
-        // and compression reorders ties (a known limitation of the aggregates).
-        let stable = format!(
-            r#"{{ book(symbol: "ETHUSDT", venue: USDM, at: "{t_rfc}", depth: 50) {{ updateId bids {{ price qty }} asks {{ price qty }} }}
+async fn compressed_chunks_answer_the_same(f: &Fixture) {
+    let (base, env) = (&f.base, f);
+    let (from, to) = trade_range(f).await;
+    let t_rfc = rfc(&eth_instant(f).await);
+    // The same answers once every chunk is compressed (history, so stable while ingest runs).
+    // Candles without open/close: first/last between trades of one millisecond is ambiguous
+    // and compression reorders ties (a known limitation of the aggregates).
+    let stable = format!(
+        r#"{{ book(symbol: "ETHUSDT", venue: USDM, at: "{t_rfc}", depth: 50) {{ updateId bids {{ price qty }} asks {{ price qty }} }}
                  candles(symbol: "BTCUSDT", interval: S1, from: "{f}", to: "{whole}", first: 5) {{ edges {{ node {{ bucket high low volume tradeCount }} }} }}
                  trades(symbol: "BTCUSDT", from: "{f}", to: "{t}", first: 50) {{ edges {{ node {{ aggTradeId price qty }} }} }}
                  bookTicker(symbol: "BTCUSDT", from: "{f}", to: "{t}", first: 5) {{ edges {{ node {{ bidPrice askPrice updateId }} }} }}
                  depthUpdates(symbol: "BTCUSDT", from: "{f}", to: "{t}", first: 50) {{ edges {{ node {{ side price qty updateId }} }} }}
                  bookTop(symbol: "BTCUSDT", from: "{f}", to: "{t}", first: 5) {{ edges {{ node {{ mid spread bids {{ price }} }} }} }} }}"#,
-            // Whole seconds only: the bucket holding `to` still grows while ingest runs.
-            whole = rfc(&to)
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches('Z')
-                .to_owned()
-                + "Z",
-            f = rfc(&from),
-            t = rfc(&to)
-        );
-        let before = gql(base, &stable).await;
-        assert!(errors(&before).is_empty(), "{:?}", errors(&before));
-        let compressed: i64 = env
-            .admin
-            .query_one(schema::COMPRESS_EVERY_CHUNK, &[])
-            .await
-            .expect("compress")
-            .get(0);
-        assert!(compressed > 0);
-        let after = gql(base, &stable).await;
-        for k in [
-            "book",
-            "candles",
-            "trades",
-            "bookTicker",
-            "depthUpdates",
-            "bookTop",
-        ] {
-            let json = |v: &sonic_rs::Value| {
-                sonic_rs::to_string(&v.get("data").and_then(|d| d.get(k))).expect("json")
-            };
-            assert_eq!(
-                json(&before),
-                json(&after),
-                "{k}: the same from compressed chunks"
-            );
-        }
-    }
-
-    env.stop.cancel();
-    tokio::time::timeout(DEADLINE, env.run)
+        // Whole seconds only: the bucket holding `to` still grows while ingest runs.
+        whole = rfc(&to)
+            .split('.')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('Z')
+            .to_owned()
+            + "Z",
+        f = rfc(&from),
+        t = rfc(&to)
+    );
+    let before = gql(base, &stable).await;
+    assert!(errors(&before).is_empty(), "{:?}", errors(&before));
+    let compressed: i64 = env
+        .admin
+        .query_one(schema::COMPRESS_EVERY_CHUNK, &[])
         .await
-        .expect("in time")
-        .expect("join")
-        .expect("clean stop");
+        .expect("compress")
+        .get(0);
+    assert!(compressed > 0);
+    let after = gql(base, &stable).await;
+    for k in [
+        "book",
+        "candles",
+        "trades",
+        "bookTicker",
+        "depthUpdates",
+        "bookTop",
+    ] {
+        let json = |v: &sonic_rs::Value| {
+            sonic_rs::to_string(&v.get("data").and_then(|d| d.get(k))).expect("json")
+        };
+        assert_eq!(
+            json(&before),
+            json(&after),
+            "{k}: the same from compressed chunks"
+        );
+    }
 }
 
 #[test]
@@ -451,5 +614,3 @@ fn the_committed_sdl_matches_the_code() {
         "graphql/schema.graphql is out of date: run with UPDATE_SCHEMA=1 and commit it"
     );
 }
-
-pgembed::storage_tests!(queries_routes_subscriptions_and_errors);

@@ -146,6 +146,7 @@ fn page_url(base: &str, query: &str) -> String {
     format!("{base}/?query={enc}")
 }
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn graphiql_queries_documents_and_subscribes(path: pgembed::StoragePath) {
     let Some((chromedriver, chromium)) = browser() else {
         return;

@@ -1,11 +1,12 @@
-//! Depth-message parse + book apply, messages per second on one core: sonic-rs (what ingest
-//! uses) against serde_json, on realistic messages made by the simulator's market generator.
+//! Depth-message decode + book apply, messages per second on one core: `ingest::decode` (what
+//! the feed runs: sonic-rs, exact e8 decimals) against the same conversion after serde_json, on
+//! combined-stream frames of realistic messages made by the simulator's market generator.
 //! `cargo bench -p ingest --bench parse`; `cargo test -p ingest --benches` runs each once.
 
-use binance::units::parse_levels;
-use binance::wire::DepthUpdate;
+use binance::wire::{Combined, DepthUpdate};
 use book::sync::{DepthEvent, Rules, Snapshot, SyncMachine};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ingest::decode::{self, Event};
 use sim::book::wire_levels;
 use sim::market::{Activity, Generator};
 
@@ -53,21 +54,24 @@ fn messages(n: usize) -> (Snapshot, Vec<String>) {
             bids: wire_levels(&bids, 8, 8),
             asks: wire_levels(&asks, 8, 8),
         };
-        out.push(sonic_rs::to_string(&msg).expect("json"));
+        let frame = Combined {
+            stream: format!("{}@depth@100ms", spec.symbol.to_lowercase()),
+            data: msg,
+        };
+        out.push(sonic_rs::to_string(&frame).expect("json"));
     }
     (snap, out)
 }
 
-fn to_event(d: DepthUpdate) -> DepthEvent {
-    // The conversion ingest runs (binance::units::parse_levels), so this measures its cost.
-    let conv = |v: &[binance::wire::Level]| parse_levels(v).expect("exact decimals");
-    DepthEvent {
-        event_time_ms: d.event_time,
-        first_update_id: d.first_update_id,
-        final_update_id: d.final_update_id,
-        prev_final_update_id: d.prev_final_update_id,
-        bids: conv(&d.bids),
-        asks: conv(&d.asks),
+/// The depth event of a frame, by ingest's decoder or by serde_json and the same conversion.
+fn to_event(parser: &str, text: &str) -> DepthEvent {
+    if parser == "serde_json" {
+        let f: Combined<DepthUpdate> = serde_json::from_str(text).expect("parse");
+        return decode::depth_event(&f.data).expect("exact decimals");
+    }
+    match decode::decode(text).expect("decodes") {
+        Some((_, Event::Depth(ev))) => ev,
+        other => panic!("a depth event expected, got {other:?}"),
     }
 }
 
@@ -89,11 +93,7 @@ fn bench(c: &mut Criterion) {
                 });
                 m.on_snapshot(snap.clone()).expect("sync");
                 for text in msgs {
-                    let d: DepthUpdate = match parser {
-                        "sonic-rs" => sonic_rs::from_str(text).expect("parse"),
-                        _ => serde_json::from_str(text).expect("parse"),
-                    };
-                    std::hint::black_box(m.on_event(to_event(d)));
+                    std::hint::black_box(m.on_event(to_event(parser, text)));
                 }
                 m.book_id()
             })

@@ -95,10 +95,24 @@ impl CopyBuf {
         self.field(v.as_bytes())
     }
 
+    pub fn opt_text(&mut self, v: Option<&str>) -> &mut Self {
+        match v {
+            Some(v) => self.text(v),
+            None => self.null(),
+        }
+    }
+
     /// `timestamptz` from Unix milliseconds.
     pub fn ts_ms(&mut self, ms: u64) -> &mut Self {
         let us = (ms as i64).saturating_mul(1000) - PG_EPOCH_OFFSET_US;
         self.field(&us.to_be_bytes())
+    }
+
+    pub fn opt_ts_ms(&mut self, ms: Option<u64>) -> &mut Self {
+        match ms {
+            Some(ms) => self.ts_ms(ms),
+            None => self.null(),
+        }
     }
 
     /// `numeric` from an exact `mantissa / 10^scale`.
@@ -106,6 +120,13 @@ impl CopyBuf {
         let mut tmp = Vec::with_capacity(24);
         encode_numeric(&mut tmp, mantissa, scale);
         self.field(&tmp)
+    }
+
+    pub fn opt_numeric(&mut self, v: Option<(i128, u32)>) -> &mut Self {
+        match v {
+            Some((mantissa, scale)) => self.numeric(mantissa, scale),
+            None => self.null(),
+        }
     }
 
     /// `numeric` from e8 units.

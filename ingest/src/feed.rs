@@ -1,8 +1,8 @@
 //! WebSocket connections: combined streams sharded under the per-connection limit, the USD-M
 //! `/public` and `/market` paths, paced subscriptions, reconnects with jittered exponential
 //! backoff, a stale-stream watchdog, and make-before-break rotation before Binance's 24 h cut.
-//! Messages are parsed here and routed: depth events to their symbol's task, everything else
-//! straight to the writer.
+//! Frames are decoded by `decode` and routed here: depth events to their symbol's task,
+//! everything else straight to the writer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,19 +10,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use binance::streams::StreamKind;
-use binance::units::{parse_e8, parse_e8_signed, parse_levels};
-use binance::wire::{AggTrade, BookTicker, DepthUpdate, MarkPrice};
 use binance::Venue;
-use book::sync::DepthEvent;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
-use sonic_rs::JsonValueTrait;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::decode::{self, DecodeError, Event, Frame};
 use crate::metrics::Metrics;
-use crate::writer::{Row, Writer};
+use crate::row::{MarkRow, Row, TickerRow, TradeRow};
+use crate::writer::Writer;
 use crate::{now_ms, FeedMsg};
 
 /// Streams per SUBSCRIBE message (Binance sets no documented cap; small frames are safer).
@@ -104,7 +102,6 @@ async fn open(ctx: &FeedCtx, shard: &Shard) -> Result<Ws, String> {
     Ok(ws)
 }
 
-/// Runs one shard until shutdown: connect, read, reconnect, rotate.
 /// Changes to a running shard's streams (listings and delistings).
 #[derive(Debug, Clone)]
 pub enum ShardCmd {
@@ -143,144 +140,184 @@ async fn apply_cmd(
     Ok(())
 }
 
-pub async fn run_shard(
-    ctx: Arc<FeedCtx>,
-    mut shard: Shard,
-    mut cmds: mpsc::UnboundedReceiver<ShardCmd>,
-) {
-    let mut cmds_open = true;
-    let mut next_id: u64 = 1_000;
-    let venue = ctx.venue.as_str();
-    let mut backoff = BACKOFF_START;
+/// Runs one shard until shutdown: connect, read, reconnect, rotate.
+pub async fn run_shard(ctx: Arc<FeedCtx>, shard: Shard, cmds: mpsc::UnboundedReceiver<ShardCmd>) {
     // Stagger rotations so connections never all reconnect together.
     let stagger = ctx.lifetime / 10 * (shard.index as u32 % 10) / 10;
-    let mut ws = loop {
-        if ctx.shutdown.is_cancelled() {
-            return;
-        }
-        match open(&ctx, &shard).await {
-            Ok(ws) => break ws,
-            Err(e) => {
-                tracing::warn!(venue, shard = shard.index, error = %e, "connection failed");
-                ctx.metrics
-                    .reconnects
-                    .with_label_values(&[venue, "connect_failed"])
-                    .inc();
-                if sleep_or_shutdown(&ctx, jitter(backoff)).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_CAP);
-            }
-        }
+    let mut conn = Connection {
+        ctx,
+        shard,
+        cmds,
+        cmds_open: true,
+        next_id: 1_000,
+        backoff: BACKOFF_START,
+        stagger,
+        rotate_at: tokio::time::Instant::now(),
     };
-    ctx.metrics.connections.inc();
-    let mut rotate_at = tokio::time::Instant::now() + ctx.lifetime.saturating_sub(stagger);
-    loop {
-        let reason = tokio::select! {
-            cmd = cmds.recv(), if cmds_open => {
-                match cmd {
-                    Some(cmd) => match apply_cmd(&ctx, &mut ws, &mut shard, cmd, &mut next_id).await {
-                        Ok(()) => continue,
-                        // The stream list is updated; the reconnect subscribes it whole.
-                        Err(_) => "error",
-                    },
-                    None => {
-                        cmds_open = false;
-                        continue;
-                    }
+    let Some(mut ws) = conn.connect(false).await else {
+        return;
+    };
+    while let Some(reason) = conn.read(&mut ws).await {
+        conn.lost(reason).await;
+        ws = match conn.connect(true).await {
+            Some(ws) => ws,
+            None => return,
+        };
+    }
+}
+
+/// One shard's connection and what it needs across reconnects.
+struct Connection {
+    ctx: Arc<FeedCtx>,
+    shard: Shard,
+    cmds: mpsc::UnboundedReceiver<ShardCmd>,
+    cmds_open: bool,
+    next_id: u64,
+    backoff: Duration,
+    stagger: Duration,
+    rotate_at: tokio::time::Instant,
+}
+
+impl Connection {
+    fn venue(&self) -> &'static str {
+        self.ctx.venue.as_str()
+    }
+
+    /// Opens the shard's connection, with backoff (first a wait, `after_loss`); `None` on
+    /// shutdown.
+    async fn connect(&mut self, after_loss: bool) -> Option<Ws> {
+        let mut wait = after_loss;
+        loop {
+            if wait {
+                if sleep_or_shutdown(&self.ctx, jitter(self.backoff)).await {
+                    return None;
+                }
+                self.backoff = (self.backoff * 2).min(BACKOFF_CAP);
+            } else if self.ctx.shutdown.is_cancelled() {
+                return None;
+            }
+            wait = true;
+            match open(&self.ctx, &self.shard).await {
+                Ok(ws) => {
+                    self.ctx.metrics.connections.inc();
+                    self.rotate_at = tokio::time::Instant::now()
+                        + self.ctx.lifetime.saturating_sub(self.stagger);
+                    return Some(ws);
+                }
+                Err(e) => {
+                    let what = if after_loss {
+                        "reconnect failed"
+                    } else {
+                        "connection failed"
+                    };
+                    tracing::warn!(venue = self.venue(), shard = self.shard.index, error = %e, "{what}");
+                    self.ctx
+                        .metrics
+                        .reconnects
+                        .with_label_values(&[self.venue(), "connect_failed"])
+                        .inc();
                 }
             }
-            _ = ctx.shutdown.cancelled() => {
-                let _ = ws.close(None).await;
-                ctx.metrics.connections.dec();
+        }
+    }
+
+    /// Reads until the connection is lost (why) or shutdown (`None`), applying stream changes
+    /// and rotating on the way.
+    async fn read(&mut self, ws: &mut Ws) -> Option<&'static str> {
+        loop {
+            tokio::select! {
+                cmd = self.cmds.recv(), if self.cmds_open => match cmd {
+                    Some(cmd) => {
+                        // On failure the stream list is updated; the reconnect subscribes it whole.
+                        if apply_cmd(&self.ctx, ws, &mut self.shard, cmd, &mut self.next_id).await.is_err() {
+                            return Some("error");
+                        }
+                    }
+                    None => self.cmds_open = false,
+                },
+                _ = self.ctx.shutdown.cancelled() => {
+                    let _ = ws.close(None).await;
+                    self.ctx.metrics.connections.dec();
+                    return None;
+                }
+                _ = tokio::time::sleep_until(self.rotate_at) => self.rotate(ws).await,
+                msg = tokio::time::timeout(self.ctx.stale_after, ws.next()) => match msg {
+                    Err(_) => {
+                        self.ctx.metrics.stale_streams.with_label_values(&[self.venue()]).inc();
+                        return Some("stale");
+                    }
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        self.backoff = BACKOFF_START;
+                        dispatch(&self.ctx, t.as_str()).await;
+                    }
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None) => return Some("closed"),
+                    Ok(Some(Err(_))) => return Some("error"),
+                    Ok(Some(Ok(_))) => {}
+                }
+            }
+        }
+    }
+
+    /// Make before break: the new connection is subscribed, then both are read for an overlap
+    /// so nothing falls between them. The old one's messages are dispatched as they come; the
+    /// new one's are held and dispatched after, where the ones already seen are ignored (depth
+    /// by id, tickers, trades and mark prices by their ids and times).
+    async fn rotate(&mut self, ws: &mut Ws) {
+        let mut new = match open(&self.ctx, &self.shard).await {
+            Ok(new) => new,
+            Err(e) => {
+                tracing::warn!(venue = self.venue(), shard = self.shard.index, error = %e, "rotation failed; retrying");
+                self.rotate_at = tokio::time::Instant::now() + jitter(self.backoff);
                 return;
             }
-            _ = tokio::time::sleep_until(rotate_at) => {
-                // Make before break: the new connection is subscribed, then both are read for
-                // an overlap so nothing falls between them. The old one's messages are
-                // dispatched as they come; the new one's are held and dispatched after, where
-                // the ones already seen are ignored (depth by id, tickers, trades and mark
-                // prices by their ids and times).
-                match open(&ctx, &shard).await {
-                    Ok(mut new) => {
-                        let overlap_end = tokio::time::Instant::now() + (ctx.lifetime / 4).min(ROTATION_OVERLAP);
-                        let mut held: Vec<String> = Vec::new();
-                        loop {
-                            tokio::select! {
-                                _ = tokio::time::sleep_until(overlap_end) => break,
-                                m = ws.next() => match m {
-                                    Some(Ok(Message::Text(t))) => dispatch(&ctx, t.as_str()).await,
-                                    Some(Ok(_)) => {}
-                                    _ => break,
-                                },
-                                m = new.next() => match m {
-                                    Some(Ok(Message::Text(t))) => held.push(t.to_string()),
-                                    Some(Ok(_)) => {}
-                                    _ => break,
-                                },
-                            }
-                        }
-                        let _ = ws.close(None).await;
-                        ws = new;
-                        for t in &held {
-                            dispatch(&ctx, t).await;
-                        }
-                        ctx.metrics.reconnects.with_label_values(&[venue, "rotation"]).inc();
-                        rotate_at = tokio::time::Instant::now() + ctx.lifetime;
-                    }
-                    Err(e) => {
-                        tracing::warn!(venue, shard = shard.index, error = %e, "rotation failed; retrying");
-                        rotate_at = tokio::time::Instant::now() + jitter(backoff);
-                    }
-                }
-                continue;
-            }
-            msg = tokio::time::timeout(ctx.stale_after, ws.next()) => match msg {
-                Err(_) => {
-                    ctx.metrics.stale_streams.with_label_values(&[venue]).inc();
-                    "stale"
-                }
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    backoff = BACKOFF_START;
-                    dispatch(&ctx, t.as_str()).await;
-                    continue;
-                }
-                Ok(Some(Ok(Message::Close(_)))) | Ok(None) => "closed",
-                Ok(Some(Err(_))) => "error",
-                Ok(Some(Ok(_))) => continue,
-            }
         };
-        // Lost the connection: every symbol on it may have missed events.
-        ctx.metrics.connections.dec();
-        ctx.metrics
+        let overlap_end =
+            tokio::time::Instant::now() + (self.ctx.lifetime / 4).min(ROTATION_OVERLAP);
+        let mut held: Vec<String> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(overlap_end) => break,
+                m = ws.next() => match m {
+                    Some(Ok(Message::Text(t))) => dispatch(&self.ctx, t.as_str()).await,
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+                m = new.next() => match m {
+                    Some(Ok(Message::Text(t))) => held.push(t.to_string()),
+                    Some(Ok(_)) => {}
+                    _ => break,
+                },
+            }
+        }
+        let _ = ws.close(None).await;
+        *ws = new;
+        for t in &held {
+            dispatch(&self.ctx, t).await;
+        }
+        self.ctx
+            .metrics
+            .reconnects
+            .with_label_values(&[self.venue(), "rotation"])
+            .inc();
+        self.rotate_at = tokio::time::Instant::now() + self.ctx.lifetime;
+    }
+
+    /// The connection is gone: every symbol on it may have missed events.
+    async fn lost(&mut self, reason: &'static str) {
+        let venue = self.venue();
+        self.ctx.metrics.connections.dec();
+        self.ctx
+            .metrics
             .reconnects
             .with_label_values(&[venue, reason])
             .inc();
         tracing::warn!(
             venue,
-            shard = shard.index,
+            shard = self.shard.index,
             reason,
             "connection lost; reconnecting"
         );
-        notify_disconnect(&ctx, &shard, reason).await;
-        ws = loop {
-            if sleep_or_shutdown(&ctx, jitter(backoff)).await {
-                return;
-            }
-            backoff = (backoff * 2).min(BACKOFF_CAP);
-            match open(&ctx, &shard).await {
-                Ok(ws) => break ws,
-                Err(e) => {
-                    tracing::warn!(venue, shard = shard.index, error = %e, "reconnect failed");
-                    ctx.metrics
-                        .reconnects
-                        .with_label_values(&[venue, "connect_failed"])
-                        .inc();
-                }
-            }
-        };
-        ctx.metrics.connections.inc();
-        rotate_at = tokio::time::Instant::now() + ctx.lifetime.saturating_sub(stagger);
+        notify_disconnect(&self.ctx, &self.shard, reason).await;
     }
 }
 
@@ -312,34 +349,28 @@ async fn notify_disconnect(ctx: &FeedCtx, shard: &Shard, reason: &'static str) {
     }
 }
 
-/// Parses one combined-stream message and routes it. Bad input is counted, never fatal.
+/// Decodes one combined-stream message and routes it. Bad input is counted, never fatal.
 pub async fn dispatch(ctx: &FeedCtx, text: &str) {
     let venue = ctx.venue.as_str();
-    let recv = now_ms();
+    let received_at = now_ms();
     let bad = || ctx.metrics.parse_errors.with_label_values(&[venue]).inc();
-    let (Ok(stream), Ok(data)) = (
-        sonic_rs::get(text, &["stream"]),
-        sonic_rs::get(text, &["data"]),
-    ) else {
-        // Subscription replies carry an id; anything else is unexpected.
-        if sonic_rs::get(text, &["id"]).is_err() {
+    let (symbol, kind, data) = match decode::frame(text) {
+        Ok(Frame::Data { symbol, kind, data }) => (symbol, kind, data),
+        Ok(Frame::Reply) => return,
+        Ok(Frame::Refused) => {
+            tracing::error!(venue, reply = %text, "subscription refused");
+            return;
+        }
+        Err(DecodeError::Unexpected) => {
             bad();
             tracing::warn!(venue, message = %text.chars().take(200).collect::<String>(), "unexpected message");
-        } else if sonic_rs::get(text, &["code"]).is_ok() {
-            tracing::error!(venue, reply = %text, "subscription refused");
+            return;
         }
+        Err(_) => return bad(),
+    };
+    let Some(route) = ctx.routes.read().ok().and_then(|r| r.get(symbol).cloned()) else {
         return;
     };
-    let Some(stream) = stream.as_str() else {
-        return bad();
-    };
-    let Some((sym, kind)) = StreamKind::parse(stream) else {
-        return bad();
-    };
-    let Some(route) = ctx.routes.read().ok().and_then(|r| r.get(sym).cloned()) else {
-        return;
-    };
-    let raw = data.as_raw_str();
     ctx.metrics
         .messages
         .with_label_values(&[venue, kind.suffix()])
@@ -348,104 +379,71 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
         .bytes
         .with_label_values(&[venue, kind.suffix()])
         .inc_by(text.len() as u64);
-    match kind {
-        StreamKind::Depth100ms => {
-            let Ok(d) = sonic_rs::from_str::<DepthUpdate>(raw) else {
-                return bad();
-            };
-            let (Some(bids), Some(asks)) = (parse_levels(&d.bids).ok(), parse_levels(&d.asks).ok())
-            else {
-                return bad();
-            };
-            let ev = DepthEvent {
-                event_time_ms: d.event_time,
-                first_update_id: d.first_update_id,
-                final_update_id: d.final_update_id,
-                prev_final_update_id: d.prev_final_update_id,
-                bids,
-                asks,
-            };
+    match decode::event(kind, &data) {
+        Ok(ev) => route_event(ctx, &route, ev, received_at).await,
+        Err(_) => bad(),
+    }
+}
+
+/// Depth events to their symbol's task; the rest, unless already seen on another connection
+/// (rotation overlap), as rows to the writer.
+async fn route_event(ctx: &FeedCtx, route: &Route, ev: Event, received_at: u64) {
+    let instrument_id = route.iid;
+    let row = match ev {
+        Event::Depth(ev) => {
             // Backpressure: a full symbol queue slows this connection down.
-            let _ = route.depth.send(FeedMsg::Depth(ev, recv)).await;
+            let _ = route.depth.send(FeedMsg::Depth(ev, received_at)).await;
+            return;
         }
-        StreamKind::BookTicker => {
-            let Ok(t) = sonic_rs::from_str::<BookTicker>(raw) else {
-                return bad();
-            };
+        Event::Ticker(t) => {
             if route.last_ticker.fetch_max(t.update_id, Ordering::Relaxed) >= t.update_id {
                 return;
             }
-            let (Ok(bid), Ok(bq), Ok(ask), Ok(aq)) = (
-                parse_e8(&t.bid_price),
-                parse_e8(&t.bid_qty),
-                parse_e8(&t.ask_price),
-                parse_e8(&t.ask_qty),
-            ) else {
-                return bad();
-            };
-            let time = t.event_time.unwrap_or(recv);
-            ctx.writer
-                .send(Row::Ticker {
-                    time,
-                    iid: route.iid,
-                    update_id: t.update_id,
-                    bid,
-                    bid_qty: bq,
-                    ask,
-                    ask_qty: aq,
-                    recv,
-                })
-                .await;
+            Row::Ticker(TickerRow {
+                time: t.event_time.unwrap_or(received_at),
+                instrument_id,
+                update_id: t.update_id,
+                bid_price: t.bid_price,
+                bid_qty: t.bid_qty,
+                ask_price: t.ask_price,
+                ask_qty: t.ask_qty,
+                received_at,
+            })
         }
-        StreamKind::AggTrade => {
-            let Ok(t) = sonic_rs::from_str::<AggTrade>(raw) else {
-                return bad();
-            };
+        Event::Trade(t) => {
             if route.last_agg.fetch_max(t.agg_trade_id, Ordering::Relaxed) >= t.agg_trade_id
                 && t.agg_trade_id != 0
             {
                 return;
             }
-            let (Ok(price), Ok(qty)) = (parse_e8(&t.price), parse_e8(&t.qty)) else {
-                return bad();
-            };
-            ctx.writer
-                .send(Row::Trade {
-                    time: t.trade_time,
-                    iid: route.iid,
-                    agg_id: t.agg_trade_id,
-                    price,
-                    qty,
-                    first: t.first_trade_id,
-                    last: t.last_trade_id,
-                    maker: t.buyer_is_maker,
-                    event: t.event_time,
-                    recv,
-                })
-                .await;
+            Row::Trade(TradeRow {
+                time: t.trade_time,
+                instrument_id,
+                agg_trade_id: t.agg_trade_id,
+                price: t.price,
+                qty: t.qty,
+                first_trade_id: t.first_trade_id,
+                last_trade_id: t.last_trade_id,
+                buyer_is_maker: t.buyer_is_maker,
+                event_time: t.event_time,
+                received_at,
+            })
         }
-        StreamKind::MarkPrice1s => {
-            let Ok(m) = sonic_rs::from_str::<MarkPrice>(raw) else {
-                return bad();
-            };
+        Event::Mark(m) => {
             if route.last_mark.fetch_max(m.event_time, Ordering::Relaxed) >= m.event_time {
                 return;
             }
-            let Ok(mark) = parse_e8(&m.mark_price) else {
-                return bad();
-            };
-            ctx.writer
-                .send(Row::Mark {
-                    time: m.event_time,
-                    iid: route.iid,
-                    mark,
-                    index: parse_e8(&m.index_price).ok(),
-                    settle: parse_e8(&m.estimated_settle_price).ok(),
-                    funding: parse_e8_signed(&m.funding_rate).ok(),
-                    next_funding: (m.next_funding_time > 0).then_some(m.next_funding_time),
-                    recv,
-                })
-                .await;
+            Row::Mark(MarkRow {
+                time: m.event_time,
+                instrument_id,
+                mark_price: m.mark_price,
+                index_price: m.index_price,
+                estimated_settle_price: m.estimated_settle_price,
+                funding_rate: m.funding_rate,
+                next_funding_time: m.next_funding_time,
+                received_at,
+            })
         }
-    }
+    };
+    ctx.writer.send(row).await;
 }

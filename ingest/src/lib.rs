@@ -1,16 +1,22 @@
 //! `ingest`: collects Binance market data (spot and USD-M) into the schema of `schema`.
 //!
-//! Data flow: `feed` (WebSocket shards) parses messages; depth events go to one `symbol` task
-//! per symbol (the `book` sync machine, snapshots via the venue's tiered `SnapshotQueue` over
-//! `rest`), everything else goes straight to the `writer`, which batches rows per table into
-//! binary COPY (`copy`) with a ledger and a disk spool. `run` wires it together.
+//! Data flow: `feed` (WebSocket shards) reads frames and `decode` turns them into events;
+//! depth events go to one `symbol` task per symbol (the `book` sync machine, snapshots via the
+//! venue's tiered queue in `snapshots` over `rest_client`), everything else goes straight to
+//! the `writer` as `row`s, which batches them per table into binary COPY (`copy`) with a
+//! ledger, NOTIFY (`notify`) and a disk `spool`. `run` wires it together.
 
+pub mod aggregates;
 pub mod copy;
+pub mod decode;
 pub mod feed;
 pub mod metrics;
 pub mod notify;
-pub mod rest;
+pub mod rest_client;
+pub mod row;
 pub mod run;
+pub mod snapshots;
+pub mod spool;
 pub mod symbol;
 pub mod universe;
 pub mod venue;

@@ -45,148 +45,102 @@ pub struct Metrics {
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
-macro_rules! reg {
-    ($r:expr, $m:expr) => {{
-        let m = $m.expect("metric definitions are valid");
-        $r.register(Box::new(m.clone()))
+/// Registers each metric as it is made; the definitions are constants, so a failure is a bug.
+struct Reg(Registry);
+
+const VENUE: &[&str] = &["venue"];
+const TABLE: &[&str] = &["table"];
+
+impl Reg {
+    fn add<M: prometheus::core::Collector + Clone + 'static>(&self, m: prometheus::Result<M>) -> M {
+        let m = m.expect("metric definitions are valid");
+        self.0
+            .register(Box::new(m.clone()))
             .expect("metric names are unique");
         m
-    }};
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    /// Buckets `start · 2^k`, `n` of them.
+    fn histogram(&self, name: &str, help: &str, start: f64, factor: f64, n: usize) -> HistogramVec {
+        let buckets = exponential_buckets(start, factor, n).expect("buckets");
+        let opts = HistogramOpts::new(name, help).buckets(buckets);
+        self.add(HistogramVec::new(opts, TABLE))
+    }
 }
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let r = Registry::new_custom(Some("depthbook_ingest".into()), None).expect("valid prefix");
-        let c = |n: &str, h: &str, l: &[&str]| IntCounterVec::new(Opts::new(n, h), l);
-        let g = |n: &str, h: &str, l: &[&str]| IntGaugeVec::new(Opts::new(n, h), l);
+        let r =
+            Reg(Registry::new_custom(Some("depthbook_ingest".into()), None).expect("valid prefix"));
+        let commit_buckets = exponential_buckets(0.005, 2.0, 14).expect("buckets");
+        let commit_opts =
+            HistogramOpts::new("event_to_commit_seconds", "Exchange event time to commit");
         Arc::new(Metrics {
-            messages: reg!(
-                r,
-                c(
-                    "messages_total",
-                    "WebSocket messages received",
-                    &["venue", "stream"]
-                )
+            messages: r.counter(
+                "messages_total",
+                "WebSocket messages received",
+                &["venue", "stream"],
             ),
-            bytes: reg!(
-                r,
-                c(
-                    "bytes_total",
-                    "WebSocket bytes received",
-                    &["venue", "stream"]
-                )
+            bytes: r.counter(
+                "bytes_total",
+                "WebSocket bytes received",
+                &["venue", "stream"],
             ),
-            parse_errors: reg!(
-                r,
-                c(
-                    "parse_errors_total",
-                    "Messages that could not be parsed",
-                    &["venue"]
-                )
+            parse_errors: r.counter(
+                "parse_errors_total",
+                "Messages that could not be parsed",
+                VENUE,
             ),
-            gaps: reg!(r, c("gaps_total", "Depth gaps detected", &["venue"])),
-            resyncs: reg!(
-                r,
-                c(
-                    "resyncs_total",
-                    "Book resynchronisations started",
-                    &["venue"]
-                )
+            gaps: r.counter("gaps_total", "Depth gaps detected", VENUE),
+            resyncs: r.counter("resyncs_total", "Book resynchronisations started", VENUE),
+            reconnects: r.counter(
+                "reconnects_total",
+                "WebSocket reconnects",
+                &["venue", "reason"],
             ),
-            reconnects: reg!(
-                r,
-                c(
-                    "reconnects_total",
-                    "WebSocket reconnects",
-                    &["venue", "reason"]
-                )
+            stale_streams: r.counter(
+                "stale_streams_total",
+                "Connections silent past the watchdog",
+                VENUE,
             ),
-            stale_streams: reg!(
-                r,
-                c(
-                    "stale_streams_total",
-                    "Connections silent past the watchdog",
-                    &["venue"]
-                )
+            books_synced: r.gauge("books_synced", "Books currently synced", VENUE),
+            book_synced: r.gauge(
+                "book_synced",
+                "1 while a symbol's book is synced",
+                &["venue", "symbol"],
             ),
-            books_synced: reg!(r, g("books_synced", "Books currently synced", &["venue"])),
-            book_synced: reg!(
-                r,
-                g(
-                    "book_synced",
-                    "1 while a symbol's book is synced",
-                    &["venue", "symbol"]
-                )
+            symbols: r.gauge("symbols", "Symbols collected", VENUE),
+            rest_weight_used: r.gauge("rest_weight_used", "X-MBX-USED-WEIGHT-1M last seen", VENUE),
+            rest_responses: r.counter(
+                "rest_responses_total",
+                "REST responses by status",
+                &["venue", "status"],
             ),
-            symbols: reg!(r, g("symbols", "Symbols collected", &["venue"])),
-            rest_weight_used: reg!(
-                r,
-                g(
-                    "rest_weight_used",
-                    "X-MBX-USED-WEIGHT-1M last seen",
-                    &["venue"]
-                )
+            queue_depth: r.gauge("queue_depth", "Rows waiting per table writer", TABLE),
+            batch_rows: r.histogram("batch_rows", "Rows per committed batch", 1.0, 4.0, 9),
+            copy_seconds: r.histogram("copy_seconds", "COPY + commit latency", 0.0005, 2.0, 14),
+            rows_written: r.counter("rows_written_total", "Rows committed", TABLE),
+            spool_bytes: r.gauge("spool_bytes", "Bytes waiting in the disk spool", TABLE),
+            spooled_batches: r.counter(
+                "spooled_batches_total",
+                "Batches written to the spool",
+                TABLE,
             ),
-            rest_responses: reg!(
-                r,
-                c(
-                    "rest_responses_total",
-                    "REST responses by status",
-                    &["venue", "status"]
-                )
-            ),
-            queue_depth: reg!(
-                r,
-                g("queue_depth", "Rows waiting per table writer", &["table"])
-            ),
-            batch_rows: reg!(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new("batch_rows", "Rows per committed batch")
-                        .buckets(exponential_buckets(1.0, 4.0, 9).expect("buckets")),
-                    &["table"]
-                )
-            ),
-            copy_seconds: reg!(
-                r,
-                HistogramVec::new(
-                    HistogramOpts::new("copy_seconds", "COPY + commit latency")
-                        .buckets(exponential_buckets(0.0005, 2.0, 14).expect("buckets")),
-                    &["table"]
-                )
-            ),
-            rows_written: reg!(r, c("rows_written_total", "Rows committed", &["table"])),
-            spool_bytes: reg!(
-                r,
-                g("spool_bytes", "Bytes waiting in the disk spool", &["table"])
-            ),
-            spooled_batches: reg!(
-                r,
-                c(
-                    "spooled_batches_total",
-                    "Batches written to the spool",
-                    &["table"]
-                )
-            ),
-            event_to_commit: reg!(
-                r,
-                Histogram::with_opts(
-                    HistogramOpts::new("event_to_commit_seconds", "Exchange event time to commit")
-                        .buckets(exponential_buckets(0.005, 2.0, 14).expect("buckets"))
-                )
-            ),
-            connections: reg!(
-                r,
-                IntGauge::new("connections", "Open WebSocket connections")
-            ),
-            dropped_rows: reg!(
-                r,
-                IntCounter::new(
-                    "dropped_rows_total",
-                    "Rows dropped at shutdown after the deadline"
-                )
-            ),
-            registry: r,
+            event_to_commit: r.add(Histogram::with_opts(commit_opts.buckets(commit_buckets))),
+            connections: r.add(IntGauge::new("connections", "Open WebSocket connections")),
+            dropped_rows: r.add(IntCounter::new(
+                "dropped_rows_total",
+                "Rows dropped at shutdown after the deadline",
+            )),
+            registry: r.0,
             db_ok: AtomicBool::new(false),
             expected_books: AtomicUsize::new(0),
             http_addr: std::sync::OnceLock::new(),

@@ -9,9 +9,19 @@ use binance::units::format_e8;
 use schema::live::{BookNote, TickerNote, TradeNote, TradesNote, MAX_PAYLOAD};
 use serde::Serialize;
 
-use crate::writer::Row;
+use crate::row::{Row, Table};
 
 pub use schema::live::{BOOK_CHANNEL, TICKER_CHANNEL, TRADES_CHANNEL};
+
+/// The NOTIFY channel a table's batches announce on, if any.
+pub fn channel(table: Table) -> Option<&'static str> {
+    match table {
+        Table::BookTop => Some(BOOK_CHANNEL),
+        Table::BookTicker => Some(TICKER_CHANNEL),
+        Table::Trades => Some(TRADES_CHANNEL),
+        _ => None,
+    }
+}
 
 fn dec(v: i64) -> String {
     format_e8(v, 0)
@@ -36,21 +46,14 @@ pub struct Notes {
 impl Notes {
     pub fn add(&mut self, row: &Row) {
         match row {
-            Row::Top {
-                time,
-                iid,
-                update_id,
-                bids,
-                asks,
-                f,
-            } => {
+            Row::Top(r) => {
                 let mut note = BookNote {
-                    instrument_id: *iid,
-                    time: *time,
-                    update_id: *update_id,
-                    mid: f.mid.map(|d| mid_text(d.mantissa, d.scale)),
-                    bids: levels(bids),
-                    asks: levels(asks),
+                    instrument_id: r.instrument_id,
+                    time: r.time,
+                    update_id: r.update_id,
+                    mid: r.features.mid.map(|d| mid_text(d.mantissa, d.scale)),
+                    bids: levels(&r.bids),
+                    asks: levels(&r.asks),
                 };
                 let mut p = json(&note);
                 if p.len() > MAX_PAYLOAD {
@@ -58,48 +61,33 @@ impl Notes {
                     note.asks.truncate(5);
                     p = json(&note);
                 }
-                self.latest.insert(*iid, p);
+                self.latest.insert(r.instrument_id, p);
             }
-            Row::Ticker {
-                time,
-                iid,
-                update_id,
-                bid,
-                bid_qty,
-                ask,
-                ask_qty,
-                ..
-            } => {
+            Row::Ticker(r) => {
                 let note = TickerNote {
-                    instrument_id: *iid,
-                    time: *time,
-                    update_id: *update_id,
-                    bid: dec(*bid),
-                    bid_qty: dec(*bid_qty),
-                    ask: dec(*ask),
-                    ask_qty: dec(*ask_qty),
+                    instrument_id: r.instrument_id,
+                    time: r.time,
+                    update_id: r.update_id,
+                    bid: dec(r.bid_price),
+                    bid_qty: dec(r.bid_qty),
+                    ask: dec(r.ask_price),
+                    ask_qty: dec(r.ask_qty),
                 };
-                self.latest.insert(*iid, json(&note));
+                self.latest.insert(r.instrument_id, json(&note));
             }
-            Row::Trade {
-                time,
-                iid,
-                agg_id,
-                price,
-                qty,
-                first,
-                last,
-                maker,
-                ..
-            } => self.trades.entry(*iid).or_default().push(TradeNote {
-                id: *agg_id,
-                time: *time,
-                price: dec(*price),
-                qty: dec(*qty),
-                first: *first,
-                last: *last,
-                buyer_is_maker: *maker,
-            }),
+            Row::Trade(r) => self
+                .trades
+                .entry(r.instrument_id)
+                .or_default()
+                .push(TradeNote {
+                    id: r.agg_trade_id,
+                    time: r.time,
+                    price: dec(r.price),
+                    qty: dec(r.qty),
+                    first: r.first_trade_id,
+                    last: r.last_trade_id,
+                    buyer_is_maker: r.buyer_is_maker,
+                }),
             _ => {}
         }
     }
@@ -164,23 +152,24 @@ fn mid_text(mantissa: i128, scale: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::row::TradeRow;
 
     #[test]
     fn trades_are_chunked_under_the_payload_limit() {
         let mut n = Notes::default();
         for i in 0..500 {
-            n.add(&Row::Trade {
+            n.add(&Row::Trade(TradeRow {
                 time: 1,
-                iid: 7,
-                agg_id: i,
+                instrument_id: 7,
+                agg_trade_id: i,
                 price: 6_700_001_000_000,
                 qty: 12_345,
-                first: i,
-                last: i,
-                maker: true,
-                event: 1,
-                recv: 1,
-            });
+                first_trade_id: i,
+                last_trade_id: i,
+                buyer_is_maker: true,
+                event_time: 1,
+                received_at: 1,
+            }));
         }
         let (ch, pl) = n.payloads(BOOK_CHANNEL);
         assert!(pl.len() > 1);

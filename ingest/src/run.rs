@@ -12,11 +12,12 @@ use binance::Venue;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::rest::Rest;
-use crate::symbol::{SnapshotQueue, SymbolConfig};
+use crate::rest_client::Rest;
+use crate::snapshots::SnapshotQueue;
+use crate::symbol::SymbolConfig;
 use crate::universe::{self, Selection, Tier};
-use crate::venue::VenueManager;
-use crate::writer::{self, WriterConfig};
+use crate::venue::{VenueManager, VenueSettings};
+use crate::writer::{self, Writer, WriterConfig};
 
 /// Everything `run` needs, filled from the command line.
 #[derive(Debug, Clone)]
@@ -85,19 +86,64 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     let (db, db_conn) = pgconn::connect(&cfg.database_url)
         .await
         .context("connecting to the database")?;
+    let writer_cfg = writer_config(&cfg);
+    recover(&cfg, &db, &writer_cfg, &metrics).await?;
+    serve_metrics(cfg.metrics_bind, &metrics, &shutdown).await?;
+    let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
+    // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
+    // 'stopped' events; writers flush last.
+    let feed_stop = CancellationToken::new();
+    let mut managers = Vec::new();
+    for venue in &cfg.venues {
+        managers.push(start_venue(&cfg, *venue, &db, &writer, &metrics, &feed_stop).await?);
+    }
+    metrics
+        .expected_books
+        .store(expected_books(&managers), Ordering::Relaxed);
+    drop(db);
+    let _ = db_conn.await;
+    spawn_database_probe(cfg.database_url.clone(), metrics.clone(), shutdown.clone());
+    spawn_maintenance(
+        cfg.database_url.clone(),
+        cfg.maintain_every,
+        shutdown.clone(),
+    );
+    follow_universe(&cfg, &mut managers, &metrics, &shutdown).await;
+    tracing::info!("shutting down: stopping the streams, flushing every row");
+    feed_stop.cancel();
+    for m in managers {
+        for h in m.handles {
+            let _ = h.await;
+        }
+    }
+    drop(writer);
+    flush(writer_handles, cfg.shutdown_grace).await
+}
+
+fn writer_config(cfg: &RunConfig) -> WriterConfig {
     let instance = format!(
         "{:x}",
         crate::now_ms() ^ u64::from(std::process::id()) << 40
     );
-    let writer_cfg = WriterConfig {
+    WriterConfig {
         database_url: cfg.database_url.clone(),
         max_rows: cfg.batch_rows,
         max_delay: cfg.batch_delay,
         queue: cfg.queue_rows,
         spool_dir: cfg.spool_dir.clone(),
         instance,
-    };
-    let left = writer::replay_spool(&writer_cfg, &metrics).await;
+    }
+}
+
+/// What a previous run left: its spool replayed, then its open epochs closed. Nothing new is
+/// written before both are done.
+async fn recover(
+    cfg: &RunConfig,
+    db: &tokio_postgres::Client,
+    writer_cfg: &WriterConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<()> {
+    let left = writer::replay_spool(writer_cfg, metrics).await;
     anyhow::ensure!(
         left == 0,
         "{left} spooled batches of a previous run could not be replayed into the database; \
@@ -111,164 +157,180 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     if closed > 0 {
         tracing::warn!(epochs = closed, "closed epochs a previous run left open");
     }
+    Ok(())
+}
 
-    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics_bind)
+/// `/metrics` and `/health` until shutdown.
+async fn serve_metrics(
+    bind: SocketAddr,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind)
         .await
-        .with_context(|| format!("binding {}", cfg.metrics_bind))?;
-    let http_addr = metrics_listener.local_addr()?;
+        .with_context(|| format!("binding {bind}"))?;
+    let http_addr = listener.local_addr()?;
     let _ = metrics.http_addr.set(http_addr);
     tracing::info!(addr = %http_addr, "metrics and health");
     let app = crate::metrics::router(metrics.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(metrics_listener, app)
+        let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
     });
+    Ok(())
+}
 
-    let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
+/// Loads a venue's universe and starts its symbol tasks and connections.
+async fn start_venue(
+    cfg: &RunConfig,
+    venue: Venue,
+    db: &tokio_postgres::Client,
+    writer: &Writer,
+    metrics: &Arc<Metrics>,
+    feed_stop: &CancellationToken,
+) -> Result<VenueManager> {
+    let (rest_url, ws_url, weight) = match venue {
+        Venue::Spot => (&cfg.spot_rest, &cfg.spot_ws, cfg.spot_weight_limit),
+        Venue::Usdm => (&cfg.usdm_rest, &cfg.usdm_ws, cfg.usdm_weight_limit),
+    };
+    let rest = Arc::new(Rest::new(venue, rest_url, weight, metrics.clone()));
+    let instruments = universe::load(&rest, db, &cfg.selection)
+        .await
+        .with_context(|| format!("loading the {} universe", venue.as_str()))?;
+    tracing::info!(
+        venue = venue.as_str(),
+        symbols = instruments.len(),
+        "collecting"
+    );
+    let snapshots = SnapshotQueue::start(rest.clone(), snapshot_limit, feed_stop.clone());
+    let settings = VenueSettings {
+        ws_base: ws_url.clone(),
+        per_connection: cfg.streams_per_connection,
+        lifetime: cfg.connection_lifetime,
+        stale_after: cfg.stale_after,
+        symbol: SymbolConfig {
+            checkpoint_every: cfg.checkpoint_every,
+            checkpoint_rows: cfg.checkpoint_rows,
+            top_every: cfg.top_every,
+            top_levels: cfg.top_levels,
+        },
+    };
+    let mut m = VenueManager::new(
+        venue,
+        settings,
+        rest,
+        snapshots,
+        writer.clone(),
+        metrics.clone(),
+        feed_stop.clone(),
+    );
+    m.add(instruments);
+    Ok(m)
+}
 
-    // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
-    // 'stopped' events; writers flush last.
-    let feed_stop = CancellationToken::new();
-    let mut managers = Vec::new();
-    for venue in &cfg.venues {
-        let (rest_url, ws_url, weight) = match venue {
-            Venue::Spot => (&cfg.spot_rest, &cfg.spot_ws, cfg.spot_weight_limit),
-            Venue::Usdm => (&cfg.usdm_rest, &cfg.usdm_ws, cfg.usdm_weight_limit),
-        };
-        let rest = Arc::new(Rest::new(*venue, rest_url, weight, metrics.clone()));
-        let instruments = universe::load(&rest, &db, &cfg.selection)
-            .await
-            .with_context(|| format!("loading the {} universe", venue.as_str()))?;
-        tracing::info!(
-            venue = venue.as_str(),
-            symbols = instruments.len(),
-            "collecting"
-        );
-        let snapshots = SnapshotQueue::start(rest.clone(), snapshot_limit, feed_stop.clone());
-        let mut m = VenueManager::new(
-            *venue,
-            ws_url.clone(),
-            rest,
-            snapshots,
-            writer.clone(),
-            metrics.clone(),
-            SymbolConfig {
-                checkpoint_every: cfg.checkpoint_every,
-                checkpoint_rows: cfg.checkpoint_rows,
-                top_every: cfg.top_every,
-                top_levels: cfg.top_levels,
-            },
-            cfg.streams_per_connection,
-            cfg.connection_lifetime,
-            cfg.stale_after,
-            feed_stop.clone(),
-        );
-        m.add(instruments);
-        managers.push(m);
-    }
-    let expected = |ms: &[VenueManager]| ms.iter().map(|m| m.symbols()).sum::<usize>();
-    metrics
-        .expected_books
-        .store(expected(&managers), Ordering::Relaxed);
-    drop(db);
-    let _ = db_conn.await;
+fn expected_books(managers: &[VenueManager]) -> usize {
+    managers.iter().map(|m| m.symbols()).sum()
+}
 
-    // Health: is the database reachable?
-    let probe_url = cfg.database_url.clone();
-    let probe_metrics = metrics.clone();
-    let probe_stop = shutdown.clone();
+/// Health: is the database reachable? Checked every 5 s.
+fn spawn_database_probe(url: String, metrics: Arc<Metrics>, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
-            let ok = match tokio::time::timeout(Duration::from_secs(5), pgconn::connect(&probe_url))
-                .await
-            {
+            let probe = tokio::time::timeout(Duration::from_secs(5), pgconn::connect(&url));
+            let ok = match probe.await {
                 Ok(Ok((c, _conn))) => c.simple_query("SELECT 1").await.is_ok(),
                 _ => false,
             };
-            probe_metrics.db_ok.store(ok, Ordering::Relaxed);
+            metrics.db_ok.store(ok, Ordering::Relaxed);
             tokio::select! {
-                _ = probe_stop.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         }
     });
+}
 
-    // Housekeeping: on plain PostgreSQL maintain() materializes the aggregates and applies
-    // retention (TimescaleDB's own jobs do that there; maintain() then only trims the ledger).
-    let maint_url = cfg.database_url.clone();
-    let maint_stop = shutdown.clone();
-    let maint_every = cfg.maintain_every;
+/// Housekeeping: on plain PostgreSQL maintain() materializes the aggregates and applies
+/// retention (TimescaleDB's own jobs do that there; maintain() then only trims the ledger).
+fn spawn_maintenance(url: String, every: Duration, stop: CancellationToken) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(maint_every);
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = maint_stop.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match pgconn::connect(&maint_url).await {
-                Ok((c, conn)) => {
-                    match c.query_one("SELECT maintain()", &[]).await {
-                        Ok(r) => tracing::debug!(summary = r.get::<_, String>(0), "maintenance"),
-                        Err(e) => tracing::warn!(error = %e, "maintenance failed"),
-                    }
-                    drop(c);
-                    let _ = conn.await;
+            let (c, conn) = match pgconn::connect(&url).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!(error = %e, "maintenance skipped: database unreachable");
+                    continue;
                 }
-                Err(e) => tracing::debug!(error = %e, "maintenance skipped: database unreachable"),
+            };
+            match c.query_one("SELECT maintain()", &[]).await {
+                Ok(r) => tracing::debug!(summary = r.get::<_, String>(0), "maintenance"),
+                Err(e) => tracing::warn!(error = %e, "maintenance failed"),
             }
+            drop(c);
+            let _ = conn.await;
         }
     });
+}
 
-    // Listings and delistings, picked up while running.
+/// Listings and delistings, picked up while running, until shutdown.
+async fn follow_universe(
+    cfg: &RunConfig,
+    managers: &mut [VenueManager],
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + cfg.universe_refresh,
         cfg.universe_refresh,
     );
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = refresh.tick() => {
-                match pgconn::connect(&cfg.database_url).await {
-                    Ok((db, conn)) => {
-                        for m in managers.iter_mut() {
-                            match m.refresh(&db, &cfg.selection).await {
-                                Ok((0, 0)) => {}
-                                Ok((added, removed)) => tracing::info!(venue = m.venue.as_str(), added, removed, "universe changed"),
-                                Err(e) => tracing::warn!(venue = m.venue.as_str(), error = %e, "universe refresh failed; keeping the current symbols"),
-                            }
-                        }
-                        drop(db);
-                        let _ = conn.await;
-                        metrics.expected_books.store(expected(&managers), Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "universe refresh skipped: database unreachable"),
+            _ = shutdown.cancelled() => return,
+            _ = refresh.tick() => {}
+        }
+        let (db, conn) = match pgconn::connect(&cfg.database_url).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "universe refresh skipped: database unreachable");
+                continue;
+            }
+        };
+        for m in managers.iter_mut() {
+            let venue = m.venue.as_str();
+            match m.refresh(&db, &cfg.selection).await {
+                Ok((0, 0)) => {}
+                Ok((added, removed)) => tracing::info!(venue, added, removed, "universe changed"),
+                Err(e) => {
+                    tracing::warn!(venue, error = %e, "universe refresh failed; keeping the current symbols")
                 }
             }
         }
+        drop(db);
+        let _ = conn.await;
+        metrics
+            .expected_books
+            .store(expected_books(managers), Ordering::Relaxed);
     }
-    tracing::info!("shutting down: stopping the streams, flushing every row");
-    feed_stop.cancel();
-    for m in managers {
-        for h in m.handles {
-            let _ = h.await;
-        }
-    }
-    drop(writer);
-    let flush = async {
+}
+
+/// Waits for the writers to commit (or spool) what they hold, within `grace`.
+async fn flush(writer_handles: Vec<tokio::task::JoinHandle<()>>, grace: Duration) -> Result<()> {
+    let all = async {
         for h in writer_handles {
             let _ = h.await;
         }
     };
-    if tokio::time::timeout(cfg.shutdown_grace, flush)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, all).await.is_err() {
         anyhow::bail!(
-            "writers did not finish within {:?}; unwritten batches stay in the spool",
-            cfg.shutdown_grace
+            "writers did not finish within {grace:?}; unwritten batches stay in the spool"
         );
     }
     tracing::info!("all rows flushed");

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use binance::units::parse_e8;
+use binance::wire::ExchangeInfo;
 use binance::Venue;
 use tokio_postgres::Client;
 
-use crate::rest::{Rest, RestError};
+use crate::rest_client::{Rest, RestError};
 
 /// Snapshot priority and depth follow the tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -101,6 +102,24 @@ pub async fn load(
             )
         })
         .collect();
+    let trading = ranked(venue, &info, &volume);
+    let mut out = Vec::new();
+    for (rank, c) in choose(venue, &trading, sel)? {
+        let qv = volume.get(&c.symbol).map(|v| v.to_string());
+        out.push(record(db, venue, rank, c, qv).await?);
+    }
+    let names: Vec<&str> = out.iter().map(|i| i.symbol.as_str()).collect();
+    db.execute(
+        "UPDATE instruments SET active = false, updated_at = now() WHERE venue = $1 AND active AND NOT (symbol = ANY($2))",
+        &[&venue.as_str(), &names],
+    )
+    .await?;
+    Ok(out)
+}
+
+/// The venue's trading instruments (USD-M: perpetuals), by 24 h quote volume, highest first
+/// (ties by name, so the order is stable).
+fn ranked(venue: Venue, info: &ExchangeInfo, volume: &HashMap<String, f64>) -> Vec<Candidate> {
     let mut trading: Vec<Candidate> = info
         .symbols
         .iter()
@@ -119,81 +138,83 @@ pub async fn load(
             })
         })
         .collect();
-    // Rank by 24 h quote volume (ties by name, so the order is stable).
+    let vol = |c: &Candidate| volume.get(&c.symbol).copied().unwrap_or(0.0);
     trading.sort_by(|a, b| {
-        let (va, vb) = (
-            volume.get(&a.symbol).copied().unwrap_or(0.0),
-            volume.get(&b.symbol).copied().unwrap_or(0.0),
-        );
-        vb.total_cmp(&va).then_with(|| a.symbol.cmp(&b.symbol))
+        vol(b)
+            .total_cmp(&vol(a))
+            .then_with(|| a.symbol.cmp(&b.symbol))
     });
-    let chosen: Vec<(usize, &Candidate)> = match &sel.symbols {
-        Some(list) => {
-            let unknown: Vec<&str> = list
-                .iter()
-                .filter(|s| !trading.iter().any(|c| &c.symbol == *s))
-                .map(String::as_str)
-                .collect();
-            if !unknown.is_empty() {
-                return Err(UniverseError::Unknown {
-                    venue: venue.as_str(),
-                    symbols: unknown.join(", "),
-                });
-            }
-            trading
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| list.contains(&c.symbol))
-                .map(|(i, c)| (i + 1, c))
-                .collect()
-        }
-        None => trading
+    trading
+}
+
+/// The selection with each instrument's volume rank: the named symbols (all must trade), or
+/// the top N (of a quote asset).
+fn choose<'a>(
+    venue: Venue,
+    trading: &'a [Candidate],
+    sel: &Selection,
+) -> Result<Vec<(usize, &'a Candidate)>, UniverseError> {
+    let ranked = trading.iter().enumerate().map(|(i, c)| (i + 1, c));
+    let Some(list) = &sel.symbols else {
+        let quoted = trading
             .iter()
-            .filter(|c| sel.quote.as_ref().is_none_or(|q| &c.quote == q))
+            .filter(|c| sel.quote.as_ref().is_none_or(|q| &c.quote == q));
+        return Ok(quoted
             .take(sel.top)
             .enumerate()
             .map(|(i, c)| (i + 1, c))
-            .collect(),
+            .collect());
     };
-    let mut out = Vec::with_capacity(chosen.len());
-    for (rank, c) in chosen {
-        for (what, v) in [("tickSize", &c.tick), ("stepSize", &c.step)] {
-            if parse_e8(v).map(|x| x <= 0).unwrap_or(true) {
-                return Err(UniverseError::BadFilter {
-                    symbol: c.symbol.clone(),
-                    why: format!("{what} {v:?}"),
-                });
-            }
-        }
-        let tier = Tier::of_rank(rank);
-        let qv = volume.get(&c.symbol).map(|v| v.to_string());
-        let row = db
-            .query_one(
-                "INSERT INTO instruments (venue, symbol, base, quote, status, tick_size, step_size, tier, volume_rank, quote_volume_24h, active, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7::text::numeric, $8, $9, $10::text::numeric, true, now())
-                 ON CONFLICT (venue, symbol) DO UPDATE SET
-                   status = EXCLUDED.status, tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size,
-                   tier = EXCLUDED.tier, volume_rank = EXCLUDED.volume_rank, quote_volume_24h = EXCLUDED.quote_volume_24h,
-                   active = true, delisted_at = NULL, updated_at = now()
-                 RETURNING id",
-                &[&venue.as_str(), &c.symbol, &c.base, &c.quote, &c.status, &c.tick, &c.step, &tier.as_str(), &(rank as i32), &qv],
-            )
-            .await?;
-        out.push(Instrument {
-            id: row.get(0),
-            venue,
-            symbol: c.symbol.clone(),
-            tier,
-            rank,
+    let unknown: Vec<&str> = list
+        .iter()
+        .filter(|s| !trading.iter().any(|c| &c.symbol == *s))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(UniverseError::Unknown {
+            venue: venue.as_str(),
+            symbols: unknown.join(", "),
         });
     }
-    let names: Vec<&str> = out.iter().map(|i| i.symbol.as_str()).collect();
-    db.execute(
-        "UPDATE instruments SET active = false, updated_at = now() WHERE venue = $1 AND active AND NOT (symbol = ANY($2))",
-        &[&venue.as_str(), &names],
-    )
-    .await?;
-    Ok(out)
+    Ok(ranked.filter(|(_, c)| list.contains(&c.symbol)).collect())
+}
+
+/// Upserts one chosen instrument into `instruments` (active again if it was delisted).
+async fn record(
+    db: &Client,
+    venue: Venue,
+    rank: usize,
+    c: &Candidate,
+    quote_volume: Option<String>,
+) -> Result<Instrument, UniverseError> {
+    for (what, v) in [("tickSize", &c.tick), ("stepSize", &c.step)] {
+        if parse_e8(v).map(|x| x <= 0).unwrap_or(true) {
+            return Err(UniverseError::BadFilter {
+                symbol: c.symbol.clone(),
+                why: format!("{what} {v:?}"),
+            });
+        }
+    }
+    let tier = Tier::of_rank(rank);
+    let row = db
+        .query_one(
+            "INSERT INTO instruments (venue, symbol, base, quote, status, tick_size, step_size, tier, volume_rank, quote_volume_24h, active, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7::text::numeric, $8, $9, $10::text::numeric, true, now())
+             ON CONFLICT (venue, symbol) DO UPDATE SET
+               status = EXCLUDED.status, tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size,
+               tier = EXCLUDED.tier, volume_rank = EXCLUDED.volume_rank, quote_volume_24h = EXCLUDED.quote_volume_24h,
+               active = true, delisted_at = NULL, updated_at = now()
+             RETURNING id",
+            &[&venue.as_str(), &c.symbol, &c.base, &c.quote, &c.status, &c.tick, &c.step, &tier.as_str(), &(rank as i32), &quote_volume],
+        )
+        .await?;
+    Ok(Instrument {
+        id: row.get(0),
+        venue,
+        symbol: c.symbol.clone(),
+        tier,
+        rank,
+    })
 }
 
 #[cfg(test)]

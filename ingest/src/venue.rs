@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::feed::{self, FeedCtx, Route, Shard, ShardCmd};
 use crate::metrics::Metrics;
-use crate::rest::Rest;
-use crate::symbol::{SnapshotQueue, SymbolConfig, SymbolTask};
+use crate::rest_client::Rest;
+use crate::snapshots::SnapshotQueue;
+use crate::symbol::{SymbolConfig, SymbolTask};
 use crate::universe::{self, Instrument, Selection, UniverseError};
 use crate::writer::Writer;
 
@@ -61,32 +62,41 @@ impl std::fmt::Debug for VenueManager {
     }
 }
 
+/// How a venue is collected: where, how many streams per connection, connection lifetime and
+/// watchdog, and the symbol tasks' settings.
+#[derive(Debug, Clone)]
+pub struct VenueSettings {
+    pub ws_base: String,
+    pub per_connection: usize,
+    pub lifetime: Duration,
+    pub stale_after: Duration,
+    pub symbol: SymbolConfig,
+}
+
 impl VenueManager {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         venue: Venue,
-        ws_base: String,
+        settings: VenueSettings,
         rest: Arc<Rest>,
         snapshots: SnapshotQueue,
         writer: Writer,
         metrics: Arc<Metrics>,
-        symbol_cfg: SymbolConfig,
-        per_connection: usize,
-        lifetime: Duration,
-        stale_after: Duration,
         feed_stop: CancellationToken,
     ) -> VenueManager {
         let ctx = Arc::new(FeedCtx {
             venue,
-            ws_base,
+            ws_base: settings.ws_base,
             routes: std::sync::RwLock::new(HashMap::new()),
             writer: writer.clone(),
             metrics: metrics.clone(),
-            lifetime,
-            stale_after,
+            lifetime: settings.lifetime,
+            stale_after: settings.stale_after,
             subscribe_interval: binance::rules::subscribe_interval(venue),
             shutdown: feed_stop.clone(),
         });
+        let per_connection = settings
+            .per_connection
+            .clamp(1, binance::rules::MAX_STREAMS_PER_CONNECTION);
         VenueManager {
             venue,
             ctx,
@@ -94,8 +104,8 @@ impl VenueManager {
             snapshots,
             writer,
             metrics,
-            symbol_cfg,
-            per_connection: per_connection.clamp(1, binance::rules::MAX_STREAMS_PER_CONNECTION),
+            symbol_cfg: settings.symbol,
+            per_connection,
             feed_stop,
             shards: Vec::new(),
             active: HashMap::new(),

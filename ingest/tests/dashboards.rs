@@ -148,6 +148,7 @@ async fn every_panel_reads_compressed_chunks_the_same(db: &mut tokio_postgres::C
     tx.rollback().await.expect("rollback");
 }
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
     let Some((tdb, mut db)) = common::migrated_on(path, "dashboards").await else {
         return;

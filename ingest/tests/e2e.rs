@@ -12,6 +12,7 @@ mod common;
 
 use common::*;
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn collects_exact_books_through_faults_and_flushes_on_shutdown(path: StoragePath) {
     let Some((sim, tdb, db)) = sim_and_db(path, 11, "ingest_e2e").await else {
         return;

@@ -23,6 +23,7 @@ fn ingest(url: Option<&str>, args: &[&str]) -> (bool, String, String) {
 /// Automatic choice on each server: the plain one (where the package may be installed but is
 /// not preloaded), the community and the Apache edition. The migration takes a retention
 /// change at once, while TimescaleDB's jobs start (they could deadlock it before).
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn migrate_prints_its_plan_and_creates_every_relation(path: StoragePath) {
     let Some(db) = pgembed::test_database_on(path, "cli_migrate")
         .await

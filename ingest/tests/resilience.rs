@@ -131,6 +131,7 @@ fn spooled_files(spool: &std::path::Path, table: &str) -> usize {
 /// `kill -9` while the database is down, then a restart: what was spooled is replayed before
 /// open epochs are judged, so every row lies inside its epoch, epochs that began during the
 /// outage are closed too, and `book_at` refuses the time ingest was dead.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn a_crash_during_an_outage_leaves_no_row_outside_an_epoch(path: StoragePath) {
     let root = tempfile::tempdir().expect("tempdir");
     let (server, opts, url) = restartable_server(path, root.path()).await;

@@ -5,6 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn sslmodes_against_a_server_with_a_private_ca() {
     let server = tokio::task::spawn_blocking(|| {
         pgembed::PgServer::start(pgembed::Options {

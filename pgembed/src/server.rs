@@ -297,31 +297,7 @@ impl PgServer {
             .map_err(io_err(format!("opening {}", log.display())))?;
         let mut cmd = command(binaries.bin("postgres"), owner, dir);
         cmd.arg("-D").arg(data);
-        let mut settings: Vec<(String, String)> = vec![
-            ("port".into(), port.to_string()),
-            ("listen_addresses".into(), "127.0.0.1".into()),
-            // No unix socket: its path length is limited and its directory needs permissions.
-            ("unix_socket_directories".into(), String::new()),
-            ("max_connections".into(), "200".into()),
-        ];
-        if opts.ephemeral {
-            for (k, v) in [
-                ("fsync", "off"),
-                ("synchronous_commit", "off"),
-                ("full_page_writes", "off"),
-            ] {
-                settings.push((k.into(), v.into()));
-            }
-        }
-        if matches!(opts.timescaledb, Timescale::Community | Timescale::Apache) {
-            settings.push(("shared_preload_libraries".into(), "timescaledb".into()));
-            settings.push(("timescaledb.telemetry_level".into(), "off".into()));
-        }
-        if opts.timescaledb == Timescale::Apache {
-            settings.push(("timescaledb.license".into(), "apache".into()));
-        }
-        settings.extend(opts.settings.iter().cloned());
-        for (k, v) in settings {
+        for (k, v) in settings(port, opts) {
             cmd.arg("-c").arg(format!("{k}={v}"));
         }
         cmd.stdin(Stdio::null())
@@ -340,40 +316,8 @@ impl PgServer {
                 Ok(())
             });
         }
-        let mut child = spawn_long_lived(cmd).map_err(io_err("starting postgres"))?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let new_log = || {
-            let len = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-            tail(log, (len - log_start.min(len)).min(4000))
-        };
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(Error::Exited {
-                    status: status.to_string(),
-                    log: log.display().to_string(),
-                    tail: new_log(),
-                });
-            }
-            let ready = Command::new(binaries.bin("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-t", "1", "-U", SUPERUSER])
-                .args(["-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ready {
-                return Ok(child);
-            }
-            if Instant::now() > deadline {
-                stop_child(&mut child);
-                return Err(Error::NotReady {
-                    secs: READY_TIMEOUT.as_secs(),
-                    log: log.display().to_string(),
-                    tail: new_log(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_long_lived(cmd).map_err(io_err("starting postgres"))?;
+        wait_ready(binaries, child, log, log_start, port)
     }
 
     /// The loopback port the server listens on.
@@ -442,5 +386,79 @@ fn stop_child(child: &mut Child) {
 impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The server's settings: loopback only, no unix socket, durability off when ephemeral, and
+/// TimescaleDB preloaded (Apache-licensed if asked) on top of the caller's own.
+fn settings(port: u16, opts: &Options) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = vec![
+        ("port".into(), port.to_string()),
+        ("listen_addresses".into(), "127.0.0.1".into()),
+        // No unix socket: its path length is limited and its directory needs permissions.
+        ("unix_socket_directories".into(), String::new()),
+        ("max_connections".into(), "200".into()),
+    ];
+    if opts.ephemeral {
+        for (k, v) in [
+            ("fsync", "off"),
+            ("synchronous_commit", "off"),
+            ("full_page_writes", "off"),
+        ] {
+            settings.push((k.into(), v.into()));
+        }
+    }
+    if matches!(opts.timescaledb, Timescale::Community | Timescale::Apache) {
+        settings.push(("shared_preload_libraries".into(), "timescaledb".into()));
+        settings.push(("timescaledb.telemetry_level".into(), "off".into()));
+    }
+    if opts.timescaledb == Timescale::Apache {
+        settings.push(("timescaledb.license".into(), "apache".into()));
+    }
+    settings.extend(opts.settings.iter().cloned());
+    settings
+}
+
+/// Polls `pg_isready` until the server accepts connections, it exits, or `READY_TIMEOUT`
+/// passes; the errors carry what the server logged since `log_start`.
+fn wait_ready(
+    binaries: &Binaries,
+    mut child: Child,
+    log: &Path,
+    log_start: u64,
+    port: u16,
+) -> Result<Child, Error> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let new_log = || {
+        let len = fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        tail(log, (len - log_start.min(len)).min(4000))
+    };
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Exited {
+                status: status.to_string(),
+                log: log.display().to_string(),
+                tail: new_log(),
+            });
+        }
+        let ready = Command::new(binaries.bin("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-t", "1", "-U", SUPERUSER])
+            .args(["-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ready {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            stop_child(&mut child);
+            return Err(Error::NotReady {
+                secs: READY_TIMEOUT.as_secs(),
+                log: log.display().to_string(),
+                tail: new_log(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

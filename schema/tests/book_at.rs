@@ -111,6 +111,7 @@ async fn book_after(
     book(client, iid, &t, depth).await
 }
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn reconstructs_the_book_at_every_instant(path: StoragePath) {
     let Some((_db, client, _)) = migrated_on(path, "book_at").await else {
         return;
@@ -220,6 +221,7 @@ async fn reconstructs_the_book_at_every_instant(path: StoragePath) {
     assert_eq!(by_symbol, after_c.len() as i64);
 }
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn refuses_times_it_cannot_know(path: StoragePath) {
     let Some((_db, client, _)) = migrated_on(path, "book_at_refuse").await else {
         return;

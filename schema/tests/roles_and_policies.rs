@@ -69,6 +69,7 @@ fn url_for(url: &str, user: &str) -> String {
     format!("{scheme}://{user}@{rest}")
 }
 
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn policies_are_validated_and_recorded(path: StoragePath) {
     let Some((_db, mut client, flavor)) = migrated_on(path, "policies").await else {
         return;

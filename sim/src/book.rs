@@ -47,6 +47,14 @@ impl Book {
         }
     }
 
+    /// The price `k` levels from the best on `side` (0: the best).
+    pub fn nth_from_top(&self, side: Side, k: usize) -> Option<i64> {
+        match side {
+            Side::Bid => self.bids.keys().rev().nth(k).copied(),
+            Side::Ask => self.asks.keys().nth(k).copied(),
+        }
+    }
+
     pub fn best_bid(&self) -> Option<(i64, i64)> {
         self.bids.iter().next_back().map(|(p, q)| (*p, *q))
     }

@@ -6,12 +6,14 @@
 //! book at any recent update id. See `ARCHITECTURE.md` for where it sits.
 
 pub mod book;
+pub mod conns;
 pub mod control;
 pub mod faults;
 pub mod history;
+pub mod limiter;
 pub mod market;
 pub mod replay;
-pub mod rest;
+pub mod rest_api;
 pub mod universe;
 pub mod venue;
 pub mod ws;
@@ -243,11 +245,11 @@ fn router(state: Arc<VenueState>) -> Router {
         .route("/ws", get(ws::raw_root))
         .route("/ws/{*streams}", get(ws::raw_streams))
         .route(binance::streams::SPOT_COMBINED_PATH, get(ws::combined))
-        .route(&format!("{api}/exchangeInfo"), get(rest::exchange_info))
-        .route(&format!("{api}/depth"), get(rest::depth))
-        .route(&format!("{api}/ticker/24hr"), get(rest::ticker_24hr))
-        .route(&format!("{api}/ping"), get(rest::ping))
-        .route(&format!("{api}/time"), get(rest::time))
+        .route(&format!("{api}/exchangeInfo"), get(rest_api::exchange_info))
+        .route(&format!("{api}/depth"), get(rest_api::depth))
+        .route(&format!("{api}/ticker/24hr"), get(rest_api::ticker_24hr))
+        .route(&format!("{api}/ping"), get(rest_api::ping))
+        .route(&format!("{api}/time"), get(rest_api::time))
         .route("/_control/state", get(control::get_state))
         .route("/_control/truth", get(control::get_truth))
         .route(

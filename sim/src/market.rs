@@ -191,6 +191,8 @@ impl Generator {
         }
     }
 
+    /// One random change: a trade (15 %), a resized level (35 %), a new order near the top
+    /// (22 %), a cancelled level (20 %), or the far book kept at its size (8 %).
     fn one_change(&mut self, book: &mut Book, last_id: &mut u64, act: &Activity, out: &mut Step) {
         let side = if self.rng.gen_bool(0.5) {
             Side::Bid
@@ -201,106 +203,123 @@ impl Generator {
         let (Some((best_bid, _)), Some((best_ask, _))) = (book.best_bid(), book.best_ask()) else {
             return;
         };
+        let mut c = Landing { book, last_id, out };
         if roll < 0.15 {
-            // A taker: buyers lift asks more often when the drift is up.
-            let buy = self.rng.gen_bool((0.5 + self.drift).clamp(0.05, 0.95));
-            let (maker_side, price) = if buy {
-                (Side::Ask, best_ask)
-            } else {
-                (Side::Bid, best_bid)
-            };
-            let Some(&level_qty) = book.side(maker_side).get(&price) else {
-                return;
-            };
-            let take = if self.rng.gen_bool(0.3) {
-                level_qty
-            } else {
-                let lots = level_qty / self.step;
-                self.rng.gen_range(1..=lots.max(1)) * self.step
-            }
-            .min(level_qty);
-            let fills = self.rng.gen_range(1..=3u64);
-            out.trades.push(Trade {
-                agg_id: self.next_agg_id,
-                first_trade_id: self.next_trade_id,
-                last_trade_id: self.next_trade_id + fills - 1,
-                price,
-                qty: take,
-                buyer_is_maker: !buy,
-            });
-            self.next_agg_id += 1;
-            self.next_trade_id += fills;
-            self.set(book, maker_side, price, level_qty - take, last_id, out);
+            self.take(&mut c, best_bid, best_ask);
         } else if roll < 0.50 {
-            let len = book.side(side).len();
+            let len = c.book.side(side).len();
             let k = self.depth_index(len);
-            let price = match side {
-                Side::Bid => book.bids.keys().rev().nth(k).copied(),
-                Side::Ask => book.asks.keys().nth(k).copied(),
-            };
-            if let Some(p) = price {
+            if let Some(p) = c.book.nth_from_top(side, k) {
                 let q = self.qty();
-                self.set(book, side, p, q, last_id, out);
+                self.apply(&mut c, side, p, q);
             }
         } else if roll < 0.72 {
-            // A new order near the top, sometimes inside the spread.
-            let spread_ticks = (best_ask - best_bid) / self.tick;
-            let d =
-                self.depth_index(50) as i64 - i64::from(spread_ticks > 1 && self.rng.gen_bool(0.3));
-            let price = match side {
-                Side::Bid => (best_bid - d * self.tick).min(best_ask - self.tick),
-                Side::Ask => (best_ask + d * self.tick).max(best_bid + self.tick),
-            };
-            if price > 0 {
-                let q = self.qty();
-                self.set(book, side, price, q, last_id, out);
-            }
+            self.place_near_top(&mut c, side, best_bid, best_ask);
         } else if roll < 0.92 {
-            let len = book.side(side).len();
+            let len = c.book.side(side).len();
             if len > act.levels / 2 + 2 {
                 let k = self.depth_index(len);
-                let price = match side {
-                    Side::Bid => book.bids.keys().rev().nth(k).copied(),
-                    Side::Ask => book.asks.keys().nth(k).copied(),
-                };
-                if let Some(p) = price {
-                    self.set(book, side, p, 0, last_id, out);
+                if let Some(p) = c.book.nth_from_top(side, k) {
+                    self.apply(&mut c, side, p, 0);
                 }
             }
         } else {
-            // The far book: keep its size around the target.
-            let len = book.side(side).len();
-            if len < act.levels {
-                let price = match side {
-                    Side::Bid => book
-                        .bids
-                        .keys()
-                        .next()
-                        .map(|w| w - (1 + self.gap()) * self.tick),
-                    Side::Ask => book
-                        .asks
-                        .keys()
-                        .next_back()
-                        .map(|w| w + (1 + self.gap()) * self.tick),
-                };
-                if let Some(p) = price.filter(|p| *p > 0) {
-                    let q = self.qty();
-                    self.set(book, side, p, q, last_id, out);
-                }
-            } else {
-                let k = self.rng.gen_range(0..len);
-                let price = book.side(side).keys().nth(k).copied();
-                if let Some(p) = price {
-                    let q = if self.rng.gen_bool(0.5) {
-                        0
-                    } else {
-                        self.qty()
-                    };
-                    self.set(book, side, p, q, last_id, out);
-                }
-            }
+            self.keep_far_book(&mut c, side, act.levels);
         }
     }
+
+    fn apply(&mut self, c: &mut Landing<'_>, side: Side, price: i64, qty: i64) {
+        self.set(c.book, side, price, qty, c.last_id, c.out);
+    }
+
+    /// A taker: buyers lift asks more often when the drift is up.
+    fn take(&mut self, c: &mut Landing<'_>, best_bid: i64, best_ask: i64) {
+        let buy = self.rng.gen_bool((0.5 + self.drift).clamp(0.05, 0.95));
+        let (maker_side, price) = if buy {
+            (Side::Ask, best_ask)
+        } else {
+            (Side::Bid, best_bid)
+        };
+        let Some(&level_qty) = c.book.side(maker_side).get(&price) else {
+            return;
+        };
+        let take = if self.rng.gen_bool(0.3) {
+            level_qty
+        } else {
+            let lots = level_qty / self.step;
+            self.rng.gen_range(1..=lots.max(1)) * self.step
+        }
+        .min(level_qty);
+        let fills = self.rng.gen_range(1..=3u64);
+        c.out.trades.push(Trade {
+            agg_id: self.next_agg_id,
+            first_trade_id: self.next_trade_id,
+            last_trade_id: self.next_trade_id + fills - 1,
+            price,
+            qty: take,
+            buyer_is_maker: !buy,
+        });
+        self.next_agg_id += 1;
+        self.next_trade_id += fills;
+        self.apply(c, maker_side, price, level_qty - take);
+    }
+
+    /// A new order near the top, sometimes inside the spread.
+    fn place_near_top(&mut self, c: &mut Landing<'_>, side: Side, best_bid: i64, best_ask: i64) {
+        let spread_ticks = (best_ask - best_bid) / self.tick;
+        let d = self.depth_index(50) as i64 - i64::from(spread_ticks > 1 && self.rng.gen_bool(0.3));
+        let price = match side {
+            Side::Bid => (best_bid - d * self.tick).min(best_ask - self.tick),
+            Side::Ask => (best_ask + d * self.tick).max(best_bid + self.tick),
+        };
+        if price > 0 {
+            let q = self.qty();
+            self.apply(c, side, price, q);
+        }
+    }
+
+    /// The far book: keep its size around the target.
+    fn keep_far_book(&mut self, c: &mut Landing<'_>, side: Side, levels: usize) {
+        let len = c.book.side(side).len();
+        if len < levels {
+            let price = match side {
+                Side::Bid => c
+                    .book
+                    .bids
+                    .keys()
+                    .next()
+                    .map(|w| w - (1 + self.gap()) * self.tick),
+                Side::Ask => c
+                    .book
+                    .asks
+                    .keys()
+                    .next_back()
+                    .map(|w| w + (1 + self.gap()) * self.tick),
+            };
+            if let Some(p) = price.filter(|p| *p > 0) {
+                let q = self.qty();
+                self.apply(c, side, p, q);
+            }
+            return;
+        }
+        let k = self.rng.gen_range(0..len);
+        let price = c.book.side(side).keys().nth(k).copied();
+        if let Some(p) = price {
+            let q = if self.rng.gen_bool(0.5) {
+                0
+            } else {
+                self.qty()
+            };
+            self.apply(c, side, p, q);
+        }
+    }
+}
+
+/// Where one change lands: the book, the id counter, and the step's output.
+struct Landing<'a> {
+    book: &'a mut Book,
+    last_id: &'a mut u64,
+    out: &'a mut Step,
 }
 
 #[cfg(test)]

@@ -123,14 +123,47 @@ fn derive_stream(data: &str) -> Option<(String, StreamKind)> {
 
 /// Reads and checks a replay directory.
 pub fn load(cfg: &ReplayConfig) -> Result<ReplayData, ReplayError> {
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |source| ReplayError::Io { path, source }
-    };
-    let snap_dir = cfg.dir.join("snapshots");
+    let snapshots = load_snapshots(&cfg.dir.join("snapshots"))?;
+    if snapshots.is_empty() {
+        return Err(ReplayError::NoSnapshots(cfg.dir.display().to_string()));
+    }
+    let mut specs: Vec<SymbolSpec> = snapshots
+        .iter()
+        .map(|(s, snap)| spec_for(s, snap))
+        .collect();
+    specs.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+    let path = cfg.dir.join("messages.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
+    let mut messages = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        messages.push(parse_line(line).map_err(|why| ReplayError::Parse {
+            path: path.display().to_string(),
+            line: i + 1,
+            why,
+        })?);
+    }
+    Ok(ReplayData {
+        specs,
+        snapshots,
+        messages,
+        speed: cfg.speed,
+    })
+}
+
+fn io_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ReplayError {
+    let path = path.display().to_string();
+    move |source| ReplayError::Io { path, source }
+}
+
+/// `snapshots/<symbol>.json`, by upper-case symbol.
+fn load_snapshots(dir: &std::path::Path) -> Result<HashMap<String, DepthSnapshot>, ReplayError> {
     let mut snapshots = HashMap::new();
-    for entry in std::fs::read_dir(&snap_dir).map_err(io(&snap_dir))? {
-        let path = entry.map_err(io(&snap_dir))?.path();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
         let Some(symbol) = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -141,7 +174,7 @@ pub fn load(cfg: &ReplayConfig) -> Result<ReplayData, ReplayError> {
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let text = std::fs::read_to_string(&path).map_err(io_error(&path))?;
         let snap: DepthSnapshot = sonic_rs::from_str(&text).map_err(|e| ReplayError::Parse {
             path: path.display().to_string(),
             line: 1,
@@ -149,62 +182,37 @@ pub fn load(cfg: &ReplayConfig) -> Result<ReplayData, ReplayError> {
         })?;
         snapshots.insert(symbol, snap);
     }
-    if snapshots.is_empty() {
-        return Err(ReplayError::NoSnapshots(cfg.dir.display().to_string()));
-    }
-    let mut specs: Vec<SymbolSpec> = snapshots
-        .iter()
-        .map(|(s, snap)| spec_for(s, snap))
-        .collect();
-    specs.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+    Ok(snapshots)
+}
 
-    let path = cfg.dir.join("messages.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let mut messages = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let bad = |why: String| ReplayError::Parse {
-            path: path.display().to_string(),
-            line: i + 1,
-            why,
-        };
-        let (stream, kind, data) = match sonic_rs::get(line, &["data"]) {
-            Ok(data) => {
-                let stream = sonic_rs::get(line, &["stream"])
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .ok_or_else(|| bad("no stream".into()))?;
-                let (_, kind) = StreamKind::parse(&stream)
-                    .ok_or_else(|| bad(format!("unknown stream {stream}")))?;
-                (stream, kind, data.as_raw_str().to_owned())
-            }
-            Err(_) => {
-                let (stream, kind) =
-                    derive_stream(line).ok_or_else(|| bad("not a market-data message".into()))?;
-                (stream, kind, line.to_owned())
-            }
-        };
-        let event_time = sonic_rs::get(&data, &["E"]).ok().and_then(|v| v.as_u64());
-        let depth = if kind == StreamKind::Depth100ms {
-            let d: DepthUpdate = sonic_rs::from_str(&data).map_err(|e| bad(e.to_string()))?;
-            Some((d.symbol.to_ascii_uppercase(), d))
-        } else {
-            None
-        };
-        messages.push(Recorded {
-            frame: Arc::new(Frame::new(stream, kind, data)),
-            event_time,
-            depth,
-        });
-    }
-    Ok(ReplayData {
-        specs,
-        snapshots,
-        messages,
-        speed: cfg.speed,
+/// One recorded message: a combined-stream frame, or a bare payload whose stream is derived.
+fn parse_line(line: &str) -> Result<Recorded, String> {
+    let (stream, kind, data) = match sonic_rs::get(line, &["data"]) {
+        Ok(data) => {
+            let stream = sonic_rs::get(line, &["stream"])
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or("no stream")?;
+            let (_, kind) =
+                StreamKind::parse(&stream).ok_or_else(|| format!("unknown stream {stream}"))?;
+            (stream, kind, data.as_raw_str().to_owned())
+        }
+        Err(_) => {
+            let (stream, kind) = derive_stream(line).ok_or("not a market-data message")?;
+            (stream, kind, line.to_owned())
+        }
+    };
+    let event_time = sonic_rs::get(&data, &["E"]).ok().and_then(|v| v.as_u64());
+    let depth = if kind == StreamKind::Depth100ms {
+        let d: DepthUpdate = sonic_rs::from_str(&data).map_err(|e| e.to_string())?;
+        Some((d.symbol.to_ascii_uppercase(), d))
+    } else {
+        None
+    };
+    Ok(Recorded {
+        frame: Arc::new(Frame::new(stream, kind, data)),
+        event_time,
+        depth,
     })
 }
 

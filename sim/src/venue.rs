@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::book::{wire_levels, Book, Side};
 use crate::faults::{Faults, FrameFault};
 use crate::history::{Event, History};
-use crate::market::{Activity, Generator, Step};
+use crate::market::{Activity, Change, Generator, Step, Top, Trade};
 use crate::universe::SymbolSpec;
 use crate::VenueConfig;
 
@@ -111,8 +111,8 @@ pub struct VenueState {
     pub by_name: HashMap<String, usize>,
     pub tx: broadcast::Sender<Arc<Frame>>,
     pub faults: Faults,
-    pub conns: crate::ws::Registry,
-    pub limiter: crate::rest::Limiter,
+    pub conns: crate::conns::Registry,
+    pub limiter: crate::limiter::Limiter,
     pub stats: Stats,
     pub shutdown: CancellationToken,
 }
@@ -190,7 +190,7 @@ impl VenueState {
             .enumerate()
             .map(|(i, s)| (s.spec.symbol.clone(), i))
             .collect();
-        let limiter = crate::rest::Limiter::new(cfg.weight_limit, cfg.weight_window, cfg.ban);
+        let limiter = crate::limiter::Limiter::new(cfg.weight_limit, cfg.weight_window, cfg.ban);
         VenueState {
             venue,
             cfg,
@@ -198,7 +198,7 @@ impl VenueState {
             by_name,
             tx,
             faults: Faults::default(),
-            conns: crate::ws::Registry::default(),
+            conns: crate::conns::Registry::default(),
             limiter,
             stats: Stats::default(),
             shutdown,
@@ -273,11 +273,7 @@ impl VenueState {
         step: Step,
         prev_last_id: u64,
     ) {
-        let spec = &sym.spec;
-        let lower = spec.symbol.to_ascii_lowercase();
-        let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
         let e = now_ms();
-        let usdm = self.venue == Venue::Usdm;
         // Trades and ticker changes happen through the time since the previous step, not all at
         // its end: the k-th of n is stamped at its share of that time, the last at `e` (never
         // before the previous step, so times only grow).
@@ -287,10 +283,23 @@ impl VenueState {
             .max(inner.last_publish_ms)
             .min(e);
         inner.last_publish_ms = e;
-        let spread = |k: usize, n: usize| e - (n - 1 - k) as u64 * since / n as u64;
-        let n_trades = step.trades.len();
-        for (k, t) in step.trades.iter().enumerate() {
-            let e = spread(k, n_trades);
+        let times = Spread { end: e, since };
+        self.publish_trades(&sym.spec, inner, &step.trades, times);
+        self.publish_tops(&sym.spec, &step.tops, times);
+        self.publish_depth(&sym.spec, inner, step.changes, prev_last_id, e);
+    }
+
+    fn publish_trades(
+        &self,
+        spec: &SymbolSpec,
+        inner: &mut SymbolInner,
+        trades: &[Trade],
+        times: Spread,
+    ) {
+        let lower = spec.symbol.to_ascii_lowercase();
+        let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
+        for (k, t) in trades.iter().enumerate() {
+            let e = times.at(k, trades.len());
             inner.last_price = t.price;
             inner.volume_e8 += t.qty;
             inner.trade_count += t.last_trade_id - t.first_trade_id + 1;
@@ -305,13 +314,18 @@ impl VenueState {
                 last_trade_id: t.last_trade_id,
                 trade_time: e.saturating_sub(1),
                 buyer_is_maker: t.buyer_is_maker,
-                ignore: (!usdm).then_some(true),
+                ignore: (self.venue == Venue::Spot).then_some(true),
             };
             self.send_json(StreamKind::AggTrade, &lower, &msg);
         }
-        let n_tops = step.tops.len();
-        for (k, top) in step.tops.iter().enumerate() {
-            let e = spread(k, n_tops);
+    }
+
+    fn publish_tops(&self, spec: &SymbolSpec, tops: &[Top], times: Spread) {
+        let lower = spec.symbol.to_ascii_lowercase();
+        let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
+        let usdm = self.venue == Venue::Usdm;
+        for (k, top) in tops.iter().enumerate() {
+            let e = times.at(k, tops.len());
             let msg = BookTicker {
                 event_type: usdm.then(|| "bookTicker".into()),
                 update_id: top.id,
@@ -325,53 +339,62 @@ impl VenueState {
             };
             self.send_json(StreamKind::BookTicker, &lower, &msg);
         }
-        let (Some(first), Some(last)) = (step.changes.first(), step.changes.last()) else {
+    }
+
+    /// One diff-depth event carrying the final quantity of every level changed in the step;
+    /// recorded in the ground truth before it is sent.
+    fn publish_depth(
+        &self,
+        spec: &SymbolSpec,
+        inner: &mut SymbolInner,
+        changes: Vec<Change>,
+        prev_last_id: u64,
+        e: u64,
+    ) {
+        let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
             return;
         };
-        // The event carries the final quantity of every level changed in the interval.
-        let mut finals: HashMap<(Side, i64), i64> = HashMap::with_capacity(step.changes.len());
-        for c in &step.changes {
+        let (first, last) = (first.id, last.id);
+        let mut finals: HashMap<(Side, i64), i64> = HashMap::with_capacity(changes.len());
+        for c in &changes {
             finals.insert((c.side, c.price), c.qty);
         }
         let mut levels: Vec<(Side, i64, i64)> =
             finals.into_iter().map(|((s, p), q)| (s, p, q)).collect();
         levels.sort_by_key(|(s, p, _)| (*s == Side::Ask, if *s == Side::Bid { -*p } else { *p }));
-        let bids: Vec<(i64, i64)> = levels
-            .iter()
-            .filter(|l| l.0 == Side::Bid)
-            .map(|l| (l.1, l.2))
-            .collect();
-        let asks: Vec<(i64, i64)> = levels
-            .iter()
-            .filter(|l| l.0 == Side::Ask)
-            .map(|l| (l.1, l.2))
-            .collect();
+        let side = |want: Side| -> Vec<(i64, i64)> {
+            levels
+                .iter()
+                .filter(|l| l.0 == want)
+                .map(|l| (l.1, l.2))
+                .collect()
+        };
+        let (pd, qd) = (self.price_decimals(spec), self.qty_decimals(spec));
+        let usdm = self.venue == Venue::Usdm;
         let msg = DepthUpdate {
             event_type: "depthUpdate".into(),
             event_time: e,
             transaction_time: usdm.then_some(e.saturating_sub(1)),
             symbol: spec.symbol.clone(),
-            first_update_id: first.id,
-            final_update_id: last.id,
+            first_update_id: first,
+            final_update_id: last,
             prev_final_update_id: usdm.then_some(prev_last_id),
-            bids: wire_levels(&bids, pd, qd),
-            asks: wire_levels(&asks, pd, qd),
+            bids: wire_levels(&side(Side::Bid), pd, qd),
+            asks: wire_levels(&side(Side::Ask), pd, qd),
         };
         inner.history.push(
             Event {
-                first: first.id,
-                last: last.id,
+                first,
+                last,
                 levels,
             },
             &inner.book,
         );
-        inner.last_event = Some((prev_last_id, step.changes));
+        inner.last_event = Some((prev_last_id, changes));
         if let Ok(raw) = sonic_rs::to_string(&msg) {
-            let frame = Arc::new(Frame::new(
-                StreamKind::Depth100ms.name(&lower),
-                StreamKind::Depth100ms,
-                raw,
-            ));
+            let lower = spec.symbol.to_ascii_lowercase();
+            let kind = StreamKind::Depth100ms;
+            let frame = Arc::new(Frame::new(kind.name(&lower), kind, raw));
             self.send_depth(inner, &spec.symbol, frame);
         }
     }
@@ -456,5 +479,18 @@ impl VenueState {
                 self.publish_mark_prices();
             }
         }
+    }
+}
+
+/// Event times spread over a step: the k-th of n at its share of the time `since` before `end`.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    end: u64,
+    since: u64,
+}
+
+impl Spread {
+    fn at(self, k: usize, n: usize) -> u64 {
+        self.end - (n - 1 - k) as u64 * self.since / n as u64
     }
 }

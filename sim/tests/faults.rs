@@ -225,6 +225,7 @@ async fn forced_rest_errors_in_order() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn the_control_endpoint_over_http() {
     let sim = start(Some(fast(Venue::Spot)), None).await;
     let h = sim.spot.as_ref().expect("spot");

@@ -282,6 +282,7 @@ async fn connections_end_at_their_maximum_lifetime() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn rest_endpoints_weights_and_errors() {
     let mut spot = fast(Venue::Spot);
     spot.weight_limit = 400;
@@ -414,6 +415,7 @@ async fn rest_endpoints_weights_and_errors() {
 }
 
 /// Binance's documented procedure, as a collector runs it, against the simulator's truth.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
 async fn sync_and_compare(sim: &sim::Sim, venue: Venue) {
     let h = sim.venue(venue).expect("venue");
     let (ws_path, rest) = match venue {

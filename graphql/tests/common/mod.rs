@@ -78,35 +78,15 @@ pub async fn start_api(reader_url: &str, token: Option<String>) -> String {
     format!("http://{addr}")
 }
 
-pub async fn setup(path: pgembed::StoragePath) -> Option<Env> {
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let sim = Sim::start(SimConfig {
-        seed: 3,
-        spot: Some(venue(BVenue::Spot)),
-        usdm: Some(venue(BVenue::Usdm)),
-    })
-    .await
-    .expect("sim");
-    let db = pgembed::test_database_on(path, "api").await.expect("db")?;
-    let (mut admin, conn) = tokio_postgres::connect(&db.url, NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(conn);
-    let flavor = schema::Flavor::parse(path.as_str()).expect("a schema flavor");
-    schema::apply(&mut admin, schema::FlavorChoice::Require(flavor))
-        .await
-        .expect("migrate");
-    admin
-        .execute("UPDATE storage_policies SET drop_after = NULL", &[])
-        .await
-        .expect("policy");
-    let (s, u) = (
-        sim.spot.as_ref().expect("spot"),
-        sim.usdm.as_ref().expect("usdm"),
-    );
+/// Ingest on both simulated venues, top 3 USDT symbols each, batches flushed every 50 ms.
+fn ingest_config(
+    database_url: &str,
+    s: &sim::VenueHandle,
+    u: &sim::VenueHandle,
+) -> ingest::run::RunConfig {
     let spool = tempfile::tempdir().expect("spool").keep();
-    let cfg = ingest::run::RunConfig {
-        database_url: db.url.clone(),
+    ingest::run::RunConfig {
+        database_url: database_url.to_owned(),
         venues: vec![BVenue::Spot, BVenue::Usdm],
         spot_rest: s.rest_url(),
         spot_ws: s.ws_url(),
@@ -134,7 +114,36 @@ pub async fn setup(path: pgembed::StoragePath) -> Option<Env> {
         shutdown_grace: Duration::from_secs(30),
         universe_refresh: Duration::from_secs(600),
         maintain_every: Duration::from_millis(500),
-    };
+    }
+}
+
+pub async fn setup(path: pgembed::StoragePath) -> Option<Env> {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let sim = Sim::start(SimConfig {
+        seed: 3,
+        spot: Some(venue(BVenue::Spot)),
+        usdm: Some(venue(BVenue::Usdm)),
+    })
+    .await
+    .expect("sim");
+    let db = pgembed::test_database_on(path, "api").await.expect("db")?;
+    let (mut admin, conn) = tokio_postgres::connect(&db.url, NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let flavor = schema::Flavor::parse(path.as_str()).expect("a schema flavor");
+    schema::apply(&mut admin, schema::FlavorChoice::Require(flavor))
+        .await
+        .expect("migrate");
+    admin
+        .execute("UPDATE storage_policies SET drop_after = NULL", &[])
+        .await
+        .expect("policy");
+    let (s, u) = (
+        sim.spot.as_ref().expect("spot"),
+        sim.usdm.as_ref().expect("usdm"),
+    );
+    let cfg = ingest_config(&db.url, s, u);
     let stop = CancellationToken::new();
     let run = tokio::spawn(ingest::run::run(
         cfg,

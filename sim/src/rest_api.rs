@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -17,8 +16,9 @@ use binance::units::format_e8;
 use binance::wire::{DepthSnapshot, ExchangeInfo, Filter, RateLimit, SymbolInfo, Ticker24h};
 use binance::Venue;
 
-use crate::book::wire_levels;
-use crate::venue::{now_ms, VenueState};
+use crate::book::{wire_levels, Levels};
+use crate::limiter::Refusal;
+use crate::venue::{now_ms, SymbolInner, VenueState};
 
 /// Spot `GET /api/v3/exchangeInfo` weight.
 const SPOT_EXCHANGE_INFO_WEIGHT: u32 = 20;
@@ -34,97 +34,6 @@ const SPOT_DEPTH_MAX: u32 = 5000;
 /// USD-M depth: default `limit` 500; valid limits 5, 10, 20, 50, 100, 500, 1000.
 const USDM_DEPTH_DEFAULT: u32 = 500;
 const USDM_DEPTH_LIMITS: [u32; 7] = [5, 10, 20, 50, 100, 500, 1000];
-
-/// The per-IP weight budget (the simulator serves one client address: loopback).
-#[derive(Debug)]
-pub struct Limiter {
-    limit: u32,
-    window: Duration,
-    ban: Duration,
-    state: Mutex<LimitState>,
-}
-
-#[derive(Debug)]
-struct LimitState {
-    window_start: Instant,
-    used: u32,
-    back_off_until: Option<Instant>,
-    banned_until: Option<Instant>,
-}
-
-/// A refused request: status (429 or 418) and seconds until retrying is allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub retry_after: u64,
-    pub used: u32,
-}
-
-impl Limiter {
-    pub fn new(limit: u32, window: Duration, ban: Duration) -> Limiter {
-        Limiter {
-            limit,
-            window,
-            ban,
-            state: Mutex::new(LimitState {
-                window_start: Instant::now(),
-                used: 0,
-                back_off_until: None,
-                banned_until: None,
-            }),
-        }
-    }
-
-    /// Counts `weight` or refuses; `Ok(used weight in this window)`.
-    pub fn admit(&self, weight: u32) -> Result<u32, Refusal> {
-        self.admit_at(weight, Instant::now())
-    }
-
-    /// [`Limiter::admit`] at a given instant (tests step the clock instead of sleeping).
-    fn admit_at(&self, weight: u32, now: Instant) -> Result<u32, Refusal> {
-        let Ok(mut s) = self.state.lock() else {
-            return Ok(0);
-        };
-        while now.duration_since(s.window_start) >= self.window {
-            s.window_start += self.window;
-            s.used = 0;
-        }
-        let secs =
-            |until: Instant| until.saturating_duration_since(now).as_secs_f64().ceil() as u64;
-        if let Some(until) = s.banned_until.filter(|u| *u > now) {
-            return Err(Refusal {
-                status: 418,
-                retry_after: secs(until).max(1),
-                used: s.used,
-            });
-        }
-        if s.back_off_until.is_some_and(|u| u > now) {
-            // Came back before Retry-After: Binance bans the IP.
-            let until = now + self.ban;
-            s.banned_until = Some(until);
-            return Err(Refusal {
-                status: 418,
-                retry_after: secs(until).max(1),
-                used: s.used,
-            });
-        }
-        if s.used + weight > self.limit {
-            let until = s.window_start + self.window;
-            s.back_off_until = Some(until);
-            return Err(Refusal {
-                status: 429,
-                retry_after: secs(until).max(1),
-                used: s.used,
-            });
-        }
-        s.used += weight;
-        Ok(s.used)
-    }
-
-    pub fn used(&self) -> u32 {
-        self.state.lock().map(|s| s.used).unwrap_or(0)
-    }
-}
 
 fn json(status: StatusCode, body: String, used: Option<u32>) -> Response {
     let mut r = (status, body).into_response();
@@ -289,6 +198,42 @@ fn parse_limit(q: &HashMap<String, String>, venue: Venue) -> Result<u32, Respons
     })
 }
 
+/// The book a snapshot serves, with its id: `stale` (a fault) makes it one from `behind`
+/// updates ago; every other snapshot may be the book inside the last event, when configured
+/// (ids that fall inside an event, as Binance's sometimes do).
+fn snapshot_book(
+    state: &VenueState,
+    inner: &SymbolInner,
+    stale: Option<u32>,
+    limit: usize,
+) -> (u64, Levels, Levels) {
+    let current = || {
+        let (b, a) = inner.book.top(limit);
+        (inner.last_id, b, a)
+    };
+    if let Some(behind) = stale {
+        let id = inner.history.id_behind(behind as usize);
+        return match inner.history.book_at(id) {
+            Ok((at, book)) => {
+                let (b, a) = book.top(limit);
+                (at, b, a)
+            }
+            Err(_) => current(),
+        };
+    }
+    let n = state.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+    let inside = (state.cfg.snapshots_inside_events && n % 2 == 1)
+        .then(|| inner.book_inside_last_event())
+        .flatten();
+    match inside {
+        Some((id, book)) => {
+            let (b, a) = book.top(limit);
+            (id, b, a)
+        }
+        None => current(),
+    }
+}
+
 pub async fn depth(
     State(state): State<Arc<VenueState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -315,47 +260,17 @@ pub async fn depth(
     if let Some(d) = slow {
         tokio::time::sleep(d).await;
     }
-    let (last_id, bids, asks, replay_time) = {
-        let Ok(inner) = sym.inner.lock() else {
-            return api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                -1001,
-                "Internal error",
-                None,
-            );
-        };
-        match stale {
-            Some(behind) => {
-                let id = inner.history.id_behind(behind as usize);
-                match inner.history.book_at(id) {
-                    Ok((at, book)) => {
-                        let (b, a) = book.top(limit as usize);
-                        (at, b, a, inner.replay_time_ms)
-                    }
-                    Err(_) => {
-                        let (b, a) = inner.book.top(limit as usize);
-                        (inner.last_id, b, a, inner.replay_time_ms)
-                    }
-                }
-            }
-            None => {
-                let n = state.stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                let inside = (state.cfg.snapshots_inside_events && n % 2 == 1)
-                    .then(|| inner.book_inside_last_event())
-                    .flatten();
-                match inside {
-                    Some((id, book)) => {
-                        let (b, a) = book.top(limit as usize);
-                        (id, b, a, inner.replay_time_ms)
-                    }
-                    None => {
-                        let (b, a) = inner.book.top(limit as usize);
-                        (inner.last_id, b, a, inner.replay_time_ms)
-                    }
-                }
-            }
-        }
+    let Ok(inner) = sym.inner.lock() else {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            -1001,
+            "Internal error",
+            None,
+        );
     };
+    let (last_id, bids, asks) = snapshot_book(&state, &inner, stale, limit as usize);
+    let replay_time = inner.replay_time_ms;
+    drop(inner);
     let (pd, qd) = (
         state.price_decimals(&sym.spec),
         state.qty_decimals(&sym.spec),
@@ -433,37 +348,5 @@ pub async fn time(State(state): State<Arc<VenueState>>) -> Response {
             Some(u),
         ),
         Err(r) => r,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_spent_budget_gives_429_and_ignoring_it_418() {
-        let l = Limiter::new(100, Duration::from_secs(60), Duration::from_secs(120));
-        assert_eq!(l.admit(60), Ok(60));
-        let r = l.admit(60).expect_err("over budget");
-        assert_eq!(r.status, 429);
-        assert!(r.retry_after >= 1 && r.retry_after <= 60);
-        let r = l.admit(1).expect_err("came back too early");
-        assert_eq!(r.status, 418);
-        assert!(r.retry_after > 60, "banned for longer than the window");
-        assert_eq!(l.admit(1).expect_err("still banned").status, 418);
-    }
-
-    #[test]
-    fn the_budget_renews_each_window() {
-        let l = Limiter::new(10, Duration::from_secs(60), Duration::from_secs(120));
-        let t0 = Instant::now();
-        assert_eq!(l.admit_at(10, t0), Ok(10));
-        assert_eq!(
-            l.admit_at(1, t0 + Duration::from_secs(59))
-                .map_err(|r| r.status),
-            Err(429)
-        );
-        // A new window forgives the weight; the 429's back-off ended with the old window.
-        assert_eq!(l.admit_at(10, t0 + Duration::from_secs(61)), Ok(10));
     }
 }
