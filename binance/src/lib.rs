@@ -1,6 +1,7 @@
 //! Binance's public market-data protocol, shared by the collector (`ingest`) and the simulator
 //! (`sim`): venues, endpoints and the rules both sides must agree on.
 //!
+pub mod e8wire;
 pub mod rules;
 pub mod streams;
 pub mod units;

@@ -15,6 +15,12 @@ pub const ONE: i64 = 100_000_000;
 #[error("not an exact decimal with at most 8 fractional digits: {0:?}")]
 pub struct DecimalError(pub String);
 
+impl DecimalError {
+    /// How every such error's message starts (a parser that only passes messages on, such as
+    /// serde's, can still tell it apart).
+    pub const MESSAGE: &'static str = "not an exact decimal with at most 8 fractional digits";
+}
+
 /// One side of a book as Binance sends it (`[["price", "qty"], …]`, `wire::Level`) in e8 units;
 /// the first level that is not an exact decimal refuses the whole side.
 pub fn parse_levels(side: &[[String; 2]]) -> Result<Vec<(i64, i64)>, DecimalError> {

@@ -3,8 +3,11 @@
 //! (spot and USD-M, every stream and REST response the collector uses) are parsed through the
 //! shared types and each field is asserted against the literal; then every line of the real
 //! recordings (`../shared/real-binance/`) is parsed both through the shared types and with
-//! serde_json, and the fields compared.
+//! serde_json, and the fields compared; the hot-path types (`e8wire`, decimals read in place)
+//! must read each the same as `wire` plus `units`.
 
+use binance::e8wire;
+use binance::units::{parse_e8, parse_levels};
 use binance::wire::{AggTrade, BookTicker, DepthSnapshot, DepthUpdate, MarkPrice};
 use serde_json::Value;
 
@@ -156,11 +159,23 @@ fn levels(v: &Value, k: &str) -> Vec<[String; 2]> {
         .collect()
 }
 
+fn e8(s: &str) -> i64 {
+    parse_e8(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// One recorded payload through the shared types, its fields against serde_json's reading.
 fn check_payload(raw: &str, v: &Value) {
     match v.get("e").and_then(Value::as_str) {
         Some("depthUpdate") => {
             let d: DepthUpdate = sonic_rs::from_str(raw).expect("depth");
+            let e: e8wire::DepthUpdate = sonic_rs::from_str(raw).expect("depth in e8");
+            assert_eq!(e.bids.0, parse_levels(&d.bids).expect("exact"));
+            assert_eq!(e.asks.0, parse_levels(&d.asks).expect("exact"));
+            assert_eq!(
+                (e.event_time, e.first_update_id, e.final_update_id),
+                (d.event_time, d.first_update_id, d.final_update_id)
+            );
+            assert_eq!(e.prev_final_update_id, d.prev_final_update_id);
             assert_eq!(d.event_time, n(v, "E"));
             assert_eq!(d.symbol, s(v, "s"));
             assert_eq!(
@@ -173,6 +188,16 @@ fn check_payload(raw: &str, v: &Value) {
         }
         Some("aggTrade") => {
             let t: AggTrade = sonic_rs::from_str(raw).expect("aggTrade");
+            let e: e8wire::AggTrade = sonic_rs::from_str(raw).expect("aggTrade in e8");
+            assert_eq!((e.price.0, e.qty.0), (e8(&t.price), e8(&t.qty)));
+            assert_eq!(
+                (e.agg_trade_id, e.first_trade_id, e.last_trade_id),
+                (t.agg_trade_id, t.first_trade_id, t.last_trade_id)
+            );
+            assert_eq!(
+                (e.trade_time, e.event_time, e.buyer_is_maker),
+                (t.trade_time, t.event_time, t.buyer_is_maker)
+            );
             assert_eq!(
                 (t.agg_trade_id, t.first_trade_id, t.last_trade_id),
                 (n(v, "a"), n(v, "f"), n(v, "l"))
@@ -183,6 +208,17 @@ fn check_payload(raw: &str, v: &Value) {
         }
         Some("bookTicker") | None => {
             let b: BookTicker = sonic_rs::from_str(raw).expect("bookTicker");
+            let e: e8wire::BookTicker = sonic_rs::from_str(raw).expect("bookTicker in e8");
+            assert_eq!(
+                (e.bid_price.0, e.bid_qty.0, e.ask_price.0, e.ask_qty.0),
+                (
+                    e8(&b.bid_price),
+                    e8(&b.bid_qty),
+                    e8(&b.ask_price),
+                    e8(&b.ask_qty)
+                )
+            );
+            assert_eq!((e.update_id, e.event_time), (b.update_id, b.event_time));
             assert_eq!((b.update_id, b.symbol.clone()), (n(v, "u"), s(v, "s")));
             assert_eq!((b.bid_price, b.bid_qty), (s(v, "b"), s(v, "B")));
             assert_eq!((b.ask_price, b.ask_qty), (s(v, "a"), s(v, "A")));

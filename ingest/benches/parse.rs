@@ -1,14 +1,20 @@
-//! Depth-message decode + book apply, messages per second on one core: `ingest::decode` (what
-//! the feed runs: sonic-rs, exact e8 decimals) against the same conversion after serde_json, on
-//! combined-stream frames of realistic messages made by the simulator's market generator.
+//! Depth-message decode + book apply, messages per second on one core, on combined-stream
+//! frames of realistic messages made by the simulator's market generator: `ingest::decode`
+//! (what the feed runs: sonic-rs into `binance::e8wire`, decimals read in place), serde_json
+//! into the same types, and round 1's path (sonic-rs into `binance::wire`'s owned strings,
+//! then `parse_levels`).
 //! `cargo bench -p ingest --bench parse`; `cargo test -p ingest --benches` runs each once.
 
+use binance::e8wire;
 use binance::wire::{Combined, DepthUpdate};
 use book::sync::{DepthEvent, Rules, Snapshot, SyncMachine};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ingest::decode::{self, Event};
 use sim::book::wire_levels;
 use sim::market::{Activity, Generator};
+
+/// Criterion's names for them (`bench/` reads the results under these names).
+const PARSERS: [&str; 3] = ["sonic-rs", "serde_json", "owned-strings"];
 
 /// Serialized depth events of one busy symbol, and the snapshot they continue.
 fn messages(n: usize) -> (Snapshot, Vec<String>) {
@@ -63,15 +69,28 @@ fn messages(n: usize) -> (Snapshot, Vec<String>) {
     (snap, out)
 }
 
-/// The depth event of a frame, by ingest's decoder or by serde_json and the same conversion.
+/// The depth event of a frame, by each of the parsers compared.
 fn to_event(parser: &str, text: &str) -> DepthEvent {
-    if parser == "serde_json" {
-        let f: Combined<DepthUpdate> = serde_json::from_str(text).expect("parse");
-        return decode::depth_event(&f.data).expect("exact decimals");
-    }
-    match decode::decode(text).expect("decodes") {
-        Some((_, Event::Depth(ev))) => ev,
-        other => panic!("a depth event expected, got {other:?}"),
+    match parser {
+        "serde_json" => {
+            let f: Combined<e8wire::DepthUpdate> = serde_json::from_str(text).expect("parse");
+            DepthEvent {
+                event_time_ms: f.data.event_time,
+                first_update_id: f.data.first_update_id,
+                final_update_id: f.data.final_update_id,
+                prev_final_update_id: f.data.prev_final_update_id,
+                bids: f.data.bids.0,
+                asks: f.data.asks.0,
+            }
+        }
+        "owned-strings" => {
+            let f: Combined<DepthUpdate> = sonic_rs::from_str(text).expect("parse");
+            decode::depth_event(&f.data).expect("exact decimals")
+        }
+        _ => match decode::decode(text).expect("decodes") {
+            Some((_, Event::Depth(ev))) => ev,
+            other => panic!("a depth event expected, got {other:?}"),
+        },
     }
 }
 
@@ -79,7 +98,7 @@ fn bench(c: &mut Criterion) {
     let (snap, msgs) = messages(2_000);
     let mut group = c.benchmark_group("depth_parse_apply");
     group.throughput(Throughput::Elements(msgs.len() as u64));
-    for parser in ["sonic-rs", "serde_json"] {
+    for parser in PARSERS {
         group.bench_with_input(BenchmarkId::from_parameter(parser), &msgs, |b, msgs| {
             b.iter(|| {
                 let mut m = SyncMachine::new(Rules::Spot, 10);

@@ -1,13 +1,15 @@
-//! Frames of Binance's combined streams → typed events, with exact e8 decimals. Pure: no I/O,
-//! no clock, no routing; `feed` reads the socket and routes what comes out of here, and the
+//! Frames of Binance's combined streams → typed events, with exact e8 decimals read straight
+//! from the frame's text (`binance::e8wire`: no string allocated per level). Pure: no I/O, no
+//! clock, no routing; `feed` reads the socket and routes what comes out of here, and the
 //! parse benchmark (`ingest/benches/parse.rs`) measures this very code.
 //!
 //! Decoding is two steps so a frame for a symbol nobody routes is never parsed further than
 //! its stream name: [`frame`] reads the envelope, [`event`] the payload.
 
+use binance::e8wire::{self, is_decimal_error};
 use binance::streams::StreamKind;
 use binance::units::{parse_e8, parse_e8_signed, parse_levels, DecimalError};
-use binance::wire::{AggTrade, BookTicker, DepthUpdate, MarkPrice};
+use binance::wire::{DepthUpdate, MarkPrice};
 use book::sync::DepthEvent;
 use sonic_rs::LazyValue;
 
@@ -118,7 +120,8 @@ pub enum Event {
     Mark(Mark),
 }
 
-/// A diff-depth message as the sync machine takes it.
+/// A diff-depth message read through `wire`'s owned strings, as the sync machine takes it (the
+/// round-1 path, kept for the parse benchmark's comparison).
 pub fn depth_event(d: &DepthUpdate) -> Result<DepthEvent, DecimalError> {
     Ok(DepthEvent {
         event_time_ms: d.event_time,
@@ -134,30 +137,42 @@ pub fn depth_event(d: &DepthUpdate) -> Result<DepthEvent, DecimalError> {
 pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeError> {
     let raw = data.as_raw_str();
     let name = kind.suffix();
-    let payload = |_| DecodeError::Payload(name);
-    let decimal = |_| DecodeError::Decimal(name);
+    let parse_error = |e: sonic_rs::Error| {
+        if is_decimal_error(&e.to_string()) {
+            DecodeError::Decimal(name)
+        } else {
+            DecodeError::Payload(name)
+        }
+    };
     Ok(match kind {
         StreamKind::Depth100ms => {
-            let d: DepthUpdate = sonic_rs::from_str(raw).map_err(payload)?;
-            Event::Depth(depth_event(&d).map_err(decimal)?)
+            let d: e8wire::DepthUpdate = sonic_rs::from_str(raw).map_err(parse_error)?;
+            Event::Depth(DepthEvent {
+                event_time_ms: d.event_time,
+                first_update_id: d.first_update_id,
+                final_update_id: d.final_update_id,
+                prev_final_update_id: d.prev_final_update_id,
+                bids: d.bids.0,
+                asks: d.asks.0,
+            })
         }
         StreamKind::BookTicker => {
-            let t: BookTicker = sonic_rs::from_str(raw).map_err(payload)?;
+            let t: e8wire::BookTicker = sonic_rs::from_str(raw).map_err(parse_error)?;
             Event::Ticker(Ticker {
                 update_id: t.update_id,
                 event_time: t.event_time,
-                bid_price: parse_e8(&t.bid_price).map_err(decimal)?,
-                bid_qty: parse_e8(&t.bid_qty).map_err(decimal)?,
-                ask_price: parse_e8(&t.ask_price).map_err(decimal)?,
-                ask_qty: parse_e8(&t.ask_qty).map_err(decimal)?,
+                bid_price: t.bid_price.0,
+                bid_qty: t.bid_qty.0,
+                ask_price: t.ask_price.0,
+                ask_qty: t.ask_qty.0,
             })
         }
         StreamKind::AggTrade => {
-            let t: AggTrade = sonic_rs::from_str(raw).map_err(payload)?;
+            let t: e8wire::AggTrade = sonic_rs::from_str(raw).map_err(parse_error)?;
             Event::Trade(Trade {
                 agg_trade_id: t.agg_trade_id,
-                price: parse_e8(&t.price).map_err(decimal)?,
-                qty: parse_e8(&t.qty).map_err(decimal)?,
+                price: t.price.0,
+                qty: t.qty.0,
                 first_trade_id: t.first_trade_id,
                 last_trade_id: t.last_trade_id,
                 buyer_is_maker: t.buyer_is_maker,
@@ -165,19 +180,23 @@ pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeErro
                 event_time: t.event_time,
             })
         }
-        StreamKind::MarkPrice1s => {
-            let m: MarkPrice = sonic_rs::from_str(raw).map_err(payload)?;
-            Event::Mark(Mark {
-                event_time: m.event_time,
-                mark_price: parse_e8(&m.mark_price).map_err(decimal)?,
-                // The others are informative: a value we cannot read exactly is left empty
-                // rather than losing the mark price with it.
-                index_price: parse_e8(&m.index_price).ok(),
-                estimated_settle_price: parse_e8(&m.estimated_settle_price).ok(),
-                funding_rate: parse_e8_signed(&m.funding_rate).ok(),
-                next_funding_time: (m.next_funding_time > 0).then_some(m.next_funding_time),
-            })
-        }
+        StreamKind::MarkPrice1s => Event::Mark(mark(raw)?),
+    })
+}
+
+/// A markPrice update: once a second per symbol, so read through `wire`'s owned strings.
+fn mark(raw: &str) -> Result<Mark, DecodeError> {
+    let name = StreamKind::MarkPrice1s.suffix();
+    let m: MarkPrice = sonic_rs::from_str(raw).map_err(|_| DecodeError::Payload(name))?;
+    Ok(Mark {
+        event_time: m.event_time,
+        mark_price: parse_e8(&m.mark_price).map_err(|_| DecodeError::Decimal(name))?,
+        // The others are informative: a value we cannot read exactly is left empty rather
+        // than losing the mark price with it.
+        index_price: parse_e8(&m.index_price).ok(),
+        estimated_settle_price: parse_e8(&m.estimated_settle_price).ok(),
+        funding_rate: parse_e8_signed(&m.funding_rate).ok(),
+        next_funding_time: (m.next_funding_time > 0).then_some(m.next_funding_time),
     })
 }
 

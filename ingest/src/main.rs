@@ -141,11 +141,12 @@ struct RunArgs {
     /// Levels per side in book_top.
     #[arg(long, env = "INGEST_BOOK_TOP_LEVELS", default_value_t = 20)]
     book_top_levels: usize,
-    /// Flush a batch at this many rows ...
+    /// Rows per batch at most.
     #[arg(long, env = "INGEST_BATCH_ROWS", default_value_t = 5000)]
     batch_rows: usize,
-    /// ... or after this many milliseconds (at most 100).
-    #[arg(long, env = "INGEST_BATCH_DELAY_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100))]
+    /// How long a batch waits for more rows after its first (at most 100). 0: group commit, a
+    /// batch is what queued while the previous one committed.
+    #[arg(long, env = "INGEST_BATCH_DELAY_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
     batch_delay_ms: u64,
     /// Rows queued per table before the streams are slowed down.
     #[arg(long, env = "INGEST_QUEUE_ROWS", default_value_t = 200_000)]

@@ -107,27 +107,34 @@ impl Notes {
     }
 }
 
-/// `trades` of one instrument as [`TradesNote`] payloads, each under [`MAX_PAYLOAD`].
+/// `trades` of one instrument as [`TradesNote`] payloads, each under [`MAX_PAYLOAD`]. Each
+/// trade is serialized once: the payloads are the empty note with the trades spliced into its
+/// list (so the shape stays the contract's, whatever serde makes of it).
 fn chunks(iid: i32, trades: &[TradeNote]) -> Vec<String> {
-    let note = |trades: &[TradeNote]| {
-        json(&TradesNote {
-            instrument_id: iid,
-            trades: trades.to_vec(),
-        })
+    let empty = json(&TradesNote {
+        instrument_id: iid,
+        trades: Vec::new(),
+    });
+    let Some(at) = empty.find("[]") else {
+        return Vec::new();
     };
-    let empty = note(&[]).len();
+    let (head, tail) = (&empty[..=at], &empty[at + 1..]);
     let mut out = Vec::new();
-    let (mut start, mut len) = (0, empty);
-    for (i, t) in trades.iter().enumerate() {
-        let size = json(t).len();
-        if i > start && len + 1 + size > MAX_PAYLOAD {
-            out.push(note(&trades[start..i]));
-            (start, len) = (i, empty);
+    let mut payload = String::from(head);
+    for t in trades.iter().map(json) {
+        let first = payload.len() == head.len();
+        if !first && payload.len() + 1 + t.len() + tail.len() > MAX_PAYLOAD {
+            payload.push_str(tail);
+            out.push(std::mem::replace(&mut payload, String::from(head)));
         }
-        len += size + usize::from(i > start);
+        if payload.len() > head.len() {
+            payload.push(',');
+        }
+        payload.push_str(&t);
     }
-    if start < trades.len() {
-        out.push(note(&trades[start..]));
+    if payload.len() > head.len() {
+        payload.push_str(tail);
+        out.push(payload);
     }
     out
 }

@@ -1,8 +1,10 @@
-//! The write path: one task per table batches rows, flushes on size or a short
-//! deadline with binary COPY, and commits each batch together with its `ingest_batches` row
-//! (and, for live tables, its NOTIFY announcements). While the database is unreachable, batches
-//! go to the table's [`Spool`] and are replayed in order once it is back; a replayed batch
-//! already in the ledger writes nothing.
+//! The write path: one task per table commits rows by binary COPY, each batch together with
+//! its `ingest_batches` row (and, for live tables, its NOTIFY announcements). Group commit: a
+//! batch is whatever queued while the previous one was committing (up to `max_rows`), so
+//! batches grow with load and a quiet table commits a row as soon as it comes; an optional
+//! `max_delay` lingers for more rows instead. While the database is unreachable, batches go to
+//! the table's [`Spool`] and are replayed in order once it is back; a replayed batch already in
+//! the ledger writes nothing.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::copy::CopyBuf;
 use crate::metrics::Metrics;
@@ -23,9 +26,10 @@ use crate::spool::{Batch, Spool};
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub database_url: String,
-    /// Flush when a batch reaches this many rows.
+    /// A batch holds at most this many rows.
     pub max_rows: usize,
-    /// ... or when its first row has waited this long (100 ms by default).
+    /// How long a batch waits for more rows after its first. Zero (the default): group commit,
+    /// a batch is what queued while the previous one committed.
     pub max_delay: Duration,
     /// Rows queued per table before producers wait (backpressure).
     pub queue: usize,
@@ -104,6 +108,8 @@ struct TableWriter {
     cfg: WriterConfig,
     metrics: Arc<Metrics>,
     client: Option<Client>,
+    /// The table's COPY, prepared once per connection.
+    copy: Option<Statement>,
     spool: Spool,
     last_connect_attempt: Option<Instant>,
 }
@@ -116,6 +122,7 @@ impl TableWriter {
             cfg,
             metrics,
             client: None,
+            copy: None,
             spool,
             last_connect_attempt: None,
         }
@@ -145,9 +152,11 @@ impl TableWriter {
         self.drain_spool().await;
     }
 
-    /// Encodes `first` and whatever follows it within the batch deadline, up to the row cap.
+    /// Encodes `first` and what follows it, up to the row cap: what is queued already (group
+    /// commit), or what comes within `max_delay` of the first row.
     async fn collect(&self, first: Row, rx: &mut mpsc::Receiver<Row>) -> Collected {
         let deadline = tokio::time::Instant::now() + self.cfg.max_delay;
+        let linger = !self.cfg.max_delay.is_zero();
         let mut buf = CopyBuf::new();
         let mut notes = crate::notify::channel(self.table).map(|_| Notes::default());
         let (mut lo, mut hi) = (first.time(), first.time());
@@ -163,11 +172,19 @@ impl TableWriter {
             if buf.rows() >= self.cfg.max_rows {
                 break;
             }
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(row)) => next = Some(row),
-                Ok(None) => closed = true,
-                Err(_) => {}
-            }
+            (next, closed) = if linger {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(row)) => (Some(row), false),
+                    Ok(None) => (None, true),
+                    Err(_) => (None, false),
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(row) => (Some(row), false),
+                    Err(mpsc::error::TryRecvError::Empty) => (None, false),
+                    Err(mpsc::error::TryRecvError::Disconnected) => (None, true),
+                }
+            };
         }
         self.metrics
             .queue_depth
@@ -200,9 +217,22 @@ impl TableWriter {
             return false;
         }
         self.last_connect_attempt = Some(Instant::now());
-        match pgconn::connect(&self.cfg.database_url).await {
-            Ok((client, _conn)) => {
+        let copy = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            self.table.name(),
+            self.table.columns()
+        );
+        let connected = match pgconn::connect(&self.cfg.database_url).await {
+            Ok((client, _conn)) => match client.prepare(&copy).await {
+                Ok(statement) => Ok((client, statement)),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        match connected {
+            Ok((client, statement)) => {
                 self.client = Some(client);
+                self.copy = Some(statement);
                 true
             }
             Err(e) => {
@@ -240,21 +270,24 @@ impl TableWriter {
     ) -> Result<(), tokio_postgres::Error> {
         let started = Instant::now();
         let table = self.table;
-        let Some(client) = self.client.as_mut() else {
+        let (Some(client), Some(copy)) = (self.client.as_mut(), self.copy.as_ref()) else {
             return Ok(());
         };
         let tx = client.transaction().await?;
-        let fresh = tx
-            .execute(
-                "INSERT INTO ingest_batches (batch_id, relation, rows, first_time, last_time, spooled)
-                 VALUES ($1, $2, $3, to_timestamp($4::float8 / 1000), to_timestamp($5::float8 / 1000), $6)
-                 ON CONFLICT (batch_id) DO NOTHING",
-                &[&b.id, &table.name(), &(b.rows as i32), &(b.first_ms as f64), &(b.last_ms as f64), &spooled],
-            )
-            .await?
-            == 1;
+        // A live batch's id is new by construction: its ledger row follows the COPY. A spooled
+        // one may have committed before the database went away: its ledger row goes first, and
+        // the rows only if it was not there.
+        let fresh = if spooled {
+            let sql = "INSERT INTO ingest_batches (batch_id, relation, rows, first_time, last_time, spooled)
+                       VALUES ($1, $2, $3, to_timestamp($4 / 1000), to_timestamp($5 / 1000), true)
+                       ON CONFLICT (batch_id) DO NOTHING";
+            ledger(&tx, sql, table, b).await? == 1
+        } else {
+            true
+        };
         if fresh {
-            copy_in(&tx, table, b, notes).await?;
+            copy_in(&tx, copy, b).await?;
+            finish_batch(&tx, table, b, notes, spooled).await?;
         }
         tx.commit().await?;
         self.observe(b, fresh, started);
@@ -335,40 +368,159 @@ impl TableWriter {
     }
 }
 
-/// The batch's rows by binary COPY, its announcements, and the ledger's commit time.
+/// The batch's rows by binary COPY (`copy`: the table's prepared COPY statement).
 async fn copy_in(
+    tx: &Transaction<'_>,
+    copy: &Statement,
+    b: &Batch,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(copy).await?;
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
+    sink.finish().await?;
+    Ok(())
+}
+
+/// Runs a ledger statement whose parameters are the batch's id, relation, rows, and first and
+/// last event time in Unix ms; typed, so it goes without a prepare round trip.
+async fn ledger(
+    tx: &Transaction<'_>,
+    sql: &str,
+    table: Table,
+    b: &Batch,
+) -> Result<u64, tokio_postgres::Error> {
+    let (relation, rows) = (table.name(), b.rows as i32);
+    let (first, last) = (b.first_ms as f64, b.last_ms as f64);
+    tx.execute_typed(
+        sql,
+        &[
+            (&b.id, Type::TEXT),
+            (&relation, Type::TEXT),
+            (&rows, Type::INT4),
+            (&first, Type::FLOAT8),
+            (&last, Type::FLOAT8),
+        ],
+    )
+    .await
+}
+
+/// After the COPY, in one round trip (the statements are pipelined): the announcements, and
+/// the ledger's commit time (a live batch's whole ledger row). The commit time is taken after
+/// the COPY, not at the transaction's start (`now()`), so event→commit latency can be read back
+/// exactly per row: each row shares its batch's `xmin` (bench/ does that).
+async fn finish_batch(
     tx: &Transaction<'_>,
     table: Table,
     b: &Batch,
     notes: Option<&Notes>,
+    spooled: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            table.name(),
-            table.columns()
-        ))
-        .await?;
-    futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
-    sink.finish().await?;
-    if let (Some(notes), Some(channel)) = (notes, crate::notify::channel(table)) {
+    let announce = async {
+        let (Some(notes), Some(channel)) = (notes, crate::notify::channel(table)) else {
+            return Ok(0);
+        };
         let (channels, payloads) = notes.payloads(channel);
-        if !payloads.is_empty() {
-            tx.execute(
-                "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)",
-                &[&channels, &payloads],
-            )
-            .await?;
+        if payloads.is_empty() {
+            return Ok(0);
         }
-    }
-    // The ledger's commit time is taken after the COPY, not at the transaction's start
-    // (`now()`), so event→commit latency can be read back exactly per row: each row shares its
-    // batch's `xmin` (bench/ does that).
-    tx.execute(
-        "UPDATE ingest_batches SET committed_at = clock_timestamp() WHERE batch_id = $1",
-        &[&b.id],
-    )
-    .await?;
+        tx.execute_typed(
+            "SELECT pg_notify(c, p) FROM unnest($1, $2) AS n(c, p)",
+            &[(&channels, Type::TEXT_ARRAY), (&payloads, Type::TEXT_ARRAY)],
+        )
+        .await
+    };
+    let ledger = async {
+        if spooled {
+            tx.execute_typed(
+                "UPDATE ingest_batches SET committed_at = clock_timestamp() WHERE batch_id = $1",
+                &[(&b.id, Type::TEXT)],
+            )
+            .await
+        } else {
+            let sql = "INSERT INTO ingest_batches (batch_id, relation, rows, first_time, last_time, spooled, committed_at)
+                       VALUES ($1, $2, $3, to_timestamp($4 / 1000), to_timestamp($5 / 1000), false, clock_timestamp())";
+            ledger(tx, sql, table, b).await
+        }
+    };
+    let (announced, ledgered) = futures_util::join!(announce, ledger);
+    announced?;
+    ledgered?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::row::{SyncKind, SyncRow};
+
+    fn writer(max_rows: usize, max_delay: Duration, dir: &std::path::Path) -> TableWriter {
+        let cfg = WriterConfig {
+            database_url: "postgres://nowhere.invalid/db".into(),
+            max_rows,
+            max_delay,
+            queue: 16,
+            spool_dir: dir.to_path_buf(),
+            instance: "test".into(),
+        };
+        TableWriter::new(Table::SyncEvents, cfg, Metrics::new())
+    }
+
+    fn row(time: u64) -> Row {
+        Row::Sync(SyncRow {
+            time,
+            instrument_id: 1,
+            epoch: None,
+            kind: SyncKind::Resync,
+            first_update_id: None,
+            last_update_id: None,
+            detail: None,
+        })
+    }
+
+    /// Group commit: a batch is what is queued (up to the cap), taken without any wait.
+    #[tokio::test(start_paused = true)]
+    async fn group_commit_takes_what_is_queued_without_waiting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = writer(2, Duration::ZERO, dir.path());
+        let (tx, mut rx) = mpsc::channel(16);
+        for t in [10, 30, 20] {
+            tx.send(row(t)).await.expect("queued");
+        }
+        let start = tokio::time::Instant::now();
+        let first = rx.recv().await.expect("a row");
+        let c = w.collect(first, &mut rx).await;
+        assert_eq!(
+            (c.batch.rows, c.batch.first_ms, c.batch.last_ms),
+            (2, 10, 30)
+        );
+        let first = rx.recv().await.expect("a row");
+        let c = w.collect(first, &mut rx).await;
+        assert_eq!(
+            (c.batch.rows, c.closed),
+            (1, false),
+            "the sender is still open"
+        );
+        assert_eq!(tokio::time::Instant::now(), start, "no timer was waited on");
+        drop(tx);
+        let c = w.collect(row(40), &mut rx).await;
+        assert!(c.closed, "a closed queue ends the writer after this batch");
+    }
+
+    /// With `max_delay`, a batch lingers for rows that come later, up to the delay.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_delay_lingers_for_later_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = writer(100, Duration::from_millis(50), dir.path());
+        let (tx, mut rx) = mpsc::channel(16);
+        let start = tokio::time::Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tx.send(row(2)).await.expect("queued");
+            // Kept open past the delay: the batch ends on time, not on a closed queue.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+        let c = w.collect(row(1), &mut rx).await;
+        assert_eq!((c.batch.rows, c.closed), (2, false));
+        assert_eq!(start.elapsed(), Duration::from_millis(50));
+    }
 }
