@@ -49,11 +49,32 @@ pub struct Latency {
 /// the `xmin` of the transaction that wrote it, and so does its batch's ledger row, whose
 /// `committed_at` is taken after the COPY. Spool replays are left out (they measure an outage).
 pub async fn latency(db: &Client, relations: &[&str], from: f64, to: f64) -> Result<Latency> {
+    latency_since(db, relations, "time", from, to).await
+}
+
+/// Like [`latency`], from the moment ingest received each row's message (`received_at`, the
+/// collector's clock, on the database's machine here): ingest's and PostgreSQL's share alone.
+pub async fn receive_latency(
+    db: &Client,
+    relations: &[&str],
+    from: f64,
+    to: f64,
+) -> Result<Latency> {
+    latency_since(db, relations, "received_at", from, to).await
+}
+
+async fn latency_since(
+    db: &Client,
+    relations: &[&str],
+    column: &str,
+    from: f64,
+    to: f64,
+) -> Result<Latency> {
     let parts: Vec<String> = relations
         .iter()
         .map(|r| {
             format!(
-                "SELECT extract(epoch FROM b.committed_at - t.time)::float8 * 1000 AS ms
+                "SELECT extract(epoch FROM b.committed_at - t.{column})::float8 * 1000 AS ms
                  FROM {r} t JOIN b ON t.xmin = b.x AND b.relation = '{r}'
                  WHERE t.time >= to_timestamp($1) - interval '1 minute'"
             )

@@ -30,6 +30,8 @@ pub struct Nominal {
     pub rows_per_sec: f64,
     /// Per table, then all tables together.
     pub latency: Vec<(String, Latency)>,
+    /// Receive→commit, per table with a `received_at`, then those tables together.
+    pub receive_latency: Vec<(String, Latency)>,
     pub gaps: f64,
     pub dropped_rows: f64,
     pub cpu_ingest: f64,
@@ -59,6 +61,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let api_load = load.stop().await?;
     let peak_rss_graphql = procstat::peak_rss(stack.graphql.pid)?;
     let latency = latencies(&db, w.t0, w.t1).await?;
+    let receive_latency = receive_latencies(&db, w.t0, w.t1).await?;
     let iid: i32 = db
         .query_one(
             "SELECT id FROM instruments WHERE venue = 'spot' AND symbol = $1",
@@ -101,6 +104,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         messages_per_sec: w.counted.messages / secs,
         rows_per_sec: w.rows as f64 / secs,
         latency,
+        receive_latency,
         gaps: w.counted.gaps,
         dropped_rows: w.counted.dropped_rows,
         cpu_ingest: w.cpu_ingest,
@@ -303,6 +307,25 @@ async fn latencies(
         "all tables".to_owned(),
         measure::latency(db, &measure::EVENT_TABLES, t0, t1).await?,
     ));
+    Ok(latency)
+}
+
+/// Receive→commit latency per table that records `received_at`, then all of them together.
+async fn receive_latencies(
+    db: &tokio_postgres::Client,
+    t0: f64,
+    t1: f64,
+) -> Result<Vec<(String, Latency)>> {
+    let tables = ["depth_updates", "book_ticker", "trades"];
+    let mut latency = Vec::new();
+    for t in tables {
+        latency.push((
+            t.to_owned(),
+            measure::receive_latency(db, &[t], t0, t1).await?,
+        ));
+    }
+    let all = measure::receive_latency(db, &tables, t0, t1).await?;
+    latency.push(("these tables".to_owned(), all));
     Ok(latency)
 }
 

@@ -4,14 +4,15 @@
 //! parse benchmark (`ingest/benches/parse.rs`) measures this very code.
 //!
 //! Decoding is two steps so a frame for a symbol nobody routes is never parsed further than
-//! its stream name: [`frame`] reads the envelope, [`event`] the payload.
+//! its stream name: [`frame`] reads the name, [`event`] the frame, once.
+
+use std::borrow::Cow;
 
 use binance::e8wire::{self, is_decimal_error};
 use binance::streams::StreamKind;
 use binance::units::{parse_e8, parse_e8_signed, parse_levels, DecimalError};
 use binance::wire::{DepthUpdate, MarkPrice};
 use book::sync::DepthEvent;
-use sonic_rs::LazyValue;
 
 /// Why a frame was not decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,11 +34,11 @@ pub enum DecodeError {
 /// One text frame of a combined-stream connection.
 #[derive(Debug)]
 pub enum Frame<'a> {
-    /// A stream's message; `symbol` is lower-case, as in the stream name.
+    /// A stream's message; `symbol` is lower-case, as in the stream name; `text` the frame.
     Data {
         symbol: &'a str,
         kind: StreamKind,
-        data: LazyValue<'a>,
+        text: &'a str,
     },
     /// The reply to a SUBSCRIBE / UNSUBSCRIBE (it carries the request's id).
     Reply,
@@ -45,17 +46,10 @@ pub enum Frame<'a> {
     Refused,
 }
 
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    stream: &'a str,
-    #[serde(borrow)]
-    data: LazyValue<'a>,
-}
-
-/// Reads a frame's envelope: `{"stream": …, "data": …}`, or a request's reply.
+/// Reads a frame's stream name, or tells a request's reply. Binance writes `stream` first, so
+/// this reads no further than that; [`event`] then reads the frame once, whole.
 pub fn frame(text: &str) -> Result<Frame<'_>, DecodeError> {
-    let Ok(env) = sonic_rs::from_str::<Envelope>(text) else {
+    let Ok(stream) = sonic_rs::get(text, &["stream"]) else {
         return match (
             sonic_rs::get(text, &["id"]).is_ok(),
             sonic_rs::get(text, &["code"]).is_ok(),
@@ -65,13 +59,24 @@ pub fn frame(text: &str) -> Result<Frame<'_>, DecodeError> {
             (false, _) => Err(DecodeError::Unexpected),
         };
     };
-    let (symbol, kind) =
-        StreamKind::parse(env.stream).ok_or_else(|| DecodeError::Stream(env.stream.to_owned()))?;
-    Ok(Frame::Data {
-        symbol,
-        kind,
-        data: env.data,
-    })
+    // Stream names are plain ASCII: a name with an escape is no stream we subscribe.
+    let raw = stream.as_raw_cow();
+    let name = match &raw {
+        Cow::Borrowed(raw) => raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')),
+        Cow::Owned(_) => None,
+    }
+    .filter(|n| !n.contains('\\'));
+    let Some((symbol, kind)) = name.and_then(StreamKind::parse) else {
+        let name = name.map_or_else(|| raw.into_owned(), str::to_owned);
+        return Err(DecodeError::Stream(name));
+    };
+    Ok(Frame::Data { symbol, kind, text })
+}
+
+/// A combined frame's payload; the rest of the frame is skipped.
+#[derive(serde::Deserialize)]
+struct Data<T> {
+    data: T,
 }
 
 /// A bookTicker update, e8.
@@ -133,9 +138,8 @@ pub fn depth_event(d: &DepthUpdate) -> Result<DepthEvent, DecimalError> {
     })
 }
 
-/// Decodes the payload of a stream of `kind`.
-pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeError> {
-    let raw = data.as_raw_str();
+/// Decodes the payload of a frame of a stream of `kind`.
+pub fn event(kind: StreamKind, text: &str) -> Result<Event, DecodeError> {
     let name = kind.suffix();
     let parse_error = |e: sonic_rs::Error| {
         if is_decimal_error(&e.to_string()) {
@@ -146,7 +150,8 @@ pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeErro
     };
     Ok(match kind {
         StreamKind::Depth100ms => {
-            let d: e8wire::DepthUpdate = sonic_rs::from_str(raw).map_err(parse_error)?;
+            let Data { data: d } =
+                sonic_rs::from_str::<Data<e8wire::DepthUpdate>>(text).map_err(parse_error)?;
             Event::Depth(DepthEvent {
                 event_time_ms: d.event_time,
                 first_update_id: d.first_update_id,
@@ -157,7 +162,8 @@ pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeErro
             })
         }
         StreamKind::BookTicker => {
-            let t: e8wire::BookTicker = sonic_rs::from_str(raw).map_err(parse_error)?;
+            let Data { data: t } =
+                sonic_rs::from_str::<Data<e8wire::BookTicker>>(text).map_err(parse_error)?;
             Event::Ticker(Ticker {
                 update_id: t.update_id,
                 event_time: t.event_time,
@@ -168,7 +174,8 @@ pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeErro
             })
         }
         StreamKind::AggTrade => {
-            let t: e8wire::AggTrade = sonic_rs::from_str(raw).map_err(parse_error)?;
+            let Data { data: t } =
+                sonic_rs::from_str::<Data<e8wire::AggTrade>>(text).map_err(parse_error)?;
             Event::Trade(Trade {
                 agg_trade_id: t.agg_trade_id,
                 price: t.price.0,
@@ -180,14 +187,15 @@ pub fn event(kind: StreamKind, data: &LazyValue<'_>) -> Result<Event, DecodeErro
                 event_time: t.event_time,
             })
         }
-        StreamKind::MarkPrice1s => Event::Mark(mark(raw)?),
+        StreamKind::MarkPrice1s => Event::Mark(mark(text)?),
     })
 }
 
 /// A markPrice update: once a second per symbol, so read through `wire`'s owned strings.
-fn mark(raw: &str) -> Result<Mark, DecodeError> {
+fn mark(text: &str) -> Result<Mark, DecodeError> {
     let name = StreamKind::MarkPrice1s.suffix();
-    let m: MarkPrice = sonic_rs::from_str(raw).map_err(|_| DecodeError::Payload(name))?;
+    let Data { data: m } =
+        sonic_rs::from_str::<Data<MarkPrice>>(text).map_err(|_| DecodeError::Payload(name))?;
     Ok(Mark {
         event_time: m.event_time,
         mark_price: parse_e8(&m.mark_price).map_err(|_| DecodeError::Decimal(name))?,
@@ -203,7 +211,7 @@ fn mark(raw: &str) -> Result<Mark, DecodeError> {
 /// Both steps at once: `(symbol, event)` of a stream's message.
 pub fn decode(text: &str) -> Result<Option<(&str, Event)>, DecodeError> {
     match frame(text)? {
-        Frame::Data { symbol, kind, data } => Ok(Some((symbol, event(kind, &data)?))),
+        Frame::Data { symbol, kind, text } => Ok(Some((symbol, event(kind, text)?))),
         Frame::Reply | Frame::Refused => Ok(None),
     }
 }

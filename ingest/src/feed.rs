@@ -354,8 +354,8 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
     let venue = ctx.venue.as_str();
     let received_at = now_ms();
     let bad = || ctx.metrics.parse_errors.with_label_values(&[venue]).inc();
-    let (symbol, kind, data) = match decode::frame(text) {
-        Ok(Frame::Data { symbol, kind, data }) => (symbol, kind, data),
+    let (symbol, kind, text) = match decode::frame(text) {
+        Ok(Frame::Data { symbol, kind, text }) => (symbol, kind, text),
         Ok(Frame::Reply) => return,
         Ok(Frame::Refused) => {
             tracing::error!(venue, reply = %text, "subscription refused");
@@ -379,7 +379,7 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
         .bytes
         .with_label_values(&[venue, kind.suffix()])
         .inc_by(text.len() as u64);
-    match decode::event(kind, &data) {
+    match decode::event(kind, text) {
         Ok(ev) => route_event(ctx, &route, ev, received_at).await,
         Err(_) => bad(),
     }
