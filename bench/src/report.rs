@@ -388,7 +388,7 @@ impl Report {
                      is PostgreSQL alone with the whole machine, loading rows that already exist; ingest's rows/s is \
                      bounded by what the simulator can generate and PostgreSQL absorb beside it, so the ladder's top \
                      measures the shared machine more than ingest. Ingest also does more per row than that COPY \
-                     (receive, parse, {n} books, features, encoding, a commit per table every 100 ms with its ledger \
+                     (receive, parse, {n} books, features, encoding, a commit per table as soon as the previous one is done, with its ledger \
                      row and NOTIFY). Closing the gap needs the load generated elsewhere (the simulator on a second \
                      machine, or `sim --replay` of pre-recorded frames) and PostgreSQL on its own cores, as in a \
                      deployment with a managed database; then ingest alone is pushed until it falls behind.\n",
