@@ -433,17 +433,7 @@ impl Report {
             n.gaps,
             n.dropped_rows
         );
-        let _ = writeln!(
-            o,
-            "| table | rows | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|"
-        );
-        for (t, l) in &n.latency {
-            let _ = writeln!(
-                o,
-                "| {t} | {} | {:.0} | {:.0} | {:.0} |",
-                l.rows, l.p50, l.p99, l.max
-            );
-        }
+        latency_table(o, &n.latency);
         let _ = writeln!(
             o,
             "\nGroup commit (`--batch-delay-ms 0`, the default): a row waits for the commit in flight on its table, if \
@@ -455,17 +445,7 @@ impl Report {
              the simulator's, not ingest's (Binance pushes both streams as they happen). From the moment ingest \
              received each message (`received_at`) to its commit, ingest's and PostgreSQL's share alone:\n"
         );
-        let _ = writeln!(
-            o,
-            "| table | rows | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|"
-        );
-        for (t, l) in &n.receive_latency {
-            let _ = writeln!(
-                o,
-                "| {t} | {} | {:.0} | {:.0} | {:.0} |",
-                l.rows, l.p50, l.p99, l.max
-            );
-        }
+        latency_table(o, &n.receive_latency);
         let _ = writeln!(o);
         let all = n.latency.iter().find(|l| l.0 == "all tables");
         let own = n.receive_latency.iter().find(|l| l.0 == "these tables");
@@ -640,6 +620,21 @@ impl Report {
              bash bench/run.sh --storage timescaledb-apache   # another storage path (postgres, timescaledb, timescaledb-apache)\n\
              BENCH_DATABASE_URL=postgres://postgres@host:5432/postgres bash bench/run.sh   # against another server\n```\n\n\
              Options: `target/release/depthbook-bench --help` (ladder, nominal symbols, fan-out clients, parts)."
+        );
+    }
+}
+
+/// Latency per table, in milliseconds.
+fn latency_table(o: &mut String, rows: &[(String, crate::measure::Latency)]) {
+    let _ = writeln!(
+        o,
+        "| table | rows | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|"
+    );
+    for (t, l) in rows {
+        let _ = writeln!(
+            o,
+            "| {t} | {} | {:.0} | {:.0} | {:.0} |",
+            l.rows, l.p50, l.p99, l.max
         );
     }
 }

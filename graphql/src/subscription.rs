@@ -72,6 +72,14 @@ fn live_trades(payload: &str) -> Vec<Trade> {
 #[derive(Debug)]
 pub struct SubscriptionRoot;
 
+/// The instrument a subscription follows (an unknown symbol is the client's error).
+async fn instrument(ctx: &Context<'_>, venue: Venue, symbol: &str) -> Result<i32> {
+    let pool = ctx.data::<Pool>()?;
+    instrument_id(pool, venue.as_str(), symbol)
+        .await
+        .map_err(err)
+}
+
 #[Subscription]
 impl SubscriptionRoot {
     /// The live book (top levels sampled by ingest), latest state first; a slow client skips
@@ -83,10 +91,7 @@ impl SubscriptionRoot {
         #[graphql(default)] venue: Venue,
         #[graphql(default = 20)] depth: i32,
     ) -> Result<impl Stream<Item = Book>> {
-        let pool = ctx.data::<Pool>()?;
-        let iid = instrument_id(pool, venue.as_str(), &symbol)
-            .await
-            .map_err(err)?;
+        let iid = instrument(ctx, venue, &symbol).await?;
         let sym = input::symbol(&symbol).map_err(err)?;
         let rx = ctx.data::<Hub>()?.book(iid);
         let depth = depth.clamp(1, 1000) as usize;
@@ -101,10 +106,7 @@ impl SubscriptionRoot {
         symbol: String,
         #[graphql(default)] venue: Venue,
     ) -> Result<impl Stream<Item = BookTicker>> {
-        let pool = ctx.data::<Pool>()?;
-        let iid = instrument_id(pool, venue.as_str(), &symbol)
-            .await
-            .map_err(err)?;
+        let iid = instrument(ctx, venue, &symbol).await?;
         let rx = ctx.data::<Hub>()?.ticker(iid);
         Ok(WatchStream::new(rx).filter_map(|p| p.and_then(|p| live_ticker(&p))))
     }
@@ -116,10 +118,7 @@ impl SubscriptionRoot {
         symbol: String,
         #[graphql(default)] venue: Venue,
     ) -> Result<impl Stream<Item = Trade>> {
-        let pool = ctx.data::<Pool>()?;
-        let iid = instrument_id(pool, venue.as_str(), &symbol)
-            .await
-            .map_err(err)?;
+        let iid = instrument(ctx, venue, &symbol).await?;
         let rx = ctx.data::<Hub>()?.trades(iid);
         let batches = BroadcastStream::new(rx).filter_map(|r: Result<std::sync::Arc<str>, _>| {
             r.ok().map(|p| tokio_stream::iter(live_trades(&p)))

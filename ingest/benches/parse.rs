@@ -6,6 +6,7 @@
 //! `cargo bench -p ingest --bench parse`; `cargo test -p ingest --benches` runs each once.
 
 use binance::e8wire;
+use binance::units::parse_levels;
 use binance::wire::{Combined, DepthUpdate};
 use book::sync::{DepthEvent, Rules, Snapshot, SyncMachine};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -85,7 +86,14 @@ fn to_event(parser: &str, text: &str) -> DepthEvent {
         }
         "owned-strings" => {
             let f: Combined<DepthUpdate> = sonic_rs::from_str(text).expect("parse");
-            decode::depth_event(&f.data).expect("exact decimals")
+            DepthEvent {
+                event_time_ms: f.data.event_time,
+                first_update_id: f.data.first_update_id,
+                final_update_id: f.data.final_update_id,
+                prev_final_update_id: f.data.prev_final_update_id,
+                bids: parse_levels(&f.data.bids).expect("exact decimals"),
+                asks: parse_levels(&f.data.asks).expect("exact decimals"),
+            }
         }
         _ => match decode::decode(text).expect("decodes") {
             Some((_, Event::Depth(ev))) => ev,

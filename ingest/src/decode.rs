@@ -10,8 +10,8 @@ use std::borrow::Cow;
 
 use binance::e8wire::{self, is_decimal_error};
 use binance::streams::StreamKind;
-use binance::units::{parse_e8, parse_e8_signed, parse_levels, DecimalError};
-use binance::wire::{DepthUpdate, MarkPrice};
+use binance::units::{parse_e8, parse_e8_signed};
+use binance::wire::MarkPrice;
 use book::sync::DepthEvent;
 
 /// Why a frame was not decoded.
@@ -123,19 +123,6 @@ pub enum Event {
     Ticker(Ticker),
     Trade(Trade),
     Mark(Mark),
-}
-
-/// A diff-depth message read through `wire`'s owned strings, as the sync machine takes it (the
-/// round-1 path, kept for the parse benchmark's comparison).
-pub fn depth_event(d: &DepthUpdate) -> Result<DepthEvent, DecimalError> {
-    Ok(DepthEvent {
-        event_time_ms: d.event_time,
-        first_update_id: d.first_update_id,
-        final_update_id: d.final_update_id,
-        prev_final_update_id: d.prev_final_update_id,
-        bids: parse_levels(&d.bids)?,
-        asks: parse_levels(&d.asks)?,
-    })
 }
 
 /// Decodes the payload of a frame of a stream of `kind`.

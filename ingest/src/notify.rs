@@ -122,12 +122,11 @@ fn chunks(iid: i32, trades: &[TradeNote]) -> Vec<String> {
     let mut out = Vec::new();
     let mut payload = String::from(head);
     for t in trades.iter().map(json) {
-        let first = payload.len() == head.len();
-        if !first && payload.len() + 1 + t.len() + tail.len() > MAX_PAYLOAD {
+        let empty = payload.len() == head.len();
+        if !empty && payload.len() + 1 + t.len() + tail.len() > MAX_PAYLOAD {
             payload.push_str(tail);
             out.push(std::mem::replace(&mut payload, String::from(head)));
-        }
-        if payload.len() > head.len() {
+        } else if !empty {
             payload.push(',');
         }
         payload.push_str(&t);

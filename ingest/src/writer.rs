@@ -107,9 +107,8 @@ struct TableWriter {
     table: Table,
     cfg: WriterConfig,
     metrics: Arc<Metrics>,
-    client: Option<Client>,
-    /// The table's COPY, prepared once per connection.
-    copy: Option<Statement>,
+    /// The connection, and the table's COPY prepared once on it.
+    client: Option<(Client, Statement)>,
     spool: Spool,
     last_connect_attempt: Option<Instant>,
 }
@@ -122,7 +121,6 @@ impl TableWriter {
             cfg,
             metrics,
             client: None,
-            copy: None,
             spool,
             last_connect_attempt: None,
         }
@@ -206,7 +204,7 @@ impl TableWriter {
     }
 
     async fn connect(&mut self) -> bool {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
+        if self.client.as_ref().is_some_and(|(c, _)| !c.is_closed()) {
             return true;
         }
         // Do not hammer a database that is down: one attempt per second per table.
@@ -217,22 +215,9 @@ impl TableWriter {
             return false;
         }
         self.last_connect_attempt = Some(Instant::now());
-        let copy = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            self.table.name(),
-            self.table.columns()
-        );
-        let connected = match pgconn::connect(&self.cfg.database_url).await {
-            Ok((client, _conn)) => match client.prepare(&copy).await {
-                Ok(statement) => Ok((client, statement)),
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e.to_string()),
-        };
-        match connected {
-            Ok((client, statement)) => {
-                self.client = Some(client);
-                self.copy = Some(statement);
+        match prepared(&self.cfg.database_url, self.table).await {
+            Ok(connected) => {
+                self.client = Some(connected);
                 true
             }
             Err(e) => {
@@ -270,7 +255,7 @@ impl TableWriter {
     ) -> Result<(), tokio_postgres::Error> {
         let started = Instant::now();
         let table = self.table;
-        let (Some(client), Some(copy)) = (self.client.as_mut(), self.copy.as_ref()) else {
+        let Some((client, copy)) = self.client.as_mut() else {
             return Ok(());
         };
         let tx = client.transaction().await?;
@@ -286,7 +271,7 @@ impl TableWriter {
             true
         };
         if fresh {
-            copy_in(&tx, copy, b).await?;
+            copy_in(&tx, &*copy, b).await?;
             finish_batch(&tx, table, b, notes, spooled).await?;
         }
         tx.commit().await?;
@@ -362,10 +347,22 @@ impl TableWriter {
                 .with_label_values(&[self.table.name()])
                 .sub(size as i64);
         }
-        if let (Some((since, until)), Some(client)) = (replayed, self.client.as_ref()) {
+        if let (Some((since, until)), Some((client, _))) = (replayed, self.client.as_ref()) {
             crate::aggregates::refresh_after_replay(client, self.table, since, until).await;
         }
     }
+}
+
+/// A connection with `table`'s COPY prepared on it.
+async fn prepared(url: &str, table: Table) -> Result<(Client, Statement), String> {
+    let (client, _conn) = pgconn::connect(url).await.map_err(|e| e.to_string())?;
+    let copy = format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        table.name(),
+        table.columns()
+    );
+    let statement = client.prepare(&copy).await.map_err(|e| e.to_string())?;
+    Ok((client, statement))
 }
 
 /// The batch's rows by binary COPY (`copy`: the table's prepared COPY statement).
