@@ -7,6 +7,7 @@ pub mod api;
 pub mod codes;
 pub mod db;
 pub mod depth;
+pub mod download;
 pub mod error;
 pub mod input;
 pub mod limits;
@@ -207,6 +208,10 @@ pub fn router(state: AppState, cors: &[String]) -> Router {
         )
         .route("/graphql/ws", get(graphql_ws))
         .route("/data/{symbol}", get(rest::data).route_layer(auth.clone()))
+        .route(
+            "/export/{type}/{symbol}",
+            get(download::export).route_layer(auth.clone()),
+        )
         .route("/stats", get(rest::stats).route_layer(auth))
         .route("/health", get(rest::health))
         .route("/metrics", get(rest::metrics))

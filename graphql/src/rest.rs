@@ -27,7 +27,7 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
         .into_response()
 }
 
-fn error(e: &ApiError) -> Response {
+pub(crate) fn error(e: &ApiError) -> Response {
     #[derive(Serialize)]
     struct E<'a> {
         error: String,
@@ -96,7 +96,10 @@ impl From<BookTop> for TopOut {
     }
 }
 
-fn parse_time(q: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn parse_time(
+    q: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
     q.get(key)
         .map(|s| {
             DateTime::parse_from_rfc3339(s)
@@ -108,6 +111,15 @@ fn parse_time(q: &HashMap<String, String>, key: &str) -> Result<Option<DateTime<
         .transpose()
 }
 
+/// `?venue=`: spot when absent.
+pub(crate) fn venue_param(q: &HashMap<String, String>) -> Result<Venue, ApiError> {
+    match q.get("venue") {
+        None => Ok(Venue::Spot),
+        Some(v) => Venue::parse(v)
+            .ok_or_else(|| ApiError::BadRequest(format!("unknown venue {v:?}: use spot or usdm"))),
+    }
+}
+
 const TOP_COLS: &str = "time, update_id, mid::text, spread::text, microprice::text, imbalance_1, imbalance_5, imbalance_10, bid_prices::text[], bid_qtys::text[], ask_prices::text[], ask_qtys::text[]";
 
 async fn data_inner(
@@ -116,12 +128,7 @@ async fn data_inner(
     q: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
     let sym = crate::input::symbol(symbol)?;
-    let venue = match q.get("venue") {
-        None => Venue::Spot,
-        Some(v) => Venue::parse(v).ok_or_else(|| {
-            ApiError::BadRequest(format!("unknown venue {v:?}: use spot or usdm"))
-        })?,
-    };
+    let venue = venue_param(q)?;
     let (from, to) = (parse_time(q, "from")?, parse_time(q, "to")?);
     let limit: i32 = match q.get("limit") {
         None => s.limits.max_page,
@@ -224,7 +231,7 @@ pub async fn data(
 /// Any other path: a JSON 404 like every other refusal.
 pub async fn no_route(uri: axum::http::Uri) -> Response {
     error(&ApiError::NotFound(format!(
-        "no route {}: see /graphql, /data/{{symbol}}, /stats, /health, /metrics",
+        "no route {}: see /graphql, /data/{{symbol}}, /export/{{type}}/{{symbol}}, /stats, /health, /metrics",
         uri.path().chars().take(100).collect::<String>()
     )))
 }

@@ -144,6 +144,8 @@ api_tests!(
         range_queries_quality_and_stats,
         bad_queries_get_clear_errors,
         rest_routes,
+        export_route_streams_what_the_exporter_writes,
+        export_route_refuses_bad_requests,
         subscriptions_deliver_live_updates,
         a_bearer_token_guards_http_and_websocket,
     ],
@@ -427,6 +429,130 @@ async fn rest_routes(f: &Fixture) {
         200,
         "GraphiQL"
     );
+}
+
+fn gunzip(body: &[u8]) -> String {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text)
+        .expect("a whole gzip body");
+    text
+}
+
+/// What the exporter writes for the same request, straight from the database.
+async fn exported(
+    f: &Fixture,
+    venue: binance::Venue,
+    symbol: &str,
+    t: &str,
+    from: &str,
+    to: &str,
+) -> String {
+    let inst = export::instrument(&f.admin, venue, symbol)
+        .await
+        .expect("instrument");
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .to_utc()
+    };
+    let range = export::Range::new(at(from), at(to)).expect("range");
+    let mut out = Vec::new();
+    export::write_csv(&f.admin, &inst, t.parse().expect("type"), range, &mut out)
+        .await
+        .expect("export");
+    String::from_utf8(out).expect("utf-8")
+}
+
+async fn export_route_streams_what_the_exporter_writes(f: &Fixture) {
+    let (base, http) = (&f.base, reqwest::Client::new());
+    let (from, to) = trade_range(f).await;
+    let (from, to) = (rfc(&from), rfc(&to));
+    let r = http
+        .get(format!("{base}/export/trades/BTCUSDT?from={from}&to={to}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/gzip");
+    let disposition = r.headers()["content-disposition"].to_str().expect("ascii");
+    assert!(
+        disposition.contains("binance_trades_") && disposition.ends_with("_BTCUSDT.csv.gz\""),
+        "{disposition}"
+    );
+    let body = gunzip(&r.bytes().await.expect("body"));
+    assert!(body.lines().count() > 10, "{body}");
+    assert_eq!(
+        body,
+        exported(f, binance::Venue::Spot, "BTCUSDT", "trades", &from, &to).await
+    );
+
+    // Depth: the book first, then its changes; rows of one event may come in any order.
+    let eth = rfc(&eth_instant(f).await);
+    let r = http
+        .get(format!(
+            "{base}/export/incremental_book_L2/ethusdt?venue=usdm&from={from}&to={eth}"
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let body = gunzip(&r.bytes().await.expect("body"));
+    let second = body.lines().nth(1).expect("a first row");
+    assert!(
+        second.starts_with("binance-futures,ETHUSDT,") && second.contains(",true,"),
+        "{second}"
+    );
+    let sorted = |s: &str| {
+        let mut l: Vec<String> = s.lines().map(str::to_owned).collect();
+        l.sort();
+        l
+    };
+    let direct = exported(
+        f,
+        binance::Venue::Usdm,
+        "ETHUSDT",
+        "incremental_book_L2",
+        &from,
+        &eth,
+    )
+    .await;
+    assert_eq!(sorted(&body), sorted(&direct));
+}
+
+async fn export_route_refuses_bad_requests(f: &Fixture) {
+    let (base, http) = (&f.base, reqwest::Client::new());
+    let (from, to) = trade_range(f).await;
+    let (from, to) = (rfc(&from), rfc(&to));
+    let secured = start_api(&f.reader_url, Some("s3cret".into())).await;
+    let r = http
+        .get(format!("{secured}/export/trades/BTCUSDT"))
+        .send()
+        .await;
+    assert_eq!(
+        r.expect("get").status(),
+        401,
+        "exports are data: behind the token"
+    );
+
+    for (path, status) in [
+        (format!("/export/depth/BTCUSDT?from={from}&to={to}"), 400),
+        (format!("/export/trades/NOPEUSDT?from={from}&to={to}"), 404),
+        (
+            format!("/export/derivative_ticker/BTCUSDT?from={from}&to={to}"),
+            400,
+        ),
+        (
+            format!("/export/trades/BTCUSDT?from={from}&to={to}&format=xlsx"),
+            400,
+        ),
+        (format!("/export/trades/BTCUSDT?from={from}"), 400),
+        (format!("/export/trades/BTCUSDT?from={to}&to={from}"), 400),
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.expect("get");
+        assert_eq!(r.status().as_u16(), status, "{path}");
+        let body = r.text().await.expect("body");
+        assert!(body.starts_with("{\"error\":"), "{path}: {body}");
+    }
 }
 
 async fn subscriptions_deliver_live_updates(f: &Fixture) {

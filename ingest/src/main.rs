@@ -1,5 +1,8 @@
 //! `ingest`: the collector binary. `run` collects (migrating first unless told not to),
-//! `migrate` owns the schema, `maintain` runs the housekeeping once.
+//! `migrate` owns the schema, `maintain` runs the housekeeping once, `export` writes the
+//! stored data out as Tardis-format CSV files.
+
+mod export_cmd;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -34,6 +37,9 @@ enum Command {
     /// Run the periodic housekeeping once: materialize aggregates (plain PostgreSQL) and apply
     /// retention.
     Maintain,
+    /// Write stored data as Tardis-format CSV: one gzip file per venue, symbol, UTC day and
+    /// data type (named as Tardis names them, with a .gaps.json beside book files), or stdout.
+    Export(export_cmd::ExportArgs),
     /// Exit 0 when URL answers 200 (container health checks: the images carry no curl).
     Healthcheck {
         #[arg(default_value = "http://127.0.0.1:9100/health")]
@@ -282,6 +288,7 @@ async fn main() -> Result<()> {
             println!("{}", row.get::<_, String>(0));
             Ok(())
         }
+        Command::Export(args) => export_cmd::run(&client, args).await,
     }
 }
 

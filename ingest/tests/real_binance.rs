@@ -348,6 +348,72 @@ async fn check_tops(db: &Client, rec: &Recorded, ids: &HashMap<String, i32>) -> 
     (checked, skipped)
 }
 
+/// The same bookTicker instants, from an exported `incremental_book_L2` file instead of the
+/// database: a Tardis reader's book has Binance's best bid and ask.
+async fn check_exported_tops(
+    db: &Client,
+    rec: &Recorded,
+    ids: &HashMap<String, i32>,
+    venue: Venue,
+) -> usize {
+    let mut checked = 0;
+    for (symbol, events) in &rec.depth {
+        let (first, last) = (
+            events.iter().map(|e| e.0).min(),
+            events.iter().map(|e| e.0).max(),
+        );
+        let (Some(first), Some(last)) = (first, last) else {
+            continue;
+        };
+        let ms = |t: i64| chrono::DateTime::from_timestamp_millis(t).expect("time");
+        let range = export::Range::new(ms(first), ms(last + 1000)).expect("range");
+        let inst = export::Instrument {
+            id: ids[symbol],
+            venue,
+            symbol: symbol.clone(),
+        };
+        let mut csv = Vec::new();
+        let summary = export::write_csv(
+            db,
+            &inst,
+            export::DataType::IncrementalBookL2,
+            range,
+            &mut csv,
+        )
+        .await
+        .expect("export");
+        assert!(
+            summary.gaps.iter().all(|g| g.kind != "gap"),
+            "{symbol}: unknown only before the first sync and after the replay stopped: {:?}",
+            summary.gaps
+        );
+        let rows = tardis::parse_l2(std::str::from_utf8(&csv).expect("utf-8"));
+        let first_row = rows.first().map(|r| r.timestamp).unwrap_or(i64::MAX);
+        let last_of_ms: HashMap<i64, i64> = events.iter().map(|e| (e.0, e.2)).collect();
+        let time_of: HashMap<i64, i64> = events.iter().map(|e| (e.2, e.0)).collect();
+        let mut wanted: Vec<(i64, [i64; 4])> = Vec::new();
+        for (u, bid, bid_q, ask, ask_q) in rec.tickers.get(symbol).into_iter().flatten() {
+            let Some(&e) = time_of.get(u) else { continue };
+            if e * 1000 < first_row || last_of_ms.get(&e) != Some(u) {
+                continue;
+            }
+            let v = |s: &str| binance::units::parse_e8(s).expect("decimal");
+            wanted.push((e * 1000, [v(bid), v(bid_q), v(ask), v(ask_q)]));
+        }
+        wanted.sort_by_key(|w| w.0);
+        let instants: Vec<i64> = wanted.iter().map(|w| w.0).collect();
+        for ((t, want), (bids, asks)) in wanted.iter().zip(tardis::rebuild_at(&rows, &instants)) {
+            let got = [bids[0].0, bids[0].1, asks[0].0, asks[0].1];
+            assert_eq!(
+                &got, want,
+                "{symbol}: exported book top at {t} us against the bookTicker"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
 async fn replayed_exactly(path: StoragePath, name: &str) {
     let Some((rec, venue, _tdb, db)) = replay(path, name).await else {
         return;
@@ -360,9 +426,14 @@ async fn replayed_exactly(path: StoragePath, name: &str) {
     check_no_duplicates(&db).await;
     let (tops, skipped) = check_tops(&db, &rec, &ids).await;
     assert!(tops > 0, "some recorded bookTicker matched a stored event");
+    let exported = check_exported_tops(&db, &rec, &ids, venue).await;
+    assert_eq!(
+        exported, tops,
+        "the exported file agrees at every instant the database did"
+    );
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
-        format!("{name} on {path}: {events} depth events equal, {tops} book tops equal their bookTicker ({skipped} tickers before the sync or inside a millisecond)\n").as_bytes(),
+        format!("{name} on {path}: {events} depth events equal, {tops} book tops equal their bookTicker, in the database and in the exported file ({skipped} tickers before the sync or inside a millisecond)\n").as_bytes(),
     );
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod instants;
+pub mod tardis;
 
 use std::time::Duration;
 

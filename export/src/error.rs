@@ -1,0 +1,25 @@
+use thiserror::Error;
+
+/// Why an export could not be written.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// The range is empty or reversed.
+    #[error("empty range: from {from} is not before to {to}")]
+    EmptyRange { from: String, to: String },
+    /// No such instrument was ever collected.
+    #[error("no instrument {symbol} on {venue} in this database")]
+    UnknownInstrument { venue: String, symbol: String },
+    /// The data type does not exist on the venue (derivative_ticker on spot).
+    #[error("{data_type} is not collected on {venue}")]
+    NotOnVenue {
+        data_type: &'static str,
+        venue: &'static str,
+    },
+    /// A name that is not one of the data types.
+    #[error("unknown data type {0:?}; one of: {1}")]
+    UnknownDataType(String, String),
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("writing the output: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,69 @@
+//! Reading an exported Tardis `incremental_book_L2` file back the way a Tardis reader does.
+
+use std::collections::BTreeMap;
+
+use binance::units::parse_e8;
+use export::DataType;
+
+/// One `incremental_book_L2` row.
+#[derive(Debug)]
+pub struct L2 {
+    pub timestamp: i64,
+    pub snapshot: bool,
+    pub bid: bool,
+    pub price: i64,
+    pub amount: i64,
+}
+
+pub fn parse_l2(csv: &str) -> Vec<L2> {
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(DataType::IncrementalBookL2.header().as_str())
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 8, "{l}");
+            L2 {
+                timestamp: f[2].parse().expect("timestamp"),
+                snapshot: f[4] == "true",
+                bid: f[5] == "bid",
+                price: parse_e8(f[6]).expect("price"),
+                amount: parse_e8(f[7]).expect("amount"),
+            }
+        })
+        .collect()
+}
+
+pub type Levels = (Vec<(i64, i64)>, Vec<(i64, i64)>);
+
+/// The book a Tardis reader holds after every row stamped at or before each instant: a
+/// snapshot row after an update row starts a new book, an amount of 0 removes the level.
+pub fn rebuild_at(rows: &[L2], instants: &[i64]) -> Vec<Levels> {
+    let mut book: BTreeMap<(bool, i64), i64> = BTreeMap::new();
+    let (mut next, mut last_snapshot, mut out) = (0, false, Vec::new());
+    for &t in instants {
+        while next < rows.len() && rows[next].timestamp <= t {
+            let r = &rows[next];
+            if r.snapshot && !last_snapshot {
+                book.clear();
+            }
+            last_snapshot = r.snapshot;
+            if r.amount == 0 {
+                book.remove(&(r.bid, r.price));
+            } else {
+                book.insert((r.bid, r.price), r.amount);
+            }
+            next += 1;
+        }
+        let bids = book
+            .iter()
+            .rev()
+            .filter(|(k, _)| k.0)
+            .map(|(k, q)| (k.1, *q));
+        let asks = book.iter().filter(|(k, _)| !k.0).map(|(k, q)| (k.1, *q));
+        out.push((bids.collect(), asks.collect()));
+    }
+    out
+}
