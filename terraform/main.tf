@@ -44,6 +44,14 @@ resource "digitalocean_database_db" "depthbook" {
   name       = "depthbook"
 }
 
+# The daily research set's copy, when asked for.
+resource "digitalocean_spaces_bucket" "daily" {
+  count  = var.daily_bucket == "" ? 0 : 1
+  name   = var.daily_bucket
+  region = var.region
+  acl    = "private"
+}
+
 resource "digitalocean_droplet" "app" {
   name       = "${var.name}-app"
   image      = "ubuntu-24-04-x64"
@@ -64,6 +72,11 @@ resource "digitalocean_droplet" "app" {
     grafana_db_password    = random_password.grafana_db.result
     grafana_admin_password = random_password.grafana_admin.result
     api_token              = random_password.api_token.result
+    daily_bucket           = var.daily_bucket == "" ? "" : "s3://${var.daily_bucket}/depthbook"
+    daily_bucket_endpoint  = var.daily_bucket == "" ? "" : "https://${var.region}.digitaloceanspaces.com"
+    daily_bucket_region    = var.region
+    spaces_access_id       = var.spaces_access_id
+    spaces_secret_key      = var.spaces_secret_key
   })
 }
 

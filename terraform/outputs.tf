@@ -35,3 +35,8 @@ output "database_uri" {
   value       = digitalocean_database_cluster.pg.private_uri
   sensitive   = true
 }
+
+output "daily_bucket" {
+  description = "Where the daily research set is copied (empty: the droplet's daily volume only)."
+  value       = var.daily_bucket == "" ? "" : "s3://${var.daily_bucket}/depthbook"
+}

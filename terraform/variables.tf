@@ -67,3 +67,23 @@ variable "ingest_top" {
   type        = number
   default     = 200
 }
+
+variable "daily_bucket" {
+  description = "Spaces bucket to create for the daily research set (empty: none; the files stay in the droplet's daily volume). Spaces exists in some regions only (e.g. nyc3, sfo3, ams3, fra1, sgp1, syd1)."
+  type        = string
+  default     = ""
+}
+
+variable "spaces_access_id" {
+  description = "Spaces access key: creates daily_bucket and lets the droplet upload to it."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "spaces_secret_key" {
+  description = "Spaces secret key (with spaces_access_id)."
+  type        = string
+  default     = ""
+  sensitive   = true
+}

@@ -3,6 +3,7 @@
 //! `--smoke` runs every part at tiny sizes so CI keeps the harness working (its numbers mean
 //! nothing and nothing is asserted about them).
 
+mod export;
 mod fanout;
 mod measure;
 mod nominal;

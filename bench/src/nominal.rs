@@ -45,6 +45,7 @@ pub struct Nominal {
     pub storage: Vec<(String, Storage)>,
     pub queries: Vec<Timing>,
     pub query_note: String,
+    pub export: crate::export::Export,
 }
 
 pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> Result<Nominal> {
@@ -91,6 +92,10 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     tracing::info!("queries");
     let (queries, query_note) = time_queries(plan, &db, &http, api, iid).await?;
     stack.graphql.stop().await.context("stopping graphql")?;
+    tracing::info!("export");
+    let export = crate::export::run(&db, &url, bin_dir, work, SYMBOL)
+        .await
+        .context("export")?;
     drop(db);
     if !plan.keep {
         server.drop_database(name).await?;
@@ -118,6 +123,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         storage,
         queries,
         query_note,
+        export,
     })
 }
 

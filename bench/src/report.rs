@@ -583,6 +583,7 @@ impl Report {
             f.cpu_graphql,
             mb(f.peak_rss_graphql)
         );
+        render_export(o, &n.export);
     }
 
     fn render_parse(&self, o: &mut String) {
@@ -637,4 +638,37 @@ fn latency_table(o: &mut String, rows: &[(String, crate::measure::Latency)]) {
             l.rows, l.p50, l.p99, l.max
         );
     }
+}
+
+/// A day of Binance's busiest book, in rows: ≈ 1 300 level changes per second (BTCUSDT's upper
+/// rate in `../shared/real-binance`, see issue #19) for 86 400 s.
+const BUSY_DAY_ROWS: f64 = 1_300.0 * 86_400.0;
+
+fn render_export(o: &mut String, e: &crate::export::Export) {
+    let secs = e.secs.max(1e-9);
+    let rate = e.rows as f64 / secs;
+    let _ = writeln!(
+        o,
+        "\n**Export.** `ingest export --venue spot --type incremental_book_L2` over the whole run \
+         ({:.0} s of data): {} files (one per spot symbol), {} rows, {} gzip, in {:.1} s: \
+         {:.0} rows/s, {:.1} MB/s of gzip written. The exporter used {:.1} CPU-s ({:.0} % of the \
+         wall time; PostgreSQL formats the CSV and does the rest) and peaked at {} RSS; over half \
+         the range ({} rows) it peaked at {}: memory does not grow with the range. The benchmark symbol's file had {} rows. At this rate a \
+         day of Binance's busiest book (≈ 1 300 level changes/s, {:.0} M rows) takes ≈ {:.0} s.\n",
+        e.span_secs,
+        e.files,
+        e.rows,
+        mb(e.gz_bytes),
+        e.secs,
+        rate,
+        e.gz_bytes as f64 / secs / 1e6,
+        e.cpu_secs,
+        100.0 * e.cpu_secs / secs,
+        mb(e.peak_rss),
+        e.half_rows,
+        mb(e.half_peak_rss),
+        e.busiest_rows,
+        BUSY_DAY_ROWS / 1e6,
+        BUSY_DAY_ROWS / rate.max(1.0),
+    );
 }

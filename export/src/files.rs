@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Days, NaiveDate, NaiveTime};
 use flate2::write::GzEncoder;
-use flate2::Compression;
 use serde::Serialize;
 use tokio_postgres::Client;
 
@@ -82,7 +81,7 @@ pub async fn write_day(
     let name = tardis::file_name(inst.venue, data_type, day, &inst.symbol);
     let path = dir.join(&name);
     let part = dir.join(format!("{name}.part"));
-    let mut gz = GzEncoder::new(BufWriter::new(File::create(&part)?), Compression::default());
+    let mut gz = GzEncoder::new(BufWriter::new(File::create(&part)?), crate::GZIP);
     let summary = write_csv(client, inst, data_type, range, &mut gz).await?;
     let mut file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
     file.flush()?;

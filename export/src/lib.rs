@@ -1,8 +1,11 @@
 //! Datasets out: the stored market data as the files research tools already read. Tardis.dev's
 //! CSV formats (`tardis`), one query per data type formatted by PostgreSQL itself (`sql`), the
 //! book's known stretches and its gaps (`segments`), and a day of one symbol as a gzip file with
-//! its gap sidecar (`files`). `write_csv` streams one range of one symbol to any writer.
+//! its gap sidecar (`files`), the daily research set with its manifest (`daily`) and
+//! its copy in an S3-compatible bucket (`bucket`). `write_csv` streams one range of one symbol to any writer.
 
+pub mod bucket;
+pub mod daily;
 mod error;
 pub mod files;
 pub mod segments;
@@ -19,6 +22,11 @@ use tokio_postgres::Client;
 pub use error::ExportError;
 pub use segments::Gap;
 pub use tardis::DataType;
+
+/// Gzip level of every file and download: the fastest. Level 6 makes files ≈ 15 % smaller but
+/// compresses 3× slower (500 k against 1.6 M rows/s on one core, zlib), and then it, not
+/// PostgreSQL, bounds the export on the small box that also runs the collector.
+pub const GZIP: flate2::Compression = flate2::Compression::fast();
 
 /// A half-open time range `[from, to)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

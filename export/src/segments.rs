@@ -4,7 +4,7 @@
 //! that a file opens with the full book; each unknown one is a `Gap` the sidecar lists.
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::{ExportError, Range};
@@ -31,7 +31,7 @@ pub struct Segment {
 }
 
 /// A stretch of the range where the book is unknown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
     /// Microseconds since the epoch, like the file's timestamps; `to` is exclusive.
     pub from_us: i64,

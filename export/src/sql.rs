@@ -9,9 +9,12 @@ use crate::segments::{Segment, Start};
 use crate::tardis::{exchange, DataType};
 use crate::{Instrument, Range};
 
-/// A timestamp column as Tardis's microseconds since the epoch.
+/// A timestamp column as Tardis's microseconds since the epoch. `date_part` is a float8, a third
+/// faster than `extract`'s numeric (measured: 1 M rows, 1.46 s → 1.00 s per COPY) and still
+/// exact after rounding: the epoch second is within half a float8 step (0.12 µs until 2242) and
+/// the product within half another (0.125 µs), under the 0.5 µs that `round` forgives.
 fn us(column: &str) -> String {
-    format!("(extract(epoch FROM {column}) * 1000000)::int8")
+    format!("round(date_part('epoch', {column}) * 1000000)::int8")
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -72,7 +75,8 @@ pub fn snapshot(inst: &Instrument, seg: &Segment) -> String {
     }
 }
 
-/// A segment's level changes inside the range, in the order Binance sent them.
+/// A segment's level changes inside the range, in the order Binance sent them (the levels of
+/// one event by side and price, so the same rows always make the same bytes).
 pub fn updates(inst: &Instrument, seg: &Segment, range: Range) -> String {
     let until = seg
         .until
@@ -81,7 +85,7 @@ pub fn updates(inst: &Instrument, seg: &Segment, range: Range) -> String {
     format!(
         "SELECT {}, {}, {}, 'false', side, price, qty FROM depth_updates
          WHERE {} AND time >= {} AND update_id > {}{until}
-         ORDER BY time, update_id",
+         ORDER BY time, update_id, side, price",
         head(inst),
         us("time"),
         us("received_at"),

@@ -14,7 +14,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use export::{DataType, Instrument, Range};
 use flate2::write::GzEncoder;
-use flate2::Compression;
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -126,7 +125,7 @@ fn stream(s: AppState, job: Job) -> Response {
     let file_name = job.file_name.clone();
     tokio::spawn(async move {
         let out = GzipChannel {
-            gz: GzEncoder::new(Vec::with_capacity(CHUNK), Compression::default()),
+            gz: GzEncoder::new(Vec::with_capacity(CHUNK), export::GZIP),
             tx: tx.clone(),
         };
         if let Err(e) = produce(&s, &job, out).await {

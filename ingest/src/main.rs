@@ -2,6 +2,7 @@
 //! `migrate` owns the schema, `maintain` runs the housekeeping once, `export` writes the
 //! stored data out as Tardis-format CSV files.
 
+mod daily_cmd;
 mod export_cmd;
 
 use anyhow::{Context, Result};
@@ -40,6 +41,9 @@ enum Command {
     /// Write stored data as Tardis-format CSV: one gzip file per venue, symbol, UTC day and
     /// data type (named as Tardis names them, with a .gaps.json beside book files), or stdout.
     Export(export_cmd::ExportArgs),
+    /// Write the daily research set after each UTC midnight: every symbol collected that day,
+    /// every type, with a manifest (rows, bytes, sha256, gaps), optionally to an S3 bucket.
+    Daily(daily_cmd::DailyArgs),
     /// Exit 0 when URL answers 200 (container health checks: the images carry no curl).
     Healthcheck {
         #[arg(default_value = "http://127.0.0.1:9100/health")]
@@ -266,6 +270,9 @@ async fn main() -> Result<()> {
     if let Command::Run(args) = &cli.command {
         return run(cli.database_url.as_deref(), args).await;
     }
+    if let Command::Daily(args) = &cli.command {
+        return daily_cmd::run(cli.database_url.as_deref(), args).await;
+    }
     if let Command::Healthcheck { url } = &cli.command {
         let resp = reqwest::Client::new()
             .get(url)
@@ -278,7 +285,7 @@ async fn main() -> Result<()> {
     }
     let mut client = connect(cli.database_url.as_deref()).await?;
     match &cli.command {
-        Command::Run(_) | Command::Healthcheck { .. } => Ok(()),
+        Command::Run(_) | Command::Healthcheck { .. } | Command::Daily(_) => Ok(()),
         Command::Migrate(args) => migrate(&mut client, args).await,
         Command::Maintain => {
             let row = client

@@ -320,3 +320,175 @@ async fn check_sums(db: &Client, files: &serde_json::Map<String, serde_json::Val
 }
 
 pgembed::storage_tests!(exported_depth_rebuilds_book_at_across_a_gap);
+
+/// moto's S3 server on a free port, or `None` (said) where moto is not installed.
+struct S3Server {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn s3_server() -> Option<S3Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        assert!(std::env::var_os("CI").is_none(), "CI installs moto[server]");
+        pgembed::say_skipped(
+            "ingest_daily",
+            "moto_server is not installed (pip install 'moto[server]')",
+        );
+        return None;
+    };
+    let server = S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let (http, up) = (&reqwest::Client::new(), &server.endpoint);
+    wait_until("moto's S3 server", || async move {
+        http.put(format!("{up}/research"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    Some(server)
+}
+
+fn modified(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime")
+}
+
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn the_daily_set_is_whole_resumable_and_in_the_bucket(path: StoragePath) {
+    let Some(s3) = s3_server().await else { return };
+    let Some((sim, tdb, db)) = sim_and_db(path, 23, "ingest_daily").await else {
+        return;
+    };
+    let ingest = start_ingest(&tdb.url, &sim, |_| {});
+    events_since_sync(&db, 20).await;
+    ingest.stop().await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let bucket = export::bucket::Bucket::from_url_with(
+        "s3://research/depthbook",
+        [
+            ("aws_endpoint", s3.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test"),
+            ("aws_region", "us-east-1"),
+        ],
+    )
+    .expect("bucket");
+    let store = bucket.store();
+    let daily = export::daily::Daily {
+        dir: dir.path().to_owned(),
+        venues: vec![Venue::Spot, Venue::Usdm],
+        types: DataType::ALL.to_vec(),
+        bucket: Some(bucket),
+    };
+    let key = |k: &str| daily.bucket.as_ref().expect("a bucket").key(k);
+    let today = Utc::now().date_naive();
+    let day_dir = dir.path().join(today.format("%Y-%m-%d").to_string());
+    let m = export::daily::run_day(&db, &daily, today)
+        .await
+        .expect("the day");
+    assert!(m.complete);
+    // Four symbols per venue: five types on spot, six on USD-M.
+    assert_eq!(
+        m.files.len(),
+        4 * 5 + 4 * 6,
+        "{:?}",
+        m.files.iter().map(|e| &e.file).collect::<Vec<_>>()
+    );
+    for e in &m.files {
+        let local = std::fs::read(day_dir.join(&e.file)).expect("the file");
+        assert_eq!(local.len() as u64, e.bytes, "{}", e.file);
+        let digest =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&local));
+        assert_eq!(hex::encode(digest), e.sha256, "{}", e.file);
+        let remote = store
+            .get(&key(&format!("{today}/{}", e.file)))
+            .await
+            .expect("uploaded")
+            .bytes()
+            .await
+            .expect("body");
+        assert_eq!(
+            remote.as_ref(),
+            local.as_slice(),
+            "{}: the bucket holds the same bytes",
+            e.file
+        );
+        assert!(e.uploaded, "{e:?}");
+        if e.data_type == "incremental_book_L2" {
+            assert!(e.rows > 0, "{e:?}");
+        }
+    }
+    let remote_manifest = store
+        .get(&key(&format!("{today}/manifest.json")))
+        .await
+        .expect("manifest uploaded");
+    let remote_manifest: export::daily::Manifest =
+        serde_json::from_slice(&remote_manifest.bytes().await.expect("body")).expect("a manifest");
+    assert_eq!(remote_manifest, m);
+
+    // Again: nothing is rewritten.
+    let first = &m.files[0].file;
+    let stamp = modified(&day_dir.join(first));
+    assert_eq!(
+        export::daily::run_day(&db, &daily, today)
+            .await
+            .expect("again"),
+        m
+    );
+    assert_eq!(
+        modified(&day_dir.join(first)),
+        stamp,
+        "a complete day is left alone"
+    );
+
+    // Interrupted after all but the last file: only that one is written.
+    let mut cut = m.clone();
+    let last = cut.files.pop().expect("files");
+    cut.complete = false;
+    std::fs::write(
+        day_dir.join("manifest.json"),
+        serde_json::to_vec(&cut).expect("json"),
+    )
+    .expect("write");
+    std::fs::remove_file(day_dir.join(&last.file)).expect("remove");
+    let resumed = export::daily::run_day(&db, &daily, today)
+        .await
+        .expect("resumed");
+    assert!(resumed.complete);
+    assert_eq!(resumed.files.len(), m.files.len());
+    assert_eq!(
+        modified(&day_dir.join(first)),
+        stamp,
+        "done files are not redone"
+    );
+    let redone = resumed
+        .files
+        .iter()
+        .find(|e| e.file == last.file)
+        .expect("the missing file");
+    assert_eq!(redone.sha256, last.sha256, "the same rows, byte for byte");
+}
+
+pgembed::storage_tests!(the_daily_set_is_whole_resumable_and_in_the_bucket);

@@ -1,0 +1,135 @@
+//! Export speed: `ingest export`, run as a user runs it (a child process), writing the nominal
+//! run's depth of every spot symbol as Tardis `incremental_book_L2` gzip files. Rows and bytes
+//! per second, the exporter's CPU time and peak memory (from `wait4`'s rusage, so only its own).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    /// The time the exported rows span.
+    pub span_secs: f64,
+    pub files: usize,
+    pub rows: u64,
+    pub gz_bytes: u64,
+    /// The busiest file's rows (the benchmark symbol).
+    pub busiest_rows: u64,
+    pub secs: f64,
+    pub cpu_secs: f64,
+    pub peak_rss: u64,
+    /// The same over the first half of the range: memory does not grow with the range.
+    pub half_rows: u64,
+    pub half_peak_rss: u64,
+}
+
+/// Waits for `pid` and returns its exit status, CPU seconds and peak RSS in bytes.
+fn wait_with_rusage(pid: i32) -> Result<(i32, f64, u64)> {
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for; both pointers are valid.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    if r != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        status,
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+        ru.ru_maxrss as u64 * 1024,
+    ))
+}
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Exports every spot symbol; `busiest` is the symbol whose file is counted apart.
+pub async fn run(
+    db: &Client,
+    url: &str,
+    bin_dir: &Path,
+    work: &Path,
+    busiest: &str,
+) -> Result<Export> {
+    let row = db
+        .query_one("SELECT min(time), max(time) FROM depth_updates", &[])
+        .await?;
+    let (from, to): (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
+    let to = to + chrono::TimeDelta::milliseconds(1);
+    let middle = from + (to - from) / 2;
+    let half = once(
+        url,
+        bin_dir,
+        &work.join("export-half"),
+        from,
+        middle,
+        busiest,
+    )
+    .await?;
+    let mut whole = once(url, bin_dir, &work.join("export"), from, to, busiest).await?;
+    whole.half_rows = half.rows;
+    whole.half_peak_rss = half.peak_rss;
+    Ok(whole)
+}
+
+/// One `ingest export` over `[from, to)` into `out`.
+async fn once(
+    url: &str,
+    bin_dir: &Path,
+    out: &Path,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    busiest: &str,
+) -> Result<Export> {
+    std::fs::create_dir_all(out)?;
+    let listing = out.join("files.txt");
+    let started = Instant::now();
+    let child = std::process::Command::new(bin_dir.join("ingest"))
+        .args(["export", "--venue", "spot", "--type", "incremental_book_L2"])
+        .args(["--from", &rfc(from), "--to", &rfc(to)])
+        .arg("--out")
+        .arg(out)
+        .env("DATABASE_URL", url)
+        .stdout(std::fs::File::create(&listing)?)
+        .spawn()
+        .context("ingest export")?;
+    let pid = child.id() as i32;
+    let (status, cpu_secs, peak_rss) =
+        tokio::task::spawn_blocking(move || wait_with_rusage(pid)).await??;
+    let secs = started.elapsed().as_secs_f64();
+    if status != 0 {
+        bail!("ingest export exited with status {status}");
+    }
+    let mut e = Export {
+        span_secs: (to - from).as_seconds_f64(),
+        secs,
+        cpu_secs,
+        peak_rss,
+        ..Default::default()
+    };
+    // One line per file: path, "N rows", "B bytes", "G gaps".
+    for line in std::fs::read_to_string(&listing)?
+        .lines()
+        .filter(|l| l.contains(".csv.gz"))
+    {
+        let f: Vec<&str> = line.split('\t').collect();
+        let number = |i: usize| -> u64 {
+            f.get(i)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        e.files += 1;
+        e.rows += number(1);
+        e.gz_bytes += number(2);
+        if f[0].ends_with(&format!("_{busiest}.csv.gz")) {
+            e.busiest_rows += number(1);
+        }
+    }
+    Ok(e)
+}
