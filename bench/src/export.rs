@@ -26,22 +26,28 @@ pub struct Export {
     pub half_peak_rss: u64,
 }
 
-/// Waits for `pid` and returns its exit status, CPU seconds and peak RSS in bytes.
+/// Waits for `pid` and returns its exit status, CPU seconds and peak RSS in bytes. The peak is
+/// sampled from `/proc` (VmHWM of the program after its exec) while it runs: `wait4`'s
+/// `ru_maxrss` would also count the harness's own memory, which the child carried until exec.
 fn wait_with_rusage(pid: i32) -> Result<(i32, f64, u64)> {
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child, not yet waited for; both pointers are valid.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    if r != pid {
-        bail!("wait4: {}", std::io::Error::last_os_error());
+    let mut peak = 0;
+    loop {
+        // SAFETY: `pid` is our child, not yet waited for; both pointers are valid.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break;
+        }
+        if r != 0 {
+            bail!("wait4: {}", std::io::Error::last_os_error());
+        }
+        peak = peak.max(crate::procstat::peak_rss(pid).unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok((
-        status,
-        tv(ru.ru_utime) + tv(ru.ru_stime),
-        ru.ru_maxrss as u64 * 1024,
-    ))
+    Ok((status, tv(ru.ru_utime) + tv(ru.ru_stime), peak))
 }
 
 fn rfc(t: DateTime<Utc>) -> String {
