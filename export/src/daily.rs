@@ -86,34 +86,6 @@ fn sha256(path: &Path) -> Result<String, ExportError> {
     }
 }
 
-/// Instruments of `venue` collected during `day`: a book checkpoint inside it (written at
-/// least every `--checkpoint-secs` while a symbol is collected), or collected now.
-async fn collected_on(
-    client: &Client,
-    venue: Venue,
-    day: NaiveDate,
-) -> Result<Vec<Instrument>, ExportError> {
-    let r = day_range(day);
-    let rows = client
-        .query(
-            "SELECT i.id, i.symbol FROM instruments i
-             WHERE i.venue = $1
-               AND (i.active OR EXISTS (SELECT 1 FROM book_checkpoints c
-                                        WHERE c.instrument_id = i.id AND c.time >= $2 AND c.time < $3))
-             ORDER BY i.symbol",
-            &[&venue.as_str(), &r.from, &r.to],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Instrument {
-            id: row.get(0),
-            venue,
-            symbol: row.get(1),
-        })
-        .collect())
-}
-
 /// The manifest of `day` under `dir`, if that day was started.
 pub fn manifest(dir: &Path, day: NaiveDate) -> Result<Option<Manifest>, ExportError> {
     load(&dir.join(day.format("%Y-%m-%d").to_string()).join(MANIFEST))
@@ -137,7 +109,7 @@ pub async fn run_day(
         return Ok(m);
     }
     for &venue in &daily.venues {
-        for inst in collected_on(client, venue, day).await? {
+        for inst in crate::collected_instruments(client, venue, day_range(day)).await? {
             for &t in daily.types.iter().filter(|t| t.on(venue)) {
                 let name = tardis::file_name(venue, t, day, &inst.symbol);
                 if m.files
@@ -170,7 +142,11 @@ async fn write_entry(
     dir: &Path,
 ) -> Result<Entry, ExportError> {
     let w = write_day(client, inst, t, day, day_range(day), dir).await?;
-    let file = tardis::file_name(inst.venue, t, day, &inst.symbol);
+    let file = w
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if let Some(b) = &daily.bucket {
         b.upload(&w.path, &format!("{day}/{file}")).await?;
         if t.is_book() {

@@ -82,6 +82,26 @@ pub async fn instrument(
     }
 }
 
+/// The instruments of `venue` collected now, or with a book checkpoint inside `during` (written
+/// at least every `--checkpoint-secs` while a symbol is collected), by symbol.
+pub async fn collected_instruments(
+    client: &Client,
+    venue: Venue,
+    during: Range,
+) -> Result<Vec<Instrument>, ExportError> {
+    let rows = client
+        .query(
+            "SELECT i.id, i.symbol FROM instruments i
+             WHERE i.venue = $1
+               AND (i.active OR EXISTS (SELECT 1 FROM book_checkpoints c
+                                        WHERE c.instrument_id = i.id AND c.time >= $2 AND c.time < $3))
+             ORDER BY i.symbol",
+            &[&venue.as_str(), &during.from, &during.to],
+        )
+        .await?;
+    Ok(instruments_of(&rows, venue))
+}
+
 /// The instruments of `venue` collected now, by symbol.
 pub async fn active_instruments(
     client: &Client,
@@ -93,14 +113,18 @@ pub async fn active_instruments(
             &[&venue.as_str()],
         )
         .await?;
-    Ok(rows
-        .iter()
+    Ok(instruments_of(&rows, venue))
+}
+
+/// Rows of `(id, symbol)` as instruments of `venue`.
+fn instruments_of(rows: &[tokio_postgres::Row], venue: Venue) -> Vec<Instrument> {
+    rows.iter()
         .map(|r| Instrument {
             id: r.get(0),
             venue,
             symbol: r.get(1),
         })
-        .collect())
+        .collect()
 }
 
 /// What one export wrote.

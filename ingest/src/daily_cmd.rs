@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use axum::routing::get;
-use binance::Venue;
 use chrono::{NaiveDate, NaiveTime, TimeDelta, Utc};
 use export::daily::{manifest, run_day, Daily};
 use export::DataType;
@@ -110,14 +109,11 @@ impl Metrics {
 }
 
 fn daily(a: &DailyArgs) -> Result<Daily> {
-    let mut venues = Vec::new();
-    for v in &a.venues {
-        venues.push(match v.trim() {
-            "spot" => Venue::Spot,
-            "usdm" => Venue::Usdm,
-            other => anyhow::bail!("unknown venue {other:?}: use spot, usdm or both"),
-        });
-    }
+    let venues = a
+        .venues
+        .iter()
+        .map(|v| crate::export_cmd::venue(v))
+        .collect::<Result<_>>()?;
     let types = if a.types.is_empty() {
         DataType::ALL.to_vec()
     } else {

@@ -68,8 +68,9 @@ fn range(a: &ExportArgs, now: DateTime<Utc>) -> Result<Range> {
     Ok(Range::new(from, to)?)
 }
 
-fn venue(s: &str) -> Result<Venue> {
-    match s {
+/// A venue as the command line names it (`spot`, `usdm`).
+pub fn venue(s: &str) -> Result<Venue> {
+    match s.trim() {
         "spot" => Ok(Venue::Spot),
         "usdm" => Ok(Venue::Usdm),
         other => bail!("unknown venue {other:?}: use spot or usdm"),

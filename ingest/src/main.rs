@@ -308,16 +308,11 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         let report = schema::apply(&mut client, FlavorChoice::Auto).await?;
         tracing::info!(path = %report.plan.flavor, applied = report.applied_now.len(), "schema ready");
     }
-    let mut venues = Vec::new();
-    for v in &a.venues {
-        venues.push(match v.as_str() {
-            "spot" => binance::Venue::Spot,
-            "usdm" => binance::Venue::Usdm,
-            other => {
-                anyhow::bail!("unknown venue {other:?}: use spot, usdm or both (comma-separated)")
-            }
-        });
-    }
+    let venues = a
+        .venues
+        .iter()
+        .map(|v| export_cmd::venue(v))
+        .collect::<Result<Vec<_>>>()?;
     let symbols: Vec<String> = a
         .symbols
         .iter()
