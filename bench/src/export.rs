@@ -1,6 +1,6 @@
 //! Export speed: `ingest export`, run as a user runs it (a child process), writing the nominal
-//! run's depth of every spot symbol as Tardis `incremental_book_L2` gzip files. Rows and bytes
-//! per second, the exporter's CPU time and peak memory (from `wait4`'s rusage, so only its own).
+//! run's depth of every spot symbol as Tardis `incremental_book_L2` gzip files, then as Parquet.
+//! Rows and bytes per second, the exporter's CPU time and peak memory (its own only).
 
 use std::path::Path;
 use std::time::Instant;
@@ -24,6 +24,8 @@ pub struct Export {
     /// The same over the first half of the range: memory does not grow with the range.
     pub half_rows: u64,
     pub half_peak_rss: u64,
+    /// The whole range again as Parquet (`gz_bytes` is then the Parquet files' size).
+    pub parquet: Option<Box<Export>>,
 }
 
 /// Waits for `pid` and returns its exit status, CPU seconds and peak RSS in bytes. The peak is
@@ -68,38 +70,38 @@ pub async fn run(
     let (from, to): (DateTime<Utc>, DateTime<Utc>) = (row.get(0), row.get(1));
     let to = to + chrono::TimeDelta::milliseconds(1);
     let middle = from + (to - from) / 2;
-    let half = once(
-        url,
-        bin_dir,
-        &work.join("export-half"),
-        from,
-        middle,
-        busiest,
-    )
-    .await?;
-    let mut whole = once(url, bin_dir, &work.join("export"), from, to, busiest).await?;
+    let run =
+        |dir: &str, to, format| once(url, bin_dir, work.join(dir), (from, to), format, busiest);
+    let half = run("export-half", middle, "csv").await?;
+    let mut whole = run("export", to, "csv").await?;
     whole.half_rows = half.rows;
     whole.half_peak_rss = half.peak_rss;
+    whole.parquet = Some(Box::new(run("export-parquet", to, "parquet").await?));
     Ok(whole)
 }
 
-/// One `ingest export` over `[from, to)` into `out`.
+/// One `ingest export` over `[from, to)` in `format` into `out`.
 async fn once(
     url: &str,
     bin_dir: &Path,
-    out: &Path,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    out: std::path::PathBuf,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    format: &str,
     busiest: &str,
 ) -> Result<Export> {
-    std::fs::create_dir_all(out)?;
+    std::fs::create_dir_all(&out)?;
+    let ext = if format == "parquet" {
+        ".parquet"
+    } else {
+        ".csv.gz"
+    };
     let listing = out.join("files.txt");
     let started = Instant::now();
     let child = std::process::Command::new(bin_dir.join("ingest"))
         .args(["export", "--venue", "spot", "--type", "incremental_book_L2"])
-        .args(["--from", &rfc(from), "--to", &rfc(to)])
+        .args(["--from", &rfc(from), "--to", &rfc(to), "--format", format])
         .arg("--out")
-        .arg(out)
+        .arg(&out)
         .env("DATABASE_URL", url)
         .stdout(std::fs::File::create(&listing)?)
         .spawn()
@@ -121,7 +123,7 @@ async fn once(
     // One line per file: path, "N rows", "B bytes", "G gaps".
     for line in std::fs::read_to_string(&listing)?
         .lines()
-        .filter(|l| l.contains(".csv.gz"))
+        .filter(|l| l.contains(ext))
     {
         let f: Vec<&str> = line.split('\t').collect();
         let number = |i: usize| -> u64 {
@@ -133,7 +135,7 @@ async fn once(
         e.files += 1;
         e.rows += number(1);
         e.gz_bytes += number(2);
-        if f[0].ends_with(&format!("_{busiest}.csv.gz")) {
+        if f[0].ends_with(&format!("_{busiest}{ext}")) {
             e.busiest_rows += number(1);
         }
     }

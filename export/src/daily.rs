@@ -1,4 +1,4 @@
-//! The daily research set: a day's files for every symbol collected that day, in a directory of
+//! The daily research set: a day's files (gzip CSV, Parquet or both) for every symbol collected that day, in a directory of
 //! its own (`DIR/YYYY-MM-DD/`) with a `manifest.json` (file, rows, bytes, sha256, gaps), and
 //! optionally copied to an S3-compatible bucket (DigitalOcean Spaces, AWS S3, MinIO). Running a
 //! day again is safe: the manifest, saved after every file, says what is already done, and a
@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 
 use crate::bucket::Bucket;
 use crate::files::{day_range, gaps_name, write_day};
-use crate::{tardis, DataType, ExportError, Gap, Instrument};
+use crate::{tardis, DataType, ExportError, Format, Gap, Instrument};
 
 /// What to write, and where.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub struct Daily {
     pub venues: Vec<Venue>,
     /// Each venue gets the ones it has.
     pub types: Vec<DataType>,
+    /// Each file in every one of these.
+    pub formats: Vec<Format>,
     pub bucket: Option<Bucket>,
 }
 
@@ -111,17 +113,19 @@ pub async fn run_day(
     for &venue in &daily.venues {
         for inst in crate::collected_instruments(client, venue, day_range(day)).await? {
             for &t in daily.types.iter().filter(|t| t.on(venue)) {
-                let name = tardis::file_name(venue, t, day, &inst.symbol);
-                if m.files
-                    .iter()
-                    .any(|e| e.file == name && (e.uploaded || daily.bucket.is_none()))
-                {
-                    continue;
+                for &format in &daily.formats {
+                    let name = tardis::file_name(venue, t, day, &inst.symbol, format);
+                    if m.files
+                        .iter()
+                        .any(|e| e.file == name && (e.uploaded || daily.bucket.is_none()))
+                    {
+                        continue;
+                    }
+                    let entry = write_entry(client, daily, &inst, (t, format), day, &dir).await?;
+                    m.files.retain(|e| e.file != name);
+                    m.files.push(entry);
+                    save(&path, &m)?;
                 }
-                let entry = write_entry(client, daily, &inst, t, day, &dir).await?;
-                m.files.retain(|e| e.file != name);
-                m.files.push(entry);
-                save(&path, &m)?;
             }
         }
     }
@@ -137,11 +141,11 @@ async fn write_entry(
     client: &Client,
     daily: &Daily,
     inst: &Instrument,
-    t: DataType,
+    (t, format): (DataType, Format),
     day: NaiveDate,
     dir: &Path,
 ) -> Result<Entry, ExportError> {
-    let w = write_day(client, inst, t, day, day_range(day), dir).await?;
+    let w = write_day(client, inst, t, (day, day_range(day)), format, dir).await?;
     let file = w
         .path
         .file_name()
@@ -149,7 +153,7 @@ async fn write_entry(
         .unwrap_or_default();
     if let Some(b) = &daily.bucket {
         b.upload(&w.path, &format!("{day}/{file}")).await?;
-        if t.is_book() {
+        if t.is_book() && format == Format::Csv {
             let sidecar = gaps_name(&file);
             b.upload(&dir.join(&sidecar), &format!("{day}/{sidecar}"))
                 .await?;

@@ -18,12 +18,18 @@ pub enum ExportError {
     /// A name that is not one of the data types.
     #[error("unknown data type {0:?}; one of: {1}")]
     UnknownDataType(String, String),
+    /// A format that is not one of ours.
+    #[error("unknown format {0:?}; one of: csv, parquet")]
+    UnknownFormat(String),
     /// A manifest that is not one this program wrote.
     #[error("manifest {0} unreadable: {1}")]
     Manifest(String, String),
     /// The bucket refused, or its URL is wrong.
     #[error("bucket {0}")]
     Bucket(String),
+    /// The rows could not be written as Parquet.
+    #[error("parquet: {0}")]
+    Parquet(String),
     #[error("database: {0}")]
     Database(#[from] tokio_postgres::Error),
     #[error("writing the output: {0}")]

@@ -1,17 +1,17 @@
-//! Day files: one gzip CSV per venue, symbol, UTC day and data type, named as Tardis names
-//! them, with a `.gaps.json` sidecar for the book types. A file appears only complete: it is
-//! written under a `.part` name and renamed once flushed.
+//! Day files: one file per venue, symbol, UTC day, data type and format, named as Tardis names
+//! them. A gzip CSV of a book type has a `.gaps.json` sidecar; a Parquet file has its gaps in
+//! its own metadata. A file appears only complete: it is written under a `.part` name and
+//! renamed once flushed.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{Days, NaiveDate, NaiveTime};
-use flate2::write::GzEncoder;
 use serde::Serialize;
 use tokio_postgres::Client;
 
-use crate::{tardis, write_csv, DataType, ExportError, Gap, Instrument, Range};
+use crate::{tardis, write_file, DataType, ExportError, Format, Gap, Instrument, Range};
 
 /// One file written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,26 +69,26 @@ struct Sidecar<'a> {
     gaps: &'a [Gap],
 }
 
-/// Writes `range` (inside `day`) of `inst` as `data_type` into `dir`.
+/// Writes `range` (inside `day`) of `inst` as `data_type` in `format` into `dir`.
 pub async fn write_day(
     client: &Client,
     inst: &Instrument,
     data_type: DataType,
-    day: NaiveDate,
-    range: Range,
+    (day, range): (NaiveDate, Range),
+    format: Format,
     dir: &Path,
 ) -> Result<Written, ExportError> {
-    let name = tardis::file_name(inst.venue, data_type, day, &inst.symbol);
+    let name = tardis::file_name(inst.venue, data_type, day, &inst.symbol, format);
     let path = dir.join(&name);
     let part = dir.join(format!("{name}.part"));
-    let mut gz = GzEncoder::new(BufWriter::new(File::create(&part)?), crate::GZIP);
-    let summary = write_csv(client, inst, data_type, range, &mut gz).await?;
-    let mut file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
+    let out = BufWriter::new(File::create(&part)?);
+    let (summary, out) = write_file(client, inst, data_type, range, format, out).await?;
+    let mut file = out.into_inner().map_err(|e| e.into_error())?;
     file.flush()?;
     file.sync_all()?;
     let bytes = file.metadata()?.len();
     std::fs::rename(&part, &path)?;
-    if data_type.is_book() {
+    if data_type.is_book() && format == Format::Csv {
         let sidecar = Sidecar {
             file: &name,
             from: range.from.to_rfc3339(),

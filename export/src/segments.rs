@@ -98,7 +98,8 @@ pub async fn plan(client: &Client, instrument: i32, range: Range) -> Result<Plan
         }
     }
     for sync in syncs(client, instrument, range).await? {
-        if let Some((since, why)) = unknown_since.take() {
+        // A sync at the very instant the book became unknown leaves no gap to list.
+        if let Some((since, why)) = unknown_since.take().filter(|(since, _)| *since < sync.time) {
             plan.gaps.push(gap(since, sync.time, why));
         }
         let end = epoch_end(client, sync.epoch).await?;

@@ -75,8 +75,10 @@ pub fn snapshot(inst: &Instrument, seg: &Segment) -> String {
     }
 }
 
-/// A segment's level changes inside the range, in the order Binance sent them (the levels of
-/// one event by side and price, so the same rows always make the same bytes).
+/// A segment's level changes inside the range, event by event, as the index gives them. The
+/// levels of one event are not sorted: they come in the order ingest stored them (Binance's),
+/// and sorting them by side and price made PostgreSQL twice as slow (an incremental sort per
+/// event: 5 M rows, 12.2 s against 6.1 s). Their order inside an event changes no book.
 pub fn updates(inst: &Instrument, seg: &Segment, range: Range) -> String {
     let until = seg
         .until
@@ -85,7 +87,7 @@ pub fn updates(inst: &Instrument, seg: &Segment, range: Range) -> String {
     format!(
         "SELECT {}, {}, {}, 'false', side, price, qty FROM depth_updates
          WHERE {} AND time >= {} AND update_id > {}{until}
-         ORDER BY time, update_id, side, price",
+         ORDER BY time, update_id",
         head(inst),
         us("time"),
         us("received_at"),

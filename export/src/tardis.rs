@@ -10,7 +10,7 @@ use std::str::FromStr;
 use binance::Venue;
 use chrono::NaiveDate;
 
-use crate::ExportError;
+use crate::{ExportError, Format};
 
 /// One of Tardis's CSV data types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,14 +130,21 @@ pub fn exchange(venue: Venue) -> &'static str {
 }
 
 /// The file name Tardis's download client gives a day of one symbol and type, e.g.
-/// `binance-futures_incremental_book_L2_2026-11-25_BTCUSDT.csv.gz`.
-pub fn file_name(venue: Venue, data_type: DataType, day: NaiveDate, symbol: &str) -> String {
+/// `binance-futures_incremental_book_L2_2026-11-25_BTCUSDT.csv.gz` (`.parquet` for Parquet).
+pub fn file_name(
+    venue: Venue,
+    data_type: DataType,
+    day: NaiveDate,
+    symbol: &str,
+    format: Format,
+) -> String {
     format!(
-        "{}_{}_{}_{}.csv.gz",
+        "{}_{}_{}_{}.{}",
         exchange(venue),
         data_type.name(),
         day.format("%Y-%m-%d"),
-        symbol
+        symbol,
+        format.extension()
     )
 }
 
@@ -187,12 +194,28 @@ mod tests {
     fn files_are_named_as_tardis_names_them() {
         let day = NaiveDate::from_ymd_opt(2026, 11, 25).expect("date");
         assert_eq!(
-            file_name(Venue::Usdm, DataType::IncrementalBookL2, day, "BTCUSDT"),
+            file_name(
+                Venue::Usdm,
+                DataType::IncrementalBookL2,
+                day,
+                "BTCUSDT",
+                Format::Csv
+            ),
             "binance-futures_incremental_book_L2_2026-11-25_BTCUSDT.csv.gz"
         );
         assert_eq!(
-            file_name(Venue::Spot, DataType::Trades, day, "ETHUSDT"),
+            file_name(Venue::Spot, DataType::Trades, day, "ETHUSDT", Format::Csv),
             "binance_trades_2026-11-25_ETHUSDT.csv.gz"
+        );
+        assert_eq!(
+            file_name(
+                Venue::Spot,
+                DataType::Trades,
+                day,
+                "ETHUSDT",
+                Format::Parquet
+            ),
+            "binance_trades_2026-11-25_ETHUSDT.parquet"
         );
         assert!(!DataType::DerivativeTicker.on(Venue::Spot));
     }

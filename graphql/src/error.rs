@@ -15,6 +15,9 @@ pub enum ApiError {
     /// `book_at` refused: a gap, nothing recorded yet, or past retention.
     #[error("{0}")]
     Unavailable(String),
+    /// Every export slot is taken (`--max-exports`); try again shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error("database unavailable")]
     Pool(String),
     #[error("database error")]
@@ -44,6 +47,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Unavailable(_) => "BOOK_UNAVAILABLE",
+            ApiError::Busy(_) => "BUSY",
             ApiError::Pool(_) | ApiError::Db(_) => "INTERNAL",
         }
     }

@@ -92,6 +92,9 @@ pub struct AppState {
     pub token: Option<String>,
     /// Data older than this makes `/health` report stale.
     pub fresh_within: Duration,
+    /// Export downloads running at once, at most `max_exports`.
+    pub exports: Arc<tokio::sync::Semaphore>,
+    pub max_exports: usize,
 }
 
 impl std::fmt::Debug for AppState {

@@ -34,6 +34,9 @@ struct Cli {
     /// Database connections.
     #[arg(long, env = "API_POOL_SIZE", default_value_t = 16)]
     pool_size: u32,
+    /// Export downloads at once (each holds one pooled connection while its client reads).
+    #[arg(long, env = "API_MAX_EXPORTS", default_value_t = 4)]
+    max_exports: usize,
     /// /health reports stale when ingest committed nothing for this many seconds.
     #[arg(long, env = "API_FRESH_WITHIN_SECS", default_value_t = 60)]
     fresh_within_secs: u64,
@@ -68,6 +71,8 @@ async fn main() -> Result<()> {
         metrics: Metrics::new(),
         token: cli.token.filter(|t| !t.is_empty()),
         fresh_within: Duration::from_secs(cli.fresh_within_secs),
+        exports: std::sync::Arc::new(tokio::sync::Semaphore::new(cli.max_exports)),
+        max_exports: cli.max_exports,
     };
     let app = graphql::router(state, &cli.cors);
     let listener = tokio::net::TcpListener::bind(cli.bind)

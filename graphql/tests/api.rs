@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-use common::{errors, gql, start_api, DEADLINE};
+use common::{errors, gql, start_api, start_api_with, DEADLINE};
 use futures_util::{SinkExt, StreamExt};
 use pgembed::StoragePath;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
@@ -145,6 +145,7 @@ api_tests!(
         bad_queries_get_clear_errors,
         rest_routes,
         export_route_streams_what_the_exporter_writes,
+        export_route_streams_parquet,
         export_route_refuses_bad_requests,
         subscriptions_deliver_live_updates,
         a_bearer_token_guards_http_and_websocket,
@@ -439,6 +440,16 @@ fn gunzip(body: &[u8]) -> String {
 }
 
 /// What the exporter writes for the same request, straight from the database.
+/// `[from, to)` from the RFC 3339 times a test sends.
+fn export_range(from: &str, to: &str) -> export::Range {
+    let at = |s: &str| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .to_utc()
+    };
+    export::Range::new(at(from), at(to)).expect("range")
+}
+
 async fn exported(
     f: &Fixture,
     venue: binance::Venue,
@@ -450,12 +461,7 @@ async fn exported(
     let inst = export::instrument(&f.admin, venue, symbol)
         .await
         .expect("instrument");
-    let at = |s: &str| {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .expect("time")
-            .to_utc()
-    };
-    let range = export::Range::new(at(from), at(to)).expect("range");
+    let range = export_range(from, to);
     let mut out = Vec::new();
     export::write_csv(&f.admin, &inst, t.parse().expect("type"), range, &mut out)
         .await
@@ -496,6 +502,13 @@ async fn export_route_streams_what_the_exporter_writes(f: &Fixture) {
         .await
         .expect("get");
     assert_eq!(r.status(), 200);
+    let gaps: Vec<export::Gap> =
+        serde_json::from_slice(r.headers()["x-depthbook-gaps"].as_bytes()).expect("gap JSON");
+    assert_eq!(
+        r.headers()["x-depthbook-gap-count"].to_str().ok(),
+        Some(gaps.len().to_string().as_str())
+    );
+    assert_eq!(gaps, direct_gaps(f, "ETHUSDT", &from, &eth).await);
     let body = gunzip(&r.bytes().await.expect("body"));
     let second = body.lines().nth(1).expect("a first row");
     assert!(
@@ -519,6 +532,72 @@ async fn export_route_streams_what_the_exporter_writes(f: &Fixture) {
     assert_eq!(sorted(&body), sorted(&direct));
 }
 
+/// Parquet: the same bytes as the exporter's file, with the CSV's rows.
+async fn export_route_streams_parquet(f: &Fixture) {
+    let (base, http) = (&f.base, reqwest::Client::new());
+    let (from, to) = trade_range(f).await;
+    let (from, to) = (rfc(&from), rfc(&to));
+    let r = http
+        .get(format!(
+            "{base}/export/trades/BTCUSDT?from={from}&to={to}&format=parquet"
+        ))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.apache.parquet"
+    );
+    let disposition = r.headers()["content-disposition"].to_str().expect("ascii");
+    assert!(disposition.ends_with("_BTCUSDT.parquet\""), "{disposition}");
+    let body = r.bytes().await.expect("body");
+    let file = exported_parquet(f, "BTCUSDT", "trades", &from, &to).await;
+    assert!(
+        body.as_ref() == file.as_slice(),
+        "the route streams the exporter's file"
+    );
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body)
+        .expect("a Parquet file");
+    let csv = exported(f, binance::Venue::Spot, "BTCUSDT", "trades", &from, &to).await;
+    assert_eq!(
+        reader.metadata().file_metadata().num_rows() as usize,
+        csv.lines().count() - 1,
+        "as many rows as the CSV"
+    );
+}
+
+/// The gaps the exporter lists for USD-M `symbol`'s book in `[from, to)`.
+async fn direct_gaps(f: &Fixture, symbol: &str, from: &str, to: &str) -> Vec<export::Gap> {
+    let inst = export::instrument(&f.admin, binance::Venue::Usdm, symbol)
+        .await
+        .expect("instrument");
+    let range = export_range(from, to);
+    export::segments::plan(&f.admin, inst.id, range)
+        .await
+        .expect("plan")
+        .gaps
+}
+
+async fn exported_parquet(f: &Fixture, symbol: &str, t: &str, from: &str, to: &str) -> Vec<u8> {
+    let inst = export::instrument(&f.admin, binance::Venue::Spot, symbol)
+        .await
+        .expect("instrument");
+    let range = export_range(from, to);
+    let t = t.parse().expect("type");
+    let (_, out) = export::write_file(
+        &f.admin,
+        &inst,
+        t,
+        range,
+        export::Format::Parquet,
+        Vec::new(),
+    )
+    .await
+    .expect("export");
+    out
+}
+
 async fn export_route_refuses_bad_requests(f: &Fixture) {
     let (base, http) = (&f.base, reqwest::Client::new());
     let (from, to) = trade_range(f).await;
@@ -533,6 +612,17 @@ async fn export_route_refuses_bad_requests(f: &Fixture) {
         401,
         "exports are data: behind the token"
     );
+
+    let full = start_api_with(&f.reader_url, None, 0).await;
+    let r = http
+        .get(format!("{full}/export/trades/BTCUSDT?from={from}&to={to}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 503, "no export slot free");
+    assert_eq!(r.headers()["retry-after"], "5");
+    let body = r.text().await.expect("body");
+    assert!(body.contains("\"code\":\"BUSY\""), "{body}");
 
     for (path, status) in [
         (format!("/export/depth/BTCUSDT?from={from}&to={to}"), 400),

@@ -173,7 +173,7 @@ fn encode_numeric(out: &mut Vec<u8>, mantissa: i128, scale: u32) {
     let neg = mantissa < 0;
     let mut m = mantissa.unsigned_abs();
     let mut scale = scale;
-    while scale > 0 && m % 10 == 0 && m != 0 {
+    while scale > 0 && m.is_multiple_of(10) && m != 0 {
         m /= 10;
         scale -= 1;
     }

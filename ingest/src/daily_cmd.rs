@@ -48,6 +48,14 @@ pub struct DailyArgs {
         value_name = "TYPE"
     )]
     types: Vec<String>,
+    /// File formats, comma-separated: csv (gzip, Tardis's columns) and/or parquet.
+    #[arg(
+        long = "format",
+        env = "DAILY_FORMATS",
+        value_delimiter = ',',
+        default_value = "csv"
+    )]
+    formats: Vec<export::Format>,
     /// First day to make sure of (default: yesterday).
     #[arg(long, env = "DAILY_SINCE")]
     since: Option<NaiveDate>,
@@ -126,6 +134,7 @@ fn daily(a: &DailyArgs) -> Result<Daily> {
         dir: a.out.clone(),
         venues,
         types,
+        formats: a.formats.clone(),
         bucket: bucket(a)?,
     })
 }

@@ -1,5 +1,6 @@
-//! `ingest export`: stored data out as Tardis-format CSV (the `export` crate), one gzip file per
-//! venue, symbol, UTC day and data type into a directory, or one plain CSV stream to stdout.
+//! `ingest export`: stored data out as Tardis-format CSV or as Parquet (the `export` crate), one
+//! file per venue, symbol, UTC day and data type into a directory, or one stream to stdout
+//! (plain CSV, or a Parquet file).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use binance::Venue;
 use chrono::{DateTime, Days, NaiveDate, Utc};
-use export::{files, DataType, Instrument, Range};
+use export::{files, DataType, Format, Instrument, Range};
 use tokio_postgres::Client;
 
 #[derive(Debug, clap::Args)]
@@ -31,8 +32,12 @@ pub struct ExportArgs {
     /// Range end, exclusive (default: a day after --from).
     #[arg(long)]
     to: Option<String>,
-    /// A directory (files named as Tardis names them, made if missing), or `-` for one CSV
-    /// on stdout (one symbol and one type).
+    /// csv (gzip, Tardis's columns) or parquet (the same columns typed: exact decimals, UTC
+    /// microsecond timestamps).
+    #[arg(long, default_value = "csv")]
+    format: Format,
+    /// A directory (files named as Tardis names them, made if missing), or `-` for one stream
+    /// on stdout (one symbol and one type; CSV is not compressed there).
     #[arg(long, default_value = ".")]
     out: String,
 }
@@ -112,8 +117,16 @@ pub async fn run(client: &Client, a: &ExportArgs) -> Result<()> {
         let ([inst], [t]) = (instruments.as_slice(), types.as_slice()) else {
             bail!("--out - writes one CSV: give one --symbols and one --type");
         };
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let summary = export::write_csv(client, inst, *t, range, &mut out).await?;
+        // Not `lock()`: the Parquet writer needs a writer it may send between threads.
+        let mut out = std::io::BufWriter::new(std::io::stdout());
+        let summary = match a.format {
+            Format::Csv => export::write_csv(client, inst, *t, range, &mut out).await?,
+            Format::Parquet => {
+                let (summary, _) =
+                    export::write_file(client, inst, *t, range, a.format, &mut out).await?;
+                summary
+            }
+        };
         out.flush()?;
         for g in &summary.gaps {
             eprintln!("gap {} .. {} ({})", g.from, g.to, g.kind);
@@ -124,8 +137,8 @@ pub async fn run(client: &Client, a: &ExportArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for inst in &instruments {
         for &t in &types {
-            for (day, part) in files::days(range) {
-                let w = files::write_day(client, inst, t, day, part, &dir).await?;
+            for day in files::days(range) {
+                let w = files::write_day(client, inst, t, day, a.format, &dir).await?;
                 println!(
                     "{}\t{} rows\t{} bytes\t{} gaps",
                     w.path.display(),

@@ -2,7 +2,7 @@
 //! `incremental_book_L2` stream equals `book_at` at every sampled instant, across a recorded
 //! gap that the export lists; the command writes Tardis-named files; pandas, polars and pyarrow
 //! read every file type with the database's values, and hftbacktest's Tardis converter takes the
-//! depth and trades files.
+//! depth and trades files; every Parquet file holds its CSV twin's values, typed.
 
 use std::io::Read;
 use std::path::Path;
@@ -158,15 +158,24 @@ async fn exported_depth_rebuilds_book_at_across_a_gap(path: StoragePath) {
     );
 
     let dir = tempfile::tempdir().expect("dir");
-    run_export_command(&tdb.url, "spot", &symbol, range, dir.path());
     let usdm_symbol = sim.usdm.as_ref().expect("usdm").symbols()[0].clone();
-    run_export_command(&tdb.url, "usdm", &usdm_symbol, range, dir.path());
+    for format in ["csv", "parquet"] {
+        run_export_command(&tdb.url, ("spot", &symbol), range, format, dir.path());
+        run_export_command(&tdb.url, ("usdm", &usdm_symbol), range, format, dir.path());
+    }
     check_files(&db, dir.path(), &[&symbol, &usdm_symbol]).await;
 }
 
-fn run_export_command(url: &str, venue: &str, symbol: &str, range: Range, dir: &Path) {
+fn run_export_command(
+    url: &str,
+    (venue, symbol): (&str, &str),
+    range: Range,
+    format: &str,
+    dir: &Path,
+) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
         .args(["export", "--venue", venue, "--symbols", symbol])
+        .args(["--format", format])
         .args([
             "--from",
             &range.from.to_rfc3339(),
@@ -199,11 +208,13 @@ async fn check_files(db: &Client, dir: &Path, symbols: &[&str]) {
         } else {
             2
         };
-        let files = names
-            .iter()
-            .filter(|n| n.contains(&format!("_{}_", t.name())) && n.ends_with(".csv.gz"))
-            .count();
-        assert!(files >= expected, "{t}: {names:?}");
+        for ext in [".csv.gz", ".parquet"] {
+            let files = names
+                .iter()
+                .filter(|n| n.contains(&format!("_{}_", t.name())) && n.ends_with(ext))
+                .count();
+            assert!(files >= expected, "{t}{ext}: {names:?}");
+        }
     }
     for name in names.iter().filter(|n| n.ends_with(".csv.gz")) {
         let mut text = String::new();
@@ -254,6 +265,7 @@ async fn python_reads(db: &Client, dir: &Path) {
         assert_eq!(f["pyarrow_rows"].as_i64(), Some(rows), "{name}");
         assert!(rows > 0, "{name}");
     }
+    check_parquet(dir, &report);
     let compared = check_sums(db, files).await;
     assert_eq!(
         compared, 5,
@@ -263,6 +275,49 @@ async fn python_reads(db: &Client, dir: &Path) {
     assert!(!converted.is_empty(), "{report}");
     for (pair, events) in converted {
         assert!(events.as_i64().unwrap_or(0) > 0, "{pair}: {events}");
+    }
+}
+
+/// Every Parquet file: read by the three tools, typed, every value equal to its CSV twin's, and
+/// the gaps in its metadata equal to the CSV's sidecar.
+fn check_parquet(dir: &Path, report: &serde_json::Value) {
+    let files = report["parquet"].as_object().expect("parquet");
+    assert!(
+        files.len() >= 11,
+        "five types of two symbols, one ticker: {files:?}"
+    );
+    for (name, f) in files {
+        let rows = f["pyarrow_rows"].as_i64().expect("rows");
+        assert!(rows > 0, "{name}");
+        assert_eq!(f["pandas_rows"].as_i64(), Some(rows), "{name}");
+        assert_eq!(f["polars_rows"].as_i64(), Some(rows), "{name}");
+        assert_eq!(f["values_unequal_to_csv"].as_i64(), Some(0), "{name}: {f}");
+        let types: Vec<&str> = f["types"]
+            .as_array()
+            .expect("types")
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect();
+        assert!(
+            types.contains(&"timestamp[us, tz=UTC]"),
+            "{name}: {types:?}"
+        );
+        assert!(types.contains(&"decimal128(20, 8)"), "{name}: {types:?}");
+        let stem = name.trim_end_matches(".parquet");
+        let sidecar = dir.join(format!("{stem}.gaps.json"));
+        if let Ok(text) = std::fs::read(&sidecar) {
+            let sidecar: serde_json::Value = serde_json::from_slice(&text).expect("json");
+            assert_eq!(
+                f["gaps"], sidecar["gaps"],
+                "{name}: the same gaps as the CSV's"
+            );
+        } else {
+            assert_eq!(
+                f["gaps"],
+                serde_json::json!([]),
+                "{name}: no gaps outside books"
+            );
+        }
     }
 }
 
@@ -400,6 +455,7 @@ async fn the_daily_set_is_whole_resumable_and_in_the_bucket(path: StoragePath) {
         dir: dir.path().to_owned(),
         venues: vec![Venue::Spot, Venue::Usdm],
         types: DataType::ALL.to_vec(),
+        formats: export::Format::ALL.to_vec(),
         bucket: Some(bucket),
     };
     let key = |k: &str| daily.bucket.as_ref().expect("a bucket").key(k);
@@ -409,10 +465,10 @@ async fn the_daily_set_is_whole_resumable_and_in_the_bucket(path: StoragePath) {
         .await
         .expect("the day");
     assert!(m.complete);
-    // Four symbols per venue: five types on spot, six on USD-M.
+    // Four symbols per venue: five types on spot, six on USD-M, in two formats.
     assert_eq!(
         m.files.len(),
-        4 * 5 + 4 * 6,
+        (4 * 5 + 4 * 6) * 2,
         "{:?}",
         m.files.iter().map(|e| &e.file).collect::<Vec<_>>()
     );

@@ -1,5 +1,6 @@
 """Reads every exported file with pandas, polars and pyarrow, and converts depth + trades with
-hftbacktest's Tardis converter; prints what it read as JSON for ingest/tests/export.rs.
+hftbacktest's Tardis converter; compares every Parquet file with its CSV twin value by value;
+prints what it read as JSON for ingest/tests/export.rs.
 Exit 3 when a library is missing (the test skips visibly outside CI)."""
 
 import glob
@@ -11,7 +12,9 @@ from decimal import Decimal
 try:
     import pandas as pd
     import polars as pl
+    import pyarrow as pa
     import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
     from hftbacktest.data.utils import tardis
 except ImportError as e:
     print(f"python: {e} (pip install pandas polars pyarrow hftbacktest)", file=sys.stderr)
@@ -42,9 +45,58 @@ def read(path):
     return out
 
 
+def csv_value(text, arrow_type):
+    """A CSV field as the Parquet column's Python value."""
+    if text == "":
+        return None
+    if str(arrow_type).startswith("decimal"):
+        return Decimal(text)
+    if str(arrow_type).startswith("timestamp") or str(arrow_type) == "int64":
+        return int(text)
+    if str(arrow_type) == "bool":
+        return text == "true"
+    return text
+
+
+def parquet_column(table, field):
+    """A Parquet column as Python values; timestamps as microseconds since the epoch."""
+    column = table.column(field.name)
+    if str(field.type).startswith("timestamp"):
+        column = column.cast(pa.int64())
+    return column.to_pylist()
+
+
+def read_parquet(path):
+    table = pq.read_table(path)
+    twin = path[: -len(".parquet")] + ".csv.gz"
+    text = pd.read_csv(twin, dtype=str, keep_default_na=False)
+    mismatches = 0
+    if list(text.columns) != table.column_names or len(text) != table.num_rows:
+        mismatches += 1
+    else:
+        for field in table.schema:
+            got = parquet_column(table, field)
+            want = [csv_value(v, field.type) for v in text[field.name]]
+            mismatches += sum(1 for a, b in zip(got, want) if a != b)
+    meta = pq.read_metadata(path).metadata or {}
+    return {
+        "pandas_rows": len(pd.read_parquet(path)),
+        "polars_rows": pl.read_parquet(path).height,
+        "pyarrow_rows": table.num_rows,
+        "columns": table.column_names,
+        "types": [str(f.type) for f in table.schema],
+        "values_unequal_to_csv": mismatches,
+        "gaps": json.loads(meta.get(b"depthbook.gaps", b"null")),
+    }
+
+
 def main(directory):
     files = sorted(glob.glob(os.path.join(directory, "*.csv.gz")))
     report = {"files": {os.path.basename(p): read(p) for p in files}, "hftbacktest": {}}
+    report["parquet"] = {
+        os.path.basename(p): read_parquet(p)
+        for p in sorted(glob.glob(os.path.join(directory, "*.parquet")))
+    }
     for depth in (p for p in files if "_incremental_book_L2_" in p):
         trades = depth.replace("_incremental_book_L2_", "_trades_")
         if os.path.exists(trades):

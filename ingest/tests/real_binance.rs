@@ -388,6 +388,20 @@ async fn check_exported_tops(
             summary.gaps
         );
         let rows = tardis::parse_l2(std::str::from_utf8(&csv).expect("utf-8"));
+        let (_, parquet) = export::write_file(
+            db,
+            &inst,
+            export::DataType::IncrementalBookL2,
+            range,
+            export::Format::Parquet,
+            Vec::new(),
+        )
+        .await
+        .expect("parquet export");
+        assert!(
+            tardis::parse_l2_parquet(parquet) == rows,
+            "{symbol}: the Parquet file holds the CSV's rows, value for value"
+        );
         let first_row = rows.first().map(|r| r.timestamp).unwrap_or(i64::MAX);
         let last_of_ms: HashMap<i64, i64> = events.iter().map(|e| (e.0, e.2)).collect();
         let time_of: HashMap<i64, i64> = events.iter().map(|e| (e.2, e.0)).collect();
@@ -433,7 +447,7 @@ async fn replayed_exactly(path: StoragePath, name: &str) {
     );
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
-        format!("{name} on {path}: {events} depth events equal, {tops} book tops equal their bookTicker, in the database and in the exported file ({skipped} tickers before the sync or inside a millisecond)\n").as_bytes(),
+        format!("{name} on {path}: {events} depth events equal, {tops} book tops equal their bookTicker, in the database and in the exported files, CSV and Parquet ({skipped} tickers before the sync or inside a millisecond)\n").as_bytes(),
     );
 }
 

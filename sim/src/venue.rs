@@ -475,7 +475,7 @@ impl VenueState {
                 self.publish(sym, inner, step, prev);
             }
             n += 1;
-            if self.venue == Venue::Usdm && n % per_second.max(1) == 0 {
+            if self.venue == Venue::Usdm && n.is_multiple_of(per_second.max(1)) {
                 self.publish_mark_prices();
             }
         }

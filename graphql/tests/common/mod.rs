@@ -52,6 +52,11 @@ pub struct Env {
 }
 
 pub async fn start_api(reader_url: &str, token: Option<String>) -> String {
+    start_api_with(reader_url, token, 2).await
+}
+
+/// `start_api` with at most `max_exports` export downloads at once.
+pub async fn start_api_with(reader_url: &str, token: Option<String>, max_exports: usize) -> String {
     let manager = pgconn::manager(reader_url).expect("url");
     let pool = bb8::Pool::builder().max_size(8).build_unchecked(manager);
     let hub = Hub::default();
@@ -68,6 +73,8 @@ pub async fn start_api(reader_url: &str, token: Option<String>) -> String {
         metrics: Metrics::new(),
         token,
         fresh_within: Duration::from_secs(60),
+        exports: std::sync::Arc::new(tokio::sync::Semaphore::new(max_exports)),
+        max_exports,
     };
     let app = graphql::router(state, &["*".to_owned()]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -6,7 +6,7 @@ use binance::units::parse_e8;
 use export::DataType;
 
 /// One `incremental_book_L2` row.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct L2 {
     pub timestamp: i64,
     pub snapshot: bool,
@@ -34,6 +34,39 @@ pub fn parse_l2(csv: &str) -> Vec<L2> {
             }
         })
         .collect()
+}
+
+/// The rows of an exported `incremental_book_L2` Parquet file, read by the parquet crate's
+/// reader: decimals as their e8 counts (the file's scale is 8), timestamps in microseconds.
+pub fn parse_l2_parquet(file: Vec<u8>) -> Vec<L2> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Decimal128Type, TimestampMicrosecondType};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(file),
+    )
+    .expect("a Parquet file")
+    .build()
+    .expect("reader");
+    let mut rows = Vec::new();
+    for batch in reader {
+        let b = batch.expect("a row group");
+        let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        let snapshot = b.column(4).as_boolean();
+        let side = b.column(5).as_string::<i32>();
+        let price = b.column(6).as_primitive::<Decimal128Type>();
+        let amount = b.column(7).as_primitive::<Decimal128Type>();
+        for i in 0..b.num_rows() {
+            let e8 = |v: i128| i64::try_from(v).expect("an e8 count");
+            rows.push(L2 {
+                timestamp: ts.value(i),
+                snapshot: snapshot.value(i),
+                bid: side.value(i) == "bid",
+                price: e8(price.value(i)),
+                amount: e8(amount.value(i)),
+            });
+        }
+    }
+    rows
 }
 
 pub type Levels = (Vec<(i64, i64)>, Vec<(i64, i64)>);
