@@ -32,6 +32,8 @@ usage: manage.sh COMMAND [ARGS]
   backup           pg_dump the database to $ROOT/backups/
   restore FILE     restore a backup (stops ingest and graphql meanwhile)
   deploy           (compose mode) copy the repo to \$DEPTHBOOK_HOST and start the stack there
+  ca               (compose mode) print the root certificate of Caddy's internal CA, for
+                   clients of https://DOMAIN/ when DOMAIN is an address or localhost
   down             stop everything (data stays)
 
 environment: DEPTHBOOK_MODE (local|compose), DEPTHBOOK_DATA, DEPTHBOOK_PROFILE (release|dev),
@@ -253,7 +255,8 @@ compose_cmd() {
     up) compose up -d --build ;;
     status) compose ps ;;
     logs) compose logs --tail=200 "${2:?logs needs a service}" ;;
-    monitor) watch -n 5 "docker compose ps; curl -s http://127.0.0.1:${API_PORT}/health" ;;
+    monitor) watch -n 5 "docker compose ps; docker compose exec -T graphql ingest healthcheck http://127.0.0.1:8080/health" ;;
+    ca) compose exec -T caddy cat /data/caddy/pki/authorities/local/root.crt ;;
     restart) if [ -n "${2:-}" ]; then compose restart "$2"; else compose restart; fi ;;
     scale)
       sed -i "s/^INGEST_TOP=.*/INGEST_TOP=$2/" .env

@@ -72,6 +72,7 @@ resource "digitalocean_droplet" "app" {
     grafana_db_password    = random_password.grafana_db.result
     grafana_admin_password = random_password.grafana_admin.result
     api_token              = random_password.api_token.result
+    domain                 = var.domain
     daily_bucket           = var.daily_bucket == "" ? "" : "s3://${var.daily_bucket}/depthbook"
     daily_bucket_endpoint  = var.daily_bucket == "" ? "" : "https://${var.region}.digitaloceanspaces.com"
     daily_bucket_region    = var.region
@@ -89,6 +90,21 @@ resource "digitalocean_database_firewall" "pg" {
   }
 }
 
+locals {
+  # Let's Encrypt validates a domain from anywhere; without one, only the allowed addresses.
+  https_sources = var.domain == "" ? var.allowed_cidrs : ["0.0.0.0/0", "::/0"]
+  public_host   = var.domain == "" ? digitalocean_droplet.app.ipv4_address : var.domain
+}
+
+resource "digitalocean_record" "app" {
+  count  = var.domain != "" && var.dns_zone != "" ? 1 : 0
+  domain = var.dns_zone
+  type   = "A"
+  name   = trimsuffix(var.domain, ".${var.dns_zone}")
+  value  = digitalocean_droplet.app.ipv4_address
+  ttl    = 300
+}
+
 resource "digitalocean_firewall" "app" {
   name        = "${var.name}-app"
   droplet_ids = [digitalocean_droplet.app.id]
@@ -98,15 +114,21 @@ resource "digitalocean_firewall" "app" {
     port_range       = "22"
     source_addresses = var.admin_cidrs
   }
+  # HTTPS only (caddy); port 80 redirects and answers Let's Encrypt's challenge.
   inbound_rule {
     protocol         = "tcp"
-    port_range       = "8080"
-    source_addresses = var.allowed_cidrs
+    port_range       = "80"
+    source_addresses = local.https_sources
   }
   inbound_rule {
     protocol         = "tcp"
-    port_range       = "3000"
-    source_addresses = var.allowed_cidrs
+    port_range       = "443"
+    source_addresses = local.https_sources
+  }
+  inbound_rule {
+    protocol         = "udp"
+    port_range       = "443"
+    source_addresses = local.https_sources
   }
   outbound_rule {
     protocol              = "tcp"

@@ -9,13 +9,18 @@ output "ssh" {
 }
 
 output "api_url" {
-  description = "GraphiQL and the API (bearer token: api_token)."
-  value       = "http://${digitalocean_droplet.app.ipv4_address}:8080/"
+  description = "GraphiQL and the API over HTTPS (bearer token: api_token). Without a domain the certificate is from Caddy's internal CA: see ca_root."
+  value       = "https://${local.public_host}/"
 }
 
 output "grafana_url" {
-  description = "Grafana (user admin, password: grafana_admin_password)."
-  value       = "http://${digitalocean_droplet.app.ipv4_address}:3000/"
+  description = "Grafana over HTTPS (user admin, password: grafana_admin_password)."
+  value       = "https://${local.public_host}/grafana/"
+}
+
+output "ca_root" {
+  description = "Without a domain: how to fetch the root certificate clients trust for api_url."
+  value       = var.domain == "" ? "ssh root@${digitalocean_droplet.app.ipv4_address} 'cd /opt/depthbook && ./manage.sh ca' > depthbook-ca.crt" : "not needed: Let's Encrypt"
 }
 
 output "api_token" {

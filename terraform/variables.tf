@@ -45,7 +45,7 @@ variable "admin_cidrs" {
 }
 
 variable "allowed_cidrs" {
-  description = "Addresses allowed to reach the API (8080) and Grafana (3000)."
+  description = "Addresses allowed to reach HTTPS (the API, GraphiQL, Grafana) when no domain is set; with a domain, 80 and 443 are open to all so Let's Encrypt can validate it."
   type        = list(string)
   default     = ["0.0.0.0/0", "::/0"]
 }
@@ -86,4 +86,16 @@ variable "spaces_secret_key" {
   type        = string
   default     = ""
   sensitive   = true
+}
+
+variable "domain" {
+  description = "Public name for HTTPS with a Let's Encrypt certificate, e.g. depthbook.example.com. Empty: HTTPS on the droplet's address with Caddy's internal CA."
+  type        = string
+  default     = ""
+}
+
+variable "dns_zone" {
+  description = "A domain in DigitalOcean DNS that holds var.domain, e.g. example.com: Terraform creates the A record. Empty: point the name at droplet_ip yourself."
+  type        = string
+  default     = ""
 }
