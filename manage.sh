@@ -252,7 +252,7 @@ compose_cmd() {
   [ -f "$ROOT/.env" ] || die "no .env: cp .env.example .env and set the passwords"
   cd "$ROOT"
   case "$1" in
-    up) compose up -d --build ;;
+    up) compose up -d ;;  # pulls the release image; `compose build` builds this checkout
     status) compose ps ;;
     logs) compose logs --tail=200 "${2:?logs needs a service}" ;;
     monitor) watch -n 5 "docker compose ps; docker compose exec -T graphql ingest healthcheck http://127.0.0.1:8080/health" ;;

@@ -73,6 +73,7 @@ resource "digitalocean_droplet" "app" {
     grafana_admin_password = random_password.grafana_admin.result
     api_token              = random_password.api_token.result
     domain                 = var.domain
+    db_disk_gb             = var.db_disk_gb
     daily_bucket           = var.daily_bucket == "" ? "" : "s3://${var.daily_bucket}/depthbook"
     daily_bucket_endpoint  = var.daily_bucket == "" ? "" : "https://${var.region}.digitaloceanspaces.com"
     daily_bucket_region    = var.region

@@ -99,3 +99,9 @@ variable "dns_zone" {
   type        = string
   default     = ""
 }
+
+variable "db_disk_gb" {
+  description = "Disk of the managed database plan in GB (db-s-1vcpu-1gb: 10, db-s-1vcpu-2gb: 25, db-s-2vcpu-4gb: 38), for the alert that fires days before it fills."
+  type        = number
+  default     = 25
+}

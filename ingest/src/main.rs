@@ -179,6 +179,10 @@ struct RunArgs {
     /// How long shutdown may take to flush.
     #[arg(long, env = "INGEST_SHUTDOWN_GRACE_SECS", default_value_t = 60)]
     shutdown_grace_secs: u64,
+    /// The database's disk in GB (a managed database's plan), so an alert can say days before
+    /// the database fills it; 0: unknown (the host's disk alerts cover a database on this host).
+    #[arg(long, env = "DATABASE_DISK_GB", default_value_t = 0)]
+    database_disk_gb: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -366,5 +370,9 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         }
         stop.cancel();
     });
-    ingest::run::run(cfg, ingest::metrics::Metrics::new(), shutdown).await
+    let metrics = ingest::metrics::Metrics::new();
+    metrics
+        .database_disk_bytes
+        .set(i64::try_from(a.database_disk_gb.saturating_mul(1 << 30)).unwrap_or(i64::MAX));
+    ingest::run::run(cfg, metrics, shutdown).await
 }

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub event_to_commit: Histogram,
     pub connections: IntGauge,
     pub dropped_rows: IntCounter,
+    /// Bytes per market-data table (`storage_sizes()`), and before compression.
+    pub storage_bytes: IntGaugeVec,
+    pub storage_uncompressed_bytes: IntGaugeVec,
+    /// The whole database, and the disk it may fill (0: not told).
+    pub database_bytes: IntGauge,
+    pub database_disk_bytes: IntGauge,
     /// Set by the writers' health probe.
     pub db_ok: AtomicBool,
     pub expected_books: AtomicUsize,
@@ -139,6 +145,17 @@ impl Metrics {
             dropped_rows: r.add(IntCounter::new(
                 "dropped_rows_total",
                 "Rows dropped at shutdown after the deadline",
+            )),
+            storage_bytes: r.gauge("storage_bytes", "Bytes on disk per table", &["relation"]),
+            storage_uncompressed_bytes: r.gauge(
+                "storage_uncompressed_bytes",
+                "Bytes per table before compression",
+                &["relation"],
+            ),
+            database_bytes: r.add(IntGauge::new("database_bytes", "pg_database_size")),
+            database_disk_bytes: r.add(IntGauge::new(
+                "database_disk_bytes",
+                "The database's disk (--database-disk-gb; 0: unknown)",
             )),
             registry: r.0,
             db_ok: AtomicBool::new(false),

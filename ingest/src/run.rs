@@ -106,6 +106,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     spawn_maintenance(
         cfg.database_url.clone(),
         cfg.maintain_every,
+        metrics.clone(),
         shutdown.clone(),
     );
     follow_universe(&cfg, &mut managers, &metrics, &shutdown).await;
@@ -252,12 +253,18 @@ fn spawn_database_probe(url: String, metrics: Arc<Metrics>, stop: CancellationTo
     });
 }
 
+/// How often the storage sizes are measured (they change slowly; `hypertable_size` walks
+/// every chunk).
+const SIZES_EVERY: Duration = Duration::from_secs(60);
+
 /// Housekeeping: on plain PostgreSQL maintain() materializes the aggregates and applies
 /// retention (TimescaleDB's own jobs do that there; maintain() then only trims the ledger).
-fn spawn_maintenance(url: String, every: Duration, stop: CancellationToken) {
+/// Every `SIZES_EVERY` it also measures what each table takes, for the disk alerts.
+fn spawn_maintenance(url: String, every: Duration, metrics: Arc<Metrics>, stop: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sized: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -274,10 +281,40 @@ fn spawn_maintenance(url: String, every: Duration, stop: CancellationToken) {
                 Ok(r) => tracing::debug!(summary = r.get::<_, String>(0), "maintenance"),
                 Err(e) => tracing::warn!(error = %e, "maintenance failed"),
             }
+            if sized.is_none_or(|t| t.elapsed() >= SIZES_EVERY) {
+                match measure_sizes(&c, &metrics).await {
+                    Ok(()) => sized = Some(tokio::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "measuring storage sizes failed"),
+                }
+            }
             drop(c);
             let _ = conn.await;
         }
     });
+}
+
+async fn measure_sizes(
+    c: &tokio_postgres::Client,
+    m: &Metrics,
+) -> Result<(), tokio_postgres::Error> {
+    for r in c
+        .query(
+            "SELECT relation, bytes, uncompressed_bytes FROM storage_sizes()",
+            &[],
+        )
+        .await?
+    {
+        let relation: &str = r.get(0);
+        m.storage_bytes.with_label_values(&[relation]).set(r.get(1));
+        m.storage_uncompressed_bytes
+            .with_label_values(&[relation])
+            .set(r.get(2));
+    }
+    let total = c
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await?;
+    m.database_bytes.set(total.get(0));
+    Ok(())
 }
 
 /// Listings and delistings, picked up while running, until shutdown.
