@@ -241,7 +241,11 @@ async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
         every_panel_reads_compressed_chunks_the_same(&mut db).await;
     }
 
-    // PromQL, alert rules and the Prometheus config, by promtool.
+    promtool_checks(&promql);
+}
+
+/// PromQL (as recording rules), the alert rules and the Prometheus config, by promtool.
+fn promtool_checks(promql: &[(String, String)]) {
     if std::process::Command::new("promtool")
         .arg("--version")
         .output()
