@@ -29,7 +29,8 @@ usage: manage.sh COMMAND [ARGS]
   monitor          key numbers every 5 s until Ctrl-C
   restart [SVC]    restart one service, or all
   scale N          collect the top N symbols per venue (restarts ingest)
-  backup           pg_dump the database to $ROOT/backups/
+  backup [--list]  dump the database and prove the dump restores (ops/backup.sh: into a scratch
+                   database, then prunes to the newest 7); --list: the dumps and what they hold
   restore FILE     restore a backup (stops ingest and graphql meanwhile)
   deploy           (compose mode) copy the repo to \$DEPTHBOOK_HOST and start the stack there
   ca               (compose mode) print the root certificate of Caddy's internal CA, for
@@ -179,13 +180,17 @@ pg_bin() {
   echo "$dir/$1"
 }
 
+# ops/backup.sh with this machine's PostgreSQL programs: a dump, its restore drill, pruning.
 local_backup() {
+  local bindir
+  bindir=$(dirname "$(pg_bin pg_dump)")
+  if [ "${1:-}" = --list ]; then
+    BACKUP_DIR="$ROOT/backups" DATABASE_URL=unused sh "$ROOT/ops/backup.sh" --list
+    return
+  fi
   running postgres || die "PostgreSQL is not running (manage.sh up)"
-  mkdir -p "$ROOT/backups"
-  local file
-  file="$ROOT/backups/depthbook-$(date -u +%Y%m%dT%H%M%SZ).dump"
-  "$(pg_bin pg_dump)" --format=custom --file="$file" "$(admin_url)"
-  echo "$file"
+  PATH="$bindir:$PATH" BACKUP_DIR="$ROOT/backups" DATABASE_URL=$(admin_url) BACKUP_EVERY_SECS=0 \
+    sh "$ROOT/ops/backup.sh"
 }
 
 local_restore() {
@@ -263,11 +268,9 @@ compose_cmd() {
       grep -q '^INGEST_TOP=' .env || echo "INGEST_TOP=$2" >>.env
       compose up -d ingest ;;
     backup)
-      mkdir -p backups
-      local file
-      file="backups/depthbook-$(date -u +%Y%m%dT%H%M%SZ).dump"
-      compose exec -T timescaledb pg_dump -U depthbook --format=custom depthbook >"$file"
-      echo "$file" ;;
+      # The backup service's script, once now (dump, restore drill, pruning), or its list.
+      if [ "${2:-}" = --list ]; then compose run --rm -T backup --list
+      else compose run --rm -T -e BACKUP_EVERY_SECS=0 backup; fi ;;
     restore)
       [ -f "${2:-}" ] || die "restore needs a backup file"
       compose stop ingest graphql
@@ -315,7 +318,7 @@ case "$cmd" in
   monitor) local_monitor ;;
   restart) local_restart "${1:-all}" ;;
   scale) mkdir -p "$DATA"; echo "$1" >"$DATA/scale"; if running ingest; then stop ingest; start_ingest; fi ;;
-  backup) local_backup ;;
+  backup) local_backup "${1:-}" ;;
   restore) local_restore "${1:-}" ;;
   deploy) die "deploy works in compose mode: DEPTHBOOK_MODE=compose DEPTHBOOK_HOST=user@host manage.sh deploy" ;;
   down) local_down ;;

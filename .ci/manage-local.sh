@@ -27,6 +27,10 @@ python3 -m schemathesis.cli run "http://127.0.0.1:${API_PORT:-8080}/graphql" --m
 psql "$url" -qAtX -c "INSERT INTO storage_policies (relation, chunk_interval) VALUES ('ci_marker', '1 day')" >/dev/null
 backup=$(./manage.sh backup | tail -n1)
 [ -s "$backup" ] || { echo "no backup written"; exit 1; }
+# The restore drill counted the marker's table's neighbours in a scratch copy: the dump restores.
+grep -E '^depth_updates [1-9]' "$backup.verified" >/dev/null || { echo "no restore drill for $backup"; exit 1; }
+./manage.sh backup --list | grep -F "$backup" | grep 'restored: instruments' >/dev/null ||
+  { echo "backup --list does not show $backup"; exit 1; }
 psql "$url" -qAtX -c "DELETE FROM storage_policies WHERE relation = 'ci_marker'" >/dev/null
 ./manage.sh restore "$backup"
 [ "$(psql "$url" -qAtX -c "SELECT count(*) FROM storage_policies WHERE relation = 'ci_marker'")" = 1 ] || { echo "restore did not bring the marker back"; exit 1; }
@@ -34,5 +38,5 @@ psql "$url" -qAtX -c "DELETE FROM storage_policies WHERE relation = 'ci_marker'"
 ./manage.sh status
 ./manage.sh down
 if ./manage.sh status >/dev/null; then echo "still running after down"; exit 1; fi
-rm -f "$backup"
+rm -f "$backup" "$backup.verified"
 echo "manage.sh local mode: ok"

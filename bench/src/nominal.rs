@@ -93,7 +93,9 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let (queries, query_note) = time_queries(plan, &db, &http, api, iid).await?;
     stack.graphql.stop().await.context("stopping graphql")?;
     tracing::info!("export");
-    let export = crate::export::run(&db, &url, bin_dir, work, SYMBOL)
+    // An hour of the busiest book (≈ 1 300 level changes/s) in full runs.
+    let busy_rows = if plan.smoke { 20_000 } else { 5_000_000 };
+    let export = crate::export::run(&db, &url, (bin_dir, work), SYMBOL, busy_rows)
         .await
         .context("export")?;
     drop(db);
