@@ -162,8 +162,13 @@ async fn backups_restore_are_pruned_and_failures_are_kept(path: StoragePath) {
     .await;
     assert_eq!(scratch, 0, "the drill's scratch database is dropped");
 
-    // A pg_restore that fails: the run fails, its dump is kept as .failed, nothing is pruned.
-    let broken = tmp.path().join("broken");
+    a_failed_restore_prunes_nothing(&b, tmp.path(), &third);
+}
+
+/// A pg_restore that fails: the run fails, its dump is kept as .failed, nothing is pruned, and
+/// the textfile still describes `last_good`.
+fn a_failed_restore_prunes_nothing(b: &Backup, tmp: &Path, last_good: &Path) {
+    let broken = tmp.join("broken");
     std::fs::create_dir_all(&broken).expect("dir");
     std::fs::write(
         broken.join("pg_restore"),
@@ -196,7 +201,7 @@ async fn backups_restore_are_pruned_and_failures_are_kept(path: StoragePath) {
     assert!(
         prom_after.contains(&format!(
             "depthbook_backup_last_bytes {}\n",
-            std::fs::metadata(&third).expect("dump").len()
+            std::fs::metadata(last_good).expect("dump").len()
         )),
         "the textfile still describes the last good backup: {prom_after}"
     );
