@@ -7,7 +7,7 @@
 //!   at most 8 fractional digits (`binance::units::SCALE`: the collector refuses any other, and
 //!   Binance's values are i64 e8 counts, 19 digits at most), so scale 8 neither rounds nor
 //!   pads what the exchange sent. Decimals rather than strings because pyarrow, polars and
-//!   Spark sum and compare them without parsing, and they compress 2–3× better.
+//!   Spark sum and compare them without parsing.
 //! - `timestamp`, `local_timestamp`, `funding_timestamp`: `Timestamp(µs, UTC)` (the CSV's
 //!   microsecond integers, typed).
 //! - `is_snapshot`: boolean; `id`: int64; `exchange`, `symbol`, `side`: strings (dictionary
@@ -100,14 +100,13 @@ pub struct Transcoder<W: Write + Send> {
     decoder: Decoder,
     writer: ArrowWriter<W>,
     schema: SchemaRef,
-    rows: u64,
 }
 
 impl<W: Write + Send> std::fmt::Debug for Transcoder<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transcoder")
-            .field("rows", &self.rows)
-            .finish()
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,13 +122,7 @@ impl<W: Write + Send> Transcoder<W> {
             decoder,
             writer,
             schema,
-            rows: 0,
         })
-    }
-
-    /// Rows written so far.
-    pub fn rows(&self) -> u64 {
-        self.rows
     }
 
     /// The output written so far (a `Vec` can be drained: the writer counts offsets itself).
@@ -157,7 +150,6 @@ impl<W: Write + Send> Transcoder<W> {
             })
             .collect();
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-        self.rows += batch.num_rows() as u64;
         self.writer.write(&batch)?;
         Ok(())
     }
