@@ -69,6 +69,29 @@ impl Bucket {
         }
     }
 
+    /// `s3://bucket[/prefix]`, as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The sha256 of the object at `key` as the bucket stores it (read back in full).
+    pub async fn sha256(&self, key: &str) -> Result<String, ExportError> {
+        use futures_util::TryStreamExt;
+        use sha2::Digest;
+        let fail = |e: object_store::Error| ExportError::Bucket(format!("{}/{key}: {e}", self.url));
+        let mut body = self
+            .store
+            .get(&self.key(key))
+            .await
+            .map_err(fail)?
+            .into_stream();
+        let mut hash = sha2::Sha256::new();
+        while let Some(chunk) = body.try_next().await.map_err(fail)? {
+            hash.update(&chunk);
+        }
+        Ok(hex::encode(hash.finalize()))
+    }
+
     /// Copies the file at `from` to `key` (multipart when large; memory stays bounded).
     pub async fn upload(&self, from: &Path, key: &str) -> Result<(), ExportError> {
         let fail = |e: std::io::Error| ExportError::Bucket(format!("{}/{key}: {e}", self.url));

@@ -27,6 +27,16 @@ pub enum ExportError {
     /// The bucket refused, or its URL is wrong.
     #[error("bucket {0}")]
     Bucket(String),
+    /// A written file does not hold what the database does: it is not listed as archived.
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// The range reaches before what the database still holds: it is in the daily files.
+    #[error("{data_type} before {before} is cold: it has left the database for the daily files ({location}); ask for a range from {before} on")]
+    Cold {
+        data_type: &'static str,
+        before: String,
+        location: String,
+    },
     /// The rows could not be written as Parquet.
     #[error("parquet: {0}")]
     Parquet(String),

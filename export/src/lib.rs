@@ -5,6 +5,7 @@
 //! its copy in an S3-compatible bucket (`bucket`). `write_csv` streams one range of one symbol
 //! to any writer; `to_parquet` transcodes that CSV stream into Parquet.
 
+pub mod archive;
 pub mod bucket;
 pub mod daily;
 mod error;
@@ -255,6 +256,7 @@ pub async fn stream_csv<O: Out>(
             venue: inst.venue.as_str(),
         });
     }
+    archive::refuse_cold(client, data_type, range).await?;
     out.put(format!("{}\n", data_type.header()).as_bytes())
         .await?;
     let mut summary = Summary::default();

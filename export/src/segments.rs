@@ -82,7 +82,7 @@ pub async fn plan(client: &Client, instrument: i32, range: Range) -> Result<Plan
             let end = epoch_end(client, c.epoch).await?;
             if let Some(e) = end.as_ref().filter(|e| e.time < before) {
                 unknown_since = Some((range.from, e.clone()));
-            } else if outside_retention(client, before).await? {
+            } else if outside_retention(client, c.time).await? {
                 unknown_since = Some((range.from, reason("retention")));
             } else {
                 plan.segments.push(Segment {
@@ -181,12 +181,13 @@ async fn epoch_end(client: &Client, epoch: i64) -> Result<Option<End>, ExportErr
     }))
 }
 
-/// Whether `at` is older than what `depth_updates` keeps (book_at refuses such times).
+/// Whether `at` is older than what `depth_updates` still holds: a book from a checkpoint that
+/// old misses updates (book_at refuses it).
 async fn outside_retention(client: &Client, at: DateTime<Utc>) -> Result<bool, ExportError> {
     let row = client
         .query_opt(
-            "SELECT $1 < now() - drop_after FROM storage_policies
-             WHERE relation = 'depth_updates' AND drop_after IS NOT NULL",
+            "SELECT $1 < dropped_before FROM storage_policies
+             WHERE relation = 'depth_updates' AND dropped_before IS NOT NULL",
             &[&at],
         )
         .await?;

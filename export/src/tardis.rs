@@ -69,6 +69,17 @@ impl DataType {
         )
     }
 
+    /// The table its rows come from.
+    pub fn table(self) -> &'static str {
+        match self {
+            DataType::IncrementalBookL2 => "depth_updates",
+            DataType::BookSnapshot25 | DataType::BookSnapshot5 => "book_top",
+            DataType::Quotes => "book_ticker",
+            DataType::Trades => "trades",
+            DataType::DerivativeTicker => "mark_prices",
+        }
+    }
+
     /// Whether `venue` has this data (spot has no mark price or funding).
     pub fn on(self, venue: Venue) -> bool {
         self != DataType::DerivativeTicker || venue == Venue::Usdm

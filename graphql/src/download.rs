@@ -73,13 +73,10 @@ async fn check(
         from: r.from,
         to: r.to,
     };
+    let conn = s.pool.get().await?;
+    export::archive::refuse_cold(&conn, data_type, range).await?;
     let gaps = if data_type.is_book() {
-        let conn = s.pool.get().await?;
-        match export::segments::plan(&conn, r.iid, range).await {
-            Ok(plan) => plan.gaps,
-            Err(export::ExportError::Database(e)) => return Err(e.into()),
-            Err(e) => return Err(ApiError::BadRequest(e.to_string())),
-        }
+        export::segments::plan(&conn, r.iid, range).await?.gaps
     } else {
         Vec::new()
     };

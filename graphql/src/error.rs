@@ -15,6 +15,9 @@ pub enum ApiError {
     /// `book_at` refused: a gap, nothing recorded yet, or past retention.
     #[error("{0}")]
     Unavailable(String),
+    /// The time or range has left the database for the daily files (retention moved it).
+    #[error("{0}")]
+    Cold(String),
     /// Every export slot is taken (`--max-exports`); try again shortly.
     #[error("{0}")]
     Busy(String),
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BAD_REQUEST",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Unavailable(_) => "BOOK_UNAVAILABLE",
+            ApiError::Cold(_) => "COLD",
             ApiError::Busy(_) => "BUSY",
             ApiError::Pool(_) | ApiError::Db(_) => "INTERNAL",
         }
@@ -58,6 +62,9 @@ impl From<tokio_postgres::Error> for ApiError {
         // book_at's own refusals carry SQLSTATE DB001..DB004 (see sql/0005_book_at.sql).
         if let Some(db) = e.as_db_error() {
             let code = db.code().code();
+            if code == "DB003" {
+                return ApiError::Cold(db.message().trim_start_matches("book_at: ").to_owned());
+            }
             if code.starts_with("DB0") || code == "22023" {
                 return ApiError::Unavailable(
                     db.message().trim_start_matches("book_at: ").to_owned(),
@@ -66,6 +73,16 @@ impl From<tokio_postgres::Error> for ApiError {
         }
         tracing::error!(error = ?e, "database error");
         ApiError::Db(e)
+    }
+}
+
+impl From<export::ExportError> for ApiError {
+    fn from(e: export::ExportError) -> Self {
+        match e {
+            export::ExportError::Database(e) => e.into(),
+            e @ export::ExportError::Cold { .. } => ApiError::Cold(e.to_string()),
+            e => ApiError::BadRequest(e.to_string()),
+        }
     }
 }
 

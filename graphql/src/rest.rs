@@ -37,6 +37,7 @@ pub(crate) fn error(e: &ApiError) -> Response {
         ApiError::UnknownSymbol { .. } | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::Unavailable(_) => StatusCode::CONFLICT,
+        ApiError::Cold(_) => StatusCode::GONE,
         ApiError::Pool(_) | ApiError::Db(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     let msg = if e.is_client() {

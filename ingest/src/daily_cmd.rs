@@ -1,7 +1,9 @@
 //! `ingest daily`: the daily research set. After each UTC midnight (plus a delay for late
 //! rows), the previous day's Tardis-format files of every symbol collected that day go into
 //! `DIR/YYYY-MM-DD/` with a manifest, and into a bucket when one is given; days since `--since`
-//! that are not complete are (re)done first. Metrics on `--metrics-bind`.
+//! (default: the first day the database still holds) that are not complete and listed as
+//! archived are (re)done first. A listed day is what retention may drop. Metrics on
+//! `--metrics-bind`.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -56,7 +58,7 @@ pub struct DailyArgs {
         default_value = "csv"
     )]
     formats: Vec<export::Format>,
-    /// First day to make sure of (default: yesterday).
+    /// First day to make sure of (default: the first day the database still holds in full).
     #[arg(long, env = "DAILY_SINCE")]
     since: Option<NaiveDate>,
     /// Seconds after UTC midnight before a day is written (rows still in flight).
@@ -170,12 +172,18 @@ fn pending(since: Option<NaiveDate>, today: NaiveDate) -> Vec<NaiveDate> {
 /// Runs the pending days; an error is counted and logged, and the day is retried next time.
 async fn run_pending(url: &str, d: &Daily, since: Option<NaiveDate>, m: &Metrics) -> Result<()> {
     let (client, _conn) = pgconn::connect(url).await.context("connecting")?;
+    let since = match since {
+        Some(day) => Some(day),
+        None => export::archive::first_hot_day(&client).await?,
+    };
     for day in pending(since, Utc::now().date_naive()) {
         let midnight = day.and_time(NaiveTime::MIN).and_utc().timestamp();
         let before = manifest(&d.dir, day)?;
-        if before.as_ref().is_some_and(|b| b.complete) {
-            m.last_complete_day
-                .set(m.last_complete_day.get().max(midnight));
+        if export::archive::is_cold(&client, day).await? {
+            // Retention moved (part of) the day out: writing it now would lose what left.
+            if before.as_ref().is_none_or(|b| !b.complete) {
+                tracing::warn!(%day, "the day has left the database without complete files; not rewritten");
+            }
             continue;
         }
         let done: usize = before.map_or(0, |b| b.files.len());

@@ -70,6 +70,12 @@ struct MigrateArgs {
     #[arg(long = "compress-after", value_name = "RELATION=INTERVAL")]
     compress_after: Vec<String>,
 
+    /// Whether retention waits for a table's verified daily files (on, the default for depth,
+    /// checkpoints, quotes, trades and mark prices) or drops at its retention without them
+    /// (off), RELATION=on|off; repeatable.
+    #[arg(long = "archive", value_name = "RELATION=on|off")]
+    archive: Vec<String>,
+
     /// Read-only login roles to create or update, NAME:PASSWORD, comma-separated (the API's
     /// and Grafana's database users; members of depthbook_reader).
     #[arg(
@@ -225,6 +231,9 @@ fn policy_changes(args: &MigrateArgs) -> Result<Vec<PolicyChange>> {
     for s in &args.compress_after {
         let (relation, after) = PolicyChange::parse_pair(s)?;
         out.push(PolicyChange::Compression { relation, after });
+    }
+    for s in &args.archive {
+        out.push(PolicyChange::parse_archive(s)?);
     }
     Ok(out)
 }

@@ -41,6 +41,7 @@ pub struct Metrics {
     /// Bytes per market-data table (`storage_sizes()`), and before compression.
     pub storage_bytes: IntGaugeVec,
     pub storage_uncompressed_bytes: IntGaugeVec,
+    pub retention: RetentionMetrics,
     /// The whole database, and the disk it may fill (0: not told).
     pub database_bytes: IntGauge,
     pub database_disk_bytes: IntGauge,
@@ -79,6 +80,40 @@ impl Reg {
         let buckets = exponential_buckets(start, factor, n).expect("buckets");
         let opts = HistogramOpts::new(name, help).buckets(buckets);
         self.add(HistogramVec::new(opts, TABLE))
+    }
+}
+
+/// Per table, from `retention_status()`: the hot tier and the verified cold one.
+#[derive(Debug)]
+pub struct RetentionMetrics {
+    /// 1 while rows past their hot window wait for verified daily files.
+    pub blocked: IntGaugeVec,
+    /// Where the table's rows start after retention (Unix seconds; 0: nothing dropped).
+    pub hot_from_seconds: IntGaugeVec,
+    /// Everything older is in verified daily files (Unix seconds; 0: none).
+    pub archived_before_seconds: IntGaugeVec,
+}
+
+impl RetentionMetrics {
+    fn new(r: &Reg) -> Self {
+        const RELATION: &[&str] = &["relation"];
+        RetentionMetrics {
+            blocked: r.gauge(
+                "retention_blocked",
+                "1 while rows past their retention wait for verified daily files",
+                RELATION,
+            ),
+            hot_from_seconds: r.gauge(
+                "hot_from_seconds",
+                "Where the table's rows start after retention (Unix seconds; 0: nothing dropped)",
+                RELATION,
+            ),
+            archived_before_seconds: r.gauge(
+                "archived_before_seconds",
+                "Everything older is in verified daily files (Unix seconds; 0: none)",
+                RELATION,
+            ),
+        }
     }
 }
 
@@ -152,6 +187,7 @@ impl Metrics {
                 "Bytes per table before compression",
                 &["relation"],
             ),
+            retention: RetentionMetrics::new(&r),
             database_bytes: r.add(IntGauge::new("database_bytes", "pg_database_size")),
             database_disk_bytes: r.add(IntGauge::new(
                 "database_disk_bytes",

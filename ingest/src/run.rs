@@ -257,9 +257,10 @@ fn spawn_database_probe(url: String, metrics: Arc<Metrics>, stop: CancellationTo
 /// every chunk).
 const SIZES_EVERY: Duration = Duration::from_secs(60);
 
-/// Housekeeping: on plain PostgreSQL maintain() materializes the aggregates and applies
-/// retention (TimescaleDB's own jobs do that there; maintain() then only trims the ledger).
-/// Every `SIZES_EVERY` it also measures what each table takes, for the disk alerts.
+/// Housekeeping: maintain() applies retention on every path, gated by the verified archive
+/// (`sql/0010_archive.sql`), and on plain PostgreSQL materializes the aggregates (TimescaleDB's
+/// jobs do that there). Every `SIZES_EVERY` it also measures what each table takes and where its
+/// hot tier starts, for the disk and archive alerts.
 fn spawn_maintenance(url: String, every: Duration, metrics: Arc<Metrics>, stop: CancellationToken) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -310,10 +311,40 @@ async fn measure_sizes(
             .with_label_values(&[relation])
             .set(r.get(2));
     }
+    measure_retention(c, m).await?;
     let total = c
         .query_one("SELECT pg_database_size(current_database())", &[])
         .await?;
     m.database_bytes.set(total.get(0));
+    Ok(())
+}
+
+async fn measure_retention(
+    c: &tokio_postgres::Client,
+    m: &Metrics,
+) -> Result<(), tokio_postgres::Error> {
+    let seconds = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or(0, |t| t.timestamp());
+    for r in c
+        .query(
+            "SELECT relation, dropped_before, archived_before, blocked FROM retention_status()",
+            &[],
+        )
+        .await?
+    {
+        let relation: &str = r.get(0);
+        m.retention
+            .hot_from_seconds
+            .with_label_values(&[relation])
+            .set(seconds(r.get(1)));
+        m.retention
+            .archived_before_seconds
+            .with_label_values(&[relation])
+            .set(seconds(r.get(2)));
+        m.retention
+            .blocked
+            .with_label_values(&[relation])
+            .set(i64::from(r.get::<_, bool>(3)));
+    }
     Ok(())
 }
 

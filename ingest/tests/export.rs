@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 
 mod common;
 
+use common::s3::s3_server;
 use common::tardis::{parse_l2, rebuild_at, Levels};
 use common::*;
 
@@ -376,52 +377,6 @@ async fn check_sums(db: &Client, files: &serde_json::Map<String, serde_json::Val
 
 pgembed::storage_tests!(exported_depth_rebuilds_book_at_across_a_gap);
 
-/// moto's S3 server on a free port, or `None` (said) where moto is not installed.
-struct S3Server {
-    child: std::process::Child,
-    endpoint: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn s3_server() -> Option<S3Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = std::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(child) = child else {
-        assert!(std::env::var_os("CI").is_none(), "CI installs moto[server]");
-        pgembed::say_skipped(
-            "ingest_daily",
-            "moto_server is not installed (pip install 'moto[server]')",
-        );
-        return None;
-    };
-    let server = S3Server {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let (http, up) = (&reqwest::Client::new(), &server.endpoint);
-    wait_until("moto's S3 server", || async move {
-        http.put(format!("{up}/research"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    Some(server)
-}
-
 fn modified(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path)
         .and_then(|m| m.modified())
@@ -439,17 +394,7 @@ async fn the_daily_set_is_whole_resumable_and_in_the_bucket(path: StoragePath) {
     ingest.stop().await;
 
     let dir = tempfile::tempdir().expect("dir");
-    let bucket = export::bucket::Bucket::from_url_with(
-        "s3://research/depthbook",
-        [
-            ("aws_endpoint", s3.endpoint.as_str()),
-            ("aws_allow_http", "true"),
-            ("aws_access_key_id", "test"),
-            ("aws_secret_access_key", "test"),
-            ("aws_region", "us-east-1"),
-        ],
-    )
-    .expect("bucket");
+    let bucket = common::s3::bucket(&s3, "research");
     let store = bucket.store();
     let daily = export::daily::Daily {
         dir: dir.path().to_owned(),

@@ -295,32 +295,64 @@ async fn apply_locked(client: &mut Client, choice: FlavorChoice) -> Result<Repor
             .await?;
     }
     for m in &plan.pending {
-        let started = Instant::now();
-        let tx = client.transaction().await?;
-        tx.batch_execute(m.sql).await.map_err(|e| Error::Apply {
-            file: m.file.to_owned(),
-            at: error_line(m.sql, &e),
-            source: e,
-        })?;
-        let ms = started.elapsed().as_millis();
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, file, flavor, checksum, duration_ms)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &m.version,
-                &m.name,
-                &m.file,
-                &plan.flavor.as_str(),
-                &checksum(m.sql),
-                &i32::try_from(ms).unwrap_or(i32::MAX),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
+        let ms = apply_retrying(client, m, plan.flavor).await?;
         tracing::info!(file = m.file, ms = ms as u64, "migration applied");
         applied_now.push((m.file.to_owned(), ms));
     }
     Ok(Report { plan, applied_now })
+}
+
+/// How often a migration is tried when the server picks it as a deadlock victim.
+const DEADLOCK_ATTEMPTS: u32 = 5;
+
+/// One migration in its own transaction. A file that changes TimescaleDB policy jobs can
+/// deadlock with a job running at that moment (a continuous-aggregate refresh); the server then
+/// rolled the whole file back, and it is tried again, as PostgreSQL's manual advises.
+async fn apply_retrying(client: &mut Client, m: &Migration, flavor: Flavor) -> Result<u128, Error> {
+    let mut attempt = 1;
+    loop {
+        match apply_one(client, m, flavor).await {
+            Err(Error::Apply { source, .. })
+                if attempt < DEADLOCK_ATTEMPTS
+                    && source.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                tracing::warn!(
+                    file = m.file,
+                    attempt,
+                    "migration hit a deadlock with a job; retrying"
+                );
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn apply_one(client: &mut Client, m: &Migration, flavor: Flavor) -> Result<u128, Error> {
+    let started = Instant::now();
+    let tx = client.transaction().await?;
+    tx.batch_execute(m.sql).await.map_err(|e| Error::Apply {
+        file: m.file.to_owned(),
+        at: error_line(m.sql, &e),
+        source: e,
+    })?;
+    let ms = started.elapsed().as_millis();
+    tx.execute(
+        "INSERT INTO schema_migrations (version, name, file, flavor, checksum, duration_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &m.version,
+            &m.name,
+            &m.file,
+            &flavor.as_str(),
+            &checksum(m.sql),
+            &i32::try_from(ms).unwrap_or(i32::MAX),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ms)
 }
 
 /// " at line N" when the server reported a position inside the file.

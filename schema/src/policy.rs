@@ -17,9 +17,43 @@ pub enum PolicyChange {
         relation: String,
         after: Option<String>,
     },
+    /// Whether retention waits for the table's verified daily files (`on`) or drops at
+    /// `drop_after` without them (`off`).
+    Archive { relation: String, on: bool },
 }
 
+/// The daily data type whose files hold each table that can be archived (`archive_as`).
+pub const ARCHIVE_TYPES: [(&str, &str); 5] = [
+    ("depth_updates", "incremental_book_L2"),
+    ("book_checkpoints", "incremental_book_L2"),
+    ("book_ticker", "quotes"),
+    ("trades", "trades"),
+    ("mark_prices", "derivative_ticker"),
+];
+
 impl PolicyChange {
+    /// Parses `RELATION=on|off` for [`PolicyChange::Archive`].
+    pub fn parse_archive(s: &str) -> Result<PolicyChange, Error> {
+        let (relation, v) = s.split_once('=').ok_or_else(|| {
+            Error::Policy(format!(
+                "expected RELATION=on|off (e.g. depth_updates=on), got {s:?}"
+            ))
+        })?;
+        let on = match v.trim() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(Error::Policy(format!(
+                    "{relation}: expected on or off, got {other:?}"
+                )))
+            }
+        };
+        Ok(PolicyChange::Archive {
+            relation: relation.trim().to_owned(),
+            on,
+        })
+    }
+
     /// Parses `RELATION=INTERVAL`, where INTERVAL is a PostgreSQL interval (`7 days`, `12h`)
     /// or `none`.
     pub fn parse_pair(s: &str) -> Result<(String, Option<String>), Error> {
@@ -76,6 +110,10 @@ async fn set_policies_once(client: &mut Client, changes: &[PolicyChange]) -> Res
         let (column, relation, after) = match change {
             PolicyChange::Retention { relation, after } => ("drop_after", relation, after),
             PolicyChange::Compression { relation, after } => ("compress_after", relation, after),
+            PolicyChange::Archive { relation, on } => {
+                set_archive(&tx, relation, *on).await?;
+                continue;
+            }
         };
         let interval_ok = match after {
             None => true,
@@ -117,6 +155,27 @@ async fn set_policies_once(client: &mut Client, changes: &[PolicyChange]) -> Res
     }
     tx.batch_execute("SELECT apply_storage_policies()").await?;
     tx.commit().await?;
+    Ok(())
+}
+
+async fn set_archive(
+    tx: &tokio_postgres::Transaction<'_>,
+    relation: &str,
+    on: bool,
+) -> Result<(), Error> {
+    let Some((_, data_type)) = ARCHIVE_TYPES.iter().find(|(r, _)| *r == relation) else {
+        let known: Vec<&str> = ARCHIVE_TYPES.iter().map(|(r, _)| *r).collect();
+        return Err(Error::Policy(format!(
+            "no daily file type holds {relation:?}; tables that can be archived: {}",
+            known.join(", ")
+        )));
+    };
+    let value = on.then_some(*data_type);
+    tx.execute(
+        "UPDATE storage_policies SET archive_as = $2 WHERE relation = $1",
+        &[&relation, &value],
+    )
+    .await?;
     Ok(())
 }
 

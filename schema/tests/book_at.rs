@@ -332,7 +332,10 @@ async fn refuses_times_it_cannot_know(path: StoragePath) {
     assert_eq!(code(&e), "DB004");
 }
 
-async fn refuses_times_older_than_the_depth_retention(path: StoragePath) {
+/// Past its hot window a day stays (and `book_at` answers) until its files are listed as
+/// verified; then maintain() drops it and `book_at` calls it cold (DB003) — also after the cut
+/// where the book would start from a checkpoint older than it.
+async fn a_day_leaves_only_once_archived_and_is_then_cold(path: StoragePath) {
     let Some((_db, client, _)) = migrated_on(path, "book_at_retention").await else {
         return;
     };
@@ -342,18 +345,49 @@ async fn refuses_times_older_than_the_depth_retention(path: StoragePath) {
         .execute("UPDATE storage_policies SET drop_after = interval '1 hour' WHERE relation = 'depth_updates'", &[])
         .await
         .expect("policy");
-    let e = client
-        .query(
-            "SELECT * FROM book_at($1, now() - interval '2 hours', 10)",
-            &[&iid],
+    let maintain = || async {
+        client
+            .query_one("SELECT maintain()", &[])
+            .await
+            .expect("maintain");
+    };
+    maintain().await;
+    let hot = book_after(&client, iid, 2.5, 10)
+        .await
+        .expect("not archived: still hot");
+    assert_eq!(hot.len(), 7, "{hot:?}");
+
+    client
+        .execute(
+            "INSERT INTO archive_days (data_type, day, files, rows, location, exported_at)
+             VALUES ('incremental_book_L2', $1::text::timestamptz::date, 1, 8, '/daily', now())",
+            &[&T0],
         )
         .await
-        .expect_err("past retention");
+        .expect("listed");
+    maintain().await;
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM depth_updates", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "the archived day is dropped");
+    let e = book_after(&client, iid, 2.5, 10).await.expect_err("cold");
     assert_eq!(code(&e), "DB003");
+    let message = e.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        message.as_deref().is_some_and(|m| m.contains("cold")),
+        "{message:?}"
+    );
+    // After the cut, the only checkpoint is from before it: its updates are gone.
+    let e = book_after(&client, iid, 86_400.0, 10)
+        .await
+        .expect_err("cold checkpoint");
+    assert_eq!(code(&e), "DB003", "{e}");
 }
 
 pgembed::storage_tests!(
     reconstructs_the_book_at_every_instant,
     refuses_times_it_cannot_know,
-    refuses_times_older_than_the_depth_retention,
+    a_day_leaves_only_once_archived_and_is_then_cold,
 );

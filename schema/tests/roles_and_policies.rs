@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{connect, instrument, job, migrated_on};
+use common::{connect, instrument, migrated_on};
 use pgembed::StoragePath;
 use schema::{Flavor, PolicyChange};
 
@@ -167,6 +167,17 @@ async fn policies_are_validated_and_recorded(path: StoragePath) {
         None
     );
     assert!(PolicyChange::parse_pair("trades").is_err());
+    assert!(PolicyChange::parse_archive("trades=maybe").is_err());
+    let not_archivable = schema::set_policies(
+        &mut client,
+        &[PolicyChange::parse_archive("book_top=on").expect("parse")],
+    )
+    .await
+    .expect_err("book_top has no daily type");
+    assert!(
+        not_archivable.to_string().contains("depth_updates"),
+        "{not_archivable}"
+    );
     assert!(PolicyChange::parse_pair("=1d").is_err());
 
     if flavor == Flavor::Timescale {
@@ -180,17 +191,23 @@ async fn policies_are_validated_and_recorded(path: StoragePath) {
             .expect("jobs")
             .get(0);
         assert_eq!(
-            jobs, 2,
-            "retention and compression jobs follow the policy table"
+            jobs, 1,
+            "the compression job follows the policy table; retention is maintain()'s"
         );
     }
 }
 
 async fn maintain_deletes_rows_past_retention(path: StoragePath) {
-    let Some((_db, client, flavor)) = migrated_on(path, "retention").await else {
+    let Some((_db, mut client, _)) = migrated_on(path, "retention").await else {
         return;
     };
     let iid = instrument(&client, "spot", "BTCUSDT").await;
+    schema::set_policies(
+        &mut client,
+        &[PolicyChange::parse_archive("book_ticker=off").expect("parse")],
+    )
+    .await
+    .expect("unarchived");
     for age in ["40 days", "1 hour"] {
         client
             .execute(
@@ -223,14 +240,6 @@ async fn maintain_deletes_rows_past_retention(path: StoragePath) {
         ledger, 1,
         "ledger rows past 7 days are deleted on both paths"
     );
-    if flavor == Flavor::Timescale {
-        // Hypertable retention is a background job there: run it now, as the scheduler would.
-        let id = job(&client, "policy_retention", "book_ticker").await;
-        client
-            .batch_execute(&format!("CALL run_job({id})"))
-            .await
-            .expect("retention job");
-    }
     {
         let left: Vec<String> = client
             .query(

@@ -72,7 +72,8 @@ async fn each_edition_gets_what_it_supports(path: StoragePath) {
         ("SELECT count(*) FROM timescaledb_information.continuous_aggregates", 6),
         ("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_refresh_continuous_aggregate'", 6),
         ("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_compression'", 6),
-        ("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'", 2),
+        // Retention runs in maintain(), gated by the verified archive (0010, 0011).
+        ("SELECT count(*) FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'", 0),
     ] {
         assert_eq!(count(&client, sql).await, n, "{sql}");
     }
@@ -182,8 +183,8 @@ async fn the_compression_jobs_compress_and_every_read_is_unchanged() {
     assert_eq!(late, ["7"]);
 }
 
-/// Depth rows past retention go (chunks on TimescaleDB, by its job or by maintain() on the
-/// Apache edition; rows on plain PostgreSQL), and `book_at` refuses that time (DB003).
+/// Depth rows past retention go when the table is not archived (chunks on both TimescaleDB
+/// editions, rows on plain PostgreSQL, by maintain()), and `book_at` refuses that time (DB003).
 async fn retention_drops_old_data_and_book_at_then_refuses(path: StoragePath) {
     let Some((_db, client, flavor)) = migrated_on(path, "ts_retention").await else {
         return;
@@ -199,21 +200,17 @@ async fn retention_drops_old_data_and_book_at_then_refuses(path: StoragePath) {
         ))
         .await
         .expect("seed");
-    match flavor {
-        Flavor::Timescale => {
-            let id = job(&client, "policy_retention", "depth_updates").await;
-            client
-                .batch_execute(&format!("CALL run_job({id})"))
-                .await
-                .expect("retention job");
-        }
-        _ => {
-            client
-                .query_one("SELECT maintain()", &[])
-                .await
-                .expect("maintain");
-        }
-    }
+    client
+        .execute(
+            "UPDATE storage_policies SET archive_as = NULL WHERE relation = 'depth_updates'",
+            &[],
+        )
+        .await
+        .expect("no archive");
+    client
+        .query_one("SELECT maintain()", &[])
+        .await
+        .expect("maintain");
     let left = strings(&client, "SELECT price::text FROM depth_updates").await;
     assert_eq!(left, ["9.8"], "only the recent update is kept");
     if flavor.hypertables() {

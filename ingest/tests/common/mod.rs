@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod instants;
+pub mod s3;
 pub mod tardis;
 
 use std::time::Duration;
