@@ -14,18 +14,20 @@ PROFILE=${DEPTHBOOK_PROFILE:-release}
 PG_PORT=${PGEMBED_PORT:-54329}
 API_PORT=${API_PORT:-8080}
 METRICS_PORT=${INGEST_METRICS_PORT:-9100}
+DAILY_PORT=${DAILY_METRICS_PORT:-9102}
 SIM_SPOT_PORT=${SIM_SPOT_PORT:-18080}
 SIM_USDM_PORT=${SIM_USDM_PORT:-18081}
-SERVICES=(sim ingest graphql)
+SERVICES=(sim ingest daily graphql)
 
 usage() {
   cat <<USAGE
 usage: manage.sh COMMAND [ARGS]
 
-  up [--sim]       start everything (local: PostgreSQL in $DATA, migrations, ingest, graphql;
-                   --sim collects from the simulator instead of Binance)
+  up [--sim]       start everything (local: PostgreSQL in $DATA, migrations, ingest, the daily
+                   files in $DATA/daily, graphql; --sim collects from the simulator instead of
+                   Binance)
   status           what runs, health, storage path and migrations
-  logs SERVICE     the last lines of a service's log (postgres, sim, ingest, graphql)
+  logs SERVICE     the last lines of a service's log (postgres, sim, ingest, daily, graphql)
   monitor          key numbers every 5 s until Ctrl-C
   restart [SVC]    restart one service, or all
   scale N          collect the top N symbols per venue (restarts ingest)
@@ -130,6 +132,13 @@ start_ingest() {
   wait_http ingest "http://127.0.0.1:$METRICS_PORT/metrics"
 }
 
+# The daily files are the cold tier: retention drops a day only once they hold it, verified.
+start_daily() {
+  DATABASE_URL=$(admin_url) start daily "$(bin ingest)" daily --out "$DATA/daily" \
+    --metrics-bind "127.0.0.1:$DAILY_PORT"
+  wait_http daily "http://127.0.0.1:$DAILY_PORT/metrics"
+}
+
 start_graphql() {
   DATABASE_URL=$(api_url) start graphql "$(bin graphql)" --bind "127.0.0.1:$API_PORT"
   wait_http graphql "http://127.0.0.1:$API_PORT/metrics"
@@ -145,6 +154,7 @@ local_up() {
   DATABASE_URL=$(admin_url) DEPTHBOOK_READER_LOGINS="depthbook_api:local" "$(bin ingest)" migrate
   [ -f "$DATA/sim" ] && start_sim
   start_ingest
+  start_daily
   start_graphql
   echo "API: http://127.0.0.1:$API_PORT/  metrics: http://127.0.0.1:$METRICS_PORT/metrics  database: $(admin_url)"
 }
@@ -169,7 +179,7 @@ local_status() {
 
 local_down() {
   local svc
-  for svc in graphql ingest sim postgres; do stop "$svc"; done
+  for svc in graphql daily ingest sim postgres; do stop "$svc"; done
 }
 
 pg_bin() {
@@ -240,9 +250,10 @@ local_restart() {
   case "${1:-all}" in
     ingest) stop ingest; start_ingest ;;
     graphql) stop graphql; start_graphql ;;
+    daily) stop daily; start_daily ;;
     sim) stop sim; start_sim ;;
     all) local_down; local_up "$([ -f "$DATA/sim" ] && echo --sim)" ;;
-    *) die "unknown service: $1 (sim, ingest, graphql or nothing for all)" ;;
+    *) die "unknown service: $1 (sim, ingest, daily, graphql or nothing for all)" ;;
   esac
 }
 
