@@ -10,6 +10,7 @@ mod nominal;
 mod procstat;
 mod queries;
 mod report;
+mod sizing;
 mod stack;
 mod throughput;
 
@@ -70,7 +71,7 @@ struct Cli {
         long,
         env = "BENCH_PARTS",
         value_delimiter = ',',
-        default_value = "throughput,nominal,parse"
+        default_value = "throughput,nominal,parse,sizing"
     )]
     parts: Vec<Part>,
 
@@ -89,6 +90,7 @@ enum Part {
     Throughput,
     Nominal,
     Parse,
+    Sizing,
 }
 
 fn parse_storage(s: &str) -> Result<schema::Flavor, String> {
@@ -255,6 +257,11 @@ async fn main() -> Result<()> {
                 .await
                 .context("nominal load")?,
         );
+    }
+    if cli.parts.contains(&Part::Sizing) {
+        r.sizing = sizing::run(&server, &bin_dir, work.path())
+            .await
+            .context("sizing")?;
     }
     if cli.parts.contains(&Part::Parse) {
         r.parse = report::read_criterion(&criterion_dir);

@@ -129,6 +129,7 @@ pub struct Report {
     pub throughput: Option<Vec<Step>>,
     pub nominal: Option<Nominal>,
     pub parse: Option<Parse>,
+    pub sizing: Option<crate::sizing::Sizing>,
 }
 
 fn mb(b: u64) -> String {
@@ -207,6 +208,9 @@ impl Report {
         self.render_throughput(&mut o);
         self.render_nominal(&mut o);
         self.render_parse(&mut o);
+        if let Some(s) = &self.sizing {
+            s.render(&mut o);
+        }
         self.reproduce(&mut o);
         o
     }

@@ -1,0 +1,499 @@
+//! Sizing from real Binance data. The recordings in `../shared/real-binance/` give the rates
+//! (per symbol, from their own event times) and the rows: each is replayed through `sim` into
+//! `ingest` (a child process, as in production) in a database of its own, then measured hot
+//! (bytes per row in the database, compressed where the path compresses) and cold (the same rows
+//! exported as the daily files, gzip CSV and Parquet). The report turns both into GB per day.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use binance::Venue;
+use sim::{Sim, SimConfig};
+use tokio_postgres::Client;
+
+use crate::measure::{self, Storage};
+use crate::stack::{self, IngestArgs, Server};
+
+/// How fast a recording is replayed: its own pace times this (the rates come from its event
+/// times, not from the replay).
+const REPLAY_SPEED: f64 = 50.0;
+
+/// One symbol's rates in a recording.
+#[derive(Debug, Clone)]
+pub struct Rate {
+    pub recording: String,
+    pub venue: Venue,
+    pub symbol: String,
+    pub levels_per_sec: f64,
+    pub events_per_sec: f64,
+    pub tickers_per_sec: f64,
+    /// `None`: the recording has no aggTrade stream.
+    pub trades_per_sec: Option<f64>,
+}
+
+/// Cold bytes of one data type over every replayed symbol.
+#[derive(Debug, Clone, Default)]
+pub struct Cold {
+    pub rows: u64,
+    pub csv_bytes: u64,
+    pub parquet_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Sizing {
+    pub rates: Vec<Rate>,
+    /// Per table, the replayed rows on this path.
+    pub hot: Vec<(String, Storage)>,
+    /// Per Tardis data type.
+    pub cold: Vec<(String, Cold)>,
+}
+
+/// The recordings' directory, if this machine has it.
+pub fn corpus() -> Option<PathBuf> {
+    let root = std::env::var_os("DEPTHBOOK_REAL_BINANCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/real-binance")
+        });
+    root.join("README.md").is_file().then_some(root)
+}
+
+fn recordings(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("messages.jsonl").is_file())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn venue_of(dir: &Path) -> Venue {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    if name.is_some_and(|n| n.starts_with("usdm")) {
+        Venue::Usdm
+    } else {
+        Venue::Spot
+    }
+}
+
+#[derive(Default)]
+struct Count {
+    levels: u64,
+    events: u64,
+    tickers: u64,
+    trades: u64,
+    last_update_id: i64,
+}
+
+/// Per symbol: what the recording holds, and the span of its event times in seconds.
+fn count(dir: &Path) -> Result<(BTreeMap<String, Count>, f64, bool)> {
+    let body = std::fs::read_to_string(dir.join("messages.jsonl"))?;
+    let mut by: BTreeMap<String, Count> = BTreeMap::new();
+    let (mut first, mut last, mut has_trades) = (i64::MAX, i64::MIN, false);
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).context("a recorded line")?;
+        let d = v.get("data").unwrap_or(&v);
+        let Some(symbol) = d.get("s").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        let c = by.entry(symbol.to_owned()).or_default();
+        let len = |k: &str| d.get(k).and_then(|a| a.as_array()).map_or(0, Vec::len) as u64;
+        match d.get("e").and_then(|e| e.as_str()) {
+            Some("depthUpdate") => {
+                c.levels += len("b") + len("a");
+                c.events += 1;
+                c.last_update_id = d.get("u").and_then(|u| u.as_i64()).unwrap_or(0);
+                let e = d.get("E").and_then(|e| e.as_i64()).unwrap_or(0);
+                (first, last) = (first.min(e), last.max(e));
+            }
+            Some("aggTrade") => {
+                c.trades += 1;
+                has_trades = true;
+            }
+            _ => c.tickers += 1,
+        }
+    }
+    Ok((by, (last - first) as f64 / 1000.0, has_trades))
+}
+
+fn rates(dir: &Path, by: &BTreeMap<String, Count>, span: f64, has_trades: bool) -> Vec<Rate> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    by.iter()
+        .filter(|(_, c)| c.events > 0)
+        .map(|(symbol, c)| Rate {
+            recording: name.clone(),
+            venue: venue_of(dir),
+            symbol: symbol.clone(),
+            levels_per_sec: c.levels as f64 / span,
+            events_per_sec: c.events as f64 / span,
+            tickers_per_sec: c.tickers as f64 / span,
+            trades_per_sec: has_trades.then(|| c.trades as f64 / span),
+        })
+        .collect()
+}
+
+/// Replays one recording into the database at `url` and waits until every depth event and
+/// ticker is stored.
+async fn replay(
+    dir: &Path,
+    by: &BTreeMap<String, Count>,
+    url: &str,
+    bin_dir: &Path,
+    work: &Path,
+) -> Result<()> {
+    let venue = venue_of(dir);
+    let mut cfg = sim::VenueConfig::for_venue(venue);
+    cfg.replay = Some(sim::replay::ReplayConfig {
+        dir: dir.to_owned(),
+        speed: REPLAY_SPEED,
+    });
+    cfg.weight_limit = 1_000_000;
+    let sim = Sim::start(SimConfig {
+        seed: 1,
+        spot: (venue == Venue::Spot).then(|| cfg.clone()),
+        usdm: (venue == Venue::Usdm).then_some(cfg),
+    })
+    .await?;
+    let v = match venue {
+        Venue::Spot => sim.spot.as_ref(),
+        Venue::Usdm => sim.usdm.as_ref(),
+    }
+    .context("the replayed venue")?;
+    let symbols: Vec<&str> = by
+        .iter()
+        .filter(|(_, c)| c.events > 0)
+        .map(|(s, _)| s.as_str())
+        .collect();
+    let args = IngestArgs {
+        database_url: url.to_owned(),
+        venues: vec![(venue, v.rest_url(), v.ws_url())],
+        top: symbols.len(),
+        extra: vec![("symbols".into(), symbols.join(","))],
+    };
+    let mut ingest = stack::spawn_ingest(bin_dir, &args, work)?;
+    let db = stack::connect(url).await?;
+    let want: i64 = by.values().map(|c| c.last_update_id).sum();
+    let tickers: i64 = by.values().map(|c| c.tickers as i64).sum();
+    let (db, names) = (&db, &symbols);
+    stack::wait_for("the whole recording stored", Duration::from_secs(600), &mut ingest, || async move {
+        let stored = db
+            .query_one(
+                "SELECT (SELECT coalesce(sum(m), 0)::int8 FROM (SELECT max(update_id) AS m FROM depth_updates d
+                         JOIN instruments i ON i.id = d.instrument_id
+                         WHERE i.venue = $1 AND i.symbol = ANY($2) GROUP BY instrument_id) x),
+                        (SELECT count(*) FROM book_ticker b JOIN instruments i ON i.id = b.instrument_id
+                         WHERE i.venue = $1 AND i.symbol = ANY($2))",
+                &[&venue.as_str(), names],
+            )
+            .await;
+        stored.is_ok_and(|r| r.get::<_, i64>(0) == want && r.get::<_, i64>(1) >= tickers)
+    })
+    .await?;
+    ingest.stop().await
+}
+
+/// Exports every instrument's whole range of `t` in both formats, in memory.
+async fn cold(db: &Client, t: export::DataType) -> Result<Cold> {
+    let mut out = Cold::default();
+    let rows = db
+        .query(
+            &format!(
+                "SELECT i.id, i.venue, i.symbol, min(x.time), max(x.time) + interval '1 millisecond'
+                 FROM {} x JOIN instruments i ON i.id = x.instrument_id GROUP BY 1, 2, 3",
+                t.table()
+            ),
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let venue = if r.get::<_, &str>(1) == "usdm" {
+            Venue::Usdm
+        } else {
+            Venue::Spot
+        };
+        let inst = export::Instrument {
+            id: r.get(0),
+            venue,
+            symbol: r.get(2),
+        };
+        let range = export::Range::new(r.get(3), r.get(4))?;
+        let (csv, bytes) =
+            export::write_file(db, &inst, t, range, export::Format::Csv, Vec::new()).await?;
+        let (_, pq) =
+            export::write_file(db, &inst, t, range, export::Format::Parquet, Vec::new()).await?;
+        out.rows += csv.rows;
+        out.csv_bytes += bytes.len() as u64;
+        out.parquet_bytes += pq.len() as u64;
+    }
+    Ok(out)
+}
+
+/// Replays every recording, then measures; `None` where the recordings are absent.
+pub async fn run(server: &Server, bin_dir: &Path, work: &Path) -> Result<Option<Sizing>> {
+    let Some(root) = corpus() else {
+        println!("skipped: sizing: no real Binance recordings at ../shared/real-binance");
+        return Ok(None);
+    };
+    let url = server.fresh_database("bench_real").await?;
+    let db = stack::connect(&url).await?;
+    // The recordings are years old: nothing may count as past retention.
+    db.batch_execute("UPDATE storage_policies SET drop_after = NULL")
+        .await?;
+    let mut s = Sizing::default();
+    for dir in recordings(&root)? {
+        let (by, span, has_trades) = count(&dir)?;
+        tracing::info!(recording = %dir.display(), "replaying");
+        replay(&dir, &by, &url, bin_dir, work).await?;
+        s.rates.extend(rates(&dir, &by, span, has_trades));
+    }
+    for t in [
+        export::DataType::IncrementalBookL2,
+        export::DataType::Quotes,
+        export::DataType::Trades,
+    ] {
+        s.cold.push((t.name().to_owned(), cold(&db, t).await?));
+    }
+    for t in [
+        "depth_updates",
+        "book_checkpoints",
+        "book_top",
+        "book_ticker",
+        "trades",
+    ] {
+        s.hot.push((t.to_owned(), measure::storage(&db, t).await?));
+    }
+    drop(db);
+    server.drop_database("bench_real").await?;
+    Ok(Some(s))
+}
+
+/// Symbols per venue the sizing table is computed for (the default universe is 200 + 200).
+const UNIVERSES: [usize; 4] = [20, 50, 100, 200];
+/// The two busiest books per venue (BTCUSDT, ETHUSDT) are recorded at their own rates; every
+/// other symbol of a universe is counted at the median rate of the recorded mid-sized pairs.
+const MAJORS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+const DAY: f64 = 86_400.0;
+const GB: f64 = 1e9;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Rows per second of one venue's universe of `n` symbols: (depth levels, tickers, trades).
+pub fn venue_rows(rates: &[Rate], venue: Venue, n: usize) -> (f64, f64, f64) {
+    let of = |major: bool| -> Vec<&Rate> {
+        rates
+            .iter()
+            .filter(|r| r.venue == venue && MAJORS.contains(&r.symbol.as_str()) == major)
+            // Mid-sized: quoted in USDT, as the top N by volume are.
+            .filter(|r| major || r.symbol.ends_with("USDT"))
+            .collect()
+    };
+    let (majors, mids) = (of(true), of(false));
+    let major = |f: fn(&Rate) -> f64| mean(&majors.iter().map(|r| f(r)).collect::<Vec<_>>());
+    let mid = |f: fn(&Rate) -> f64| median(mids.iter().map(|r| f(r)).collect());
+    let m = majors.len().min(n) as f64;
+    let rest = n as f64 - m;
+    let trades = |r: &Rate| r.trades_per_sec.unwrap_or(f64::NAN);
+    let mid_trades = median(
+        mids.iter()
+            .map(|r| trades(r))
+            .filter(|t| !t.is_nan())
+            .collect(),
+    );
+    (
+        m * major(|r| r.levels_per_sec) + rest * mid(|r| r.levels_per_sec),
+        m * major(|r| r.tickers_per_sec) + rest * mid(|r| r.tickers_per_sec),
+        n as f64 * mid_trades,
+    )
+}
+
+impl Sizing {
+    fn hot(&self, table: &str) -> Storage {
+        self.hot
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
+    }
+
+    fn cold(&self, t: &str) -> Cold {
+        self.cold
+            .iter()
+            .find(|(n, _)| n == t)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// Bytes per stored row of (depth, tickers, trades): hot uncompressed, hot compressed (where
+    /// measured), cold gzip CSV, cold Parquet. Checkpoints and sampled tops are counted per
+    /// depth row, the L2 file's opening books likewise.
+    pub fn per_row(&self) -> [[Option<f64>; 3]; 4] {
+        let depth = self.hot("depth_updates");
+        let extra = |f: fn(&Storage) -> Option<i64>| -> Option<f64> {
+            let sum = f(&depth)? + f(&self.hot("book_checkpoints"))? + f(&self.hot("book_top"))?;
+            Some(sum as f64 / depth.rows.max(1) as f64)
+        };
+        let per = |s: Storage, f: fn(&Storage) -> Option<i64>| {
+            f(&s).map(|b| b as f64 / s.rows.max(1) as f64)
+        };
+        let raw = |s: &Storage| Some(s.bytes);
+        let packed = |s: &Storage| s.compressed_bytes;
+        let file = |c: Cold, rows: i64, parquet: bool| {
+            let b = if parquet {
+                c.parquet_bytes
+            } else {
+                c.csv_bytes
+            };
+            Some(b as f64 / rows.max(1) as f64)
+        };
+        let (tk, tr) = (self.hot("book_ticker"), self.hot("trades"));
+        [
+            [extra(raw), per(tk, raw), per(tr, raw)],
+            [extra(packed), per(tk, packed), per(tr, packed)],
+            [
+                file(self.cold("incremental_book_L2"), depth.rows, false),
+                file(self.cold("quotes"), tk.rows, false),
+                file(self.cold("trades"), tr.rows, false),
+            ],
+            [
+                file(self.cold("incremental_book_L2"), depth.rows, true),
+                file(self.cold("quotes"), tk.rows, true),
+                file(self.cold("trades"), tr.rows, true),
+            ],
+        ]
+    }
+
+    /// GB per day of `n` symbols per venue on both venues, per column of `per_row`.
+    pub fn gb_per_day(&self, n: usize) -> ([f64; 3], [Option<f64>; 4]) {
+        let (s, u) = (
+            venue_rows(&self.rates, Venue::Spot, n),
+            venue_rows(&self.rates, Venue::Usdm, n),
+        );
+        let rows = [s.0 + u.0, s.1 + u.1, s.2 + u.2];
+        let per = self.per_row();
+        let gb = per.map(|col| {
+            let mut sum = 0.0;
+            for (i, b) in col.iter().enumerate() {
+                sum += rows[i] * (*b)? * DAY / GB;
+            }
+            Some(sum)
+        });
+        (rows, gb)
+    }
+
+    pub fn render(&self, o: &mut String) {
+        let _ = writeln!(o, "## 7. Sizing from real Binance data\n");
+        let _ = writeln!(o, "Rates of every recording in `../shared/real-binance/`, per symbol, from its own event times (depth level changes, depth events, bookTicker messages and aggTrades per second):\n");
+        let _ = writeln!(o, "| recording | symbol | levels/s | events/s | tickers/s | trades/s |\n|---|---|---|---|---|---|");
+        for r in &self.rates {
+            let trades = r
+                .trades_per_sec
+                .map_or("not recorded".into(), |t| format!("{t:.1}"));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {trades} |",
+                r.recording, r.symbol, r.levels_per_sec, r.events_per_sec, r.tickers_per_sec
+            );
+        }
+        self.render_bytes(o);
+        self.render_days(o);
+    }
+
+    fn render_bytes(&self, o: &mut String) {
+        let depth = self.hot("depth_updates");
+        let _ = writeln!(o, "\nEvery recording replayed (×{REPLAY_SPEED} its pace) through `sim` into `ingest`, then measured on this path: {} depth rows, {} tickers, {} trades. Bytes per stored row; a depth row carries its share of the checkpoints and sampled tops (`book_checkpoints` {:.1} MB, `book_top` {:.1} MB), and of the L2 files' opening books:\n",
+            depth.rows, self.hot("book_ticker").rows, self.hot("trades").rows,
+            self.hot("book_checkpoints").bytes as f64 / 1e6, self.hot("book_top").bytes as f64 / 1e6);
+        let _ = writeln!(
+            o,
+            "| bytes per row | depth | quote | trade |\n|---|---|---|---|"
+        );
+        let names = [
+            "hot, in the database (uncompressed: also the Apache and plain paths' size)",
+            "hot, compressed (TimescaleDB community)",
+            "cold, gzip CSV (Tardis format)",
+            "cold, Parquet",
+        ];
+        for (name, col) in names.iter().zip(self.per_row()) {
+            let f = |v: Option<f64>| v.map_or("n/a on this path".into(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {} | {} |",
+                f(col[0]),
+                f(col[1]),
+                f(col[2])
+            );
+        }
+    }
+
+    fn render_days(&self, o: &mut String) {
+        let _ = writeln!(o, "\nGB per day for the top N symbols per venue on both venues. BTCUSDT and ETHUSDT at their recorded rates (spot and USD-M alike), every other symbol at the median of the recorded mid-sized USDT pairs of its venue; trades at the mid pairs' median for every symbol (the majors' aggTrade streams are not in the recordings). The tail of a top 200 trades less than the recorded mid pairs, so the larger universes are upper bounds on depth.\n");
+        let _ = writeln!(o, "| N per venue | depth rows/s | rows/day (depth + quotes + trades) | hot GB/day uncompressed | hot GB/day compressed | cold GB/day gzip CSV | cold GB/day Parquet |\n|---|---|---|---|---|---|---|");
+        for n in UNIVERSES {
+            let (rows, gb) = self.gb_per_day(n);
+            let f = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                o,
+                "| {n} | {:.0} | {:.0} M | {} | {} | {} | {} |",
+                rows[0],
+                rows.iter().sum::<f64>() * DAY / 1e6,
+                f(gb[0]),
+                f(gb[1]),
+                f(gb[2]),
+                f(gb[3])
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate(venue: Venue, symbol: &str, levels: f64, trades: Option<f64>) -> Rate {
+        Rate {
+            recording: "r".into(),
+            venue,
+            symbol: symbol.into(),
+            levels_per_sec: levels,
+            events_per_sec: 1.0,
+            tickers_per_sec: 2.0,
+            trades_per_sec: trades,
+        }
+    }
+
+    #[test]
+    fn a_universe_is_two_majors_and_the_median_mid_pair() {
+        let rates = [
+            rate(Venue::Spot, "BTCUSDT", 400.0, None),
+            rate(Venue::Spot, "ETHUSDT", 300.0, None),
+            rate(Venue::Spot, "AUSDT", 10.0, Some(1.0)),
+            rate(Venue::Spot, "BUSDT", 30.0, Some(3.0)),
+            rate(Venue::Spot, "CUSDT", 20.0, Some(2.0)),
+            // Not quoted in USDT, and another venue: neither counts as a spot mid pair.
+            rate(Venue::Spot, "DBNB", 1000.0, Some(9.0)),
+            rate(Venue::Usdm, "EUSDT", 1000.0, Some(9.0)),
+        ];
+        let (levels, tickers, trades) = venue_rows(&rates, Venue::Spot, 10);
+        assert_eq!(levels, 2.0 * 350.0 + 8.0 * 20.0);
+        assert_eq!(tickers, 10.0 * 2.0);
+        assert_eq!(trades, 10.0 * 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+}
