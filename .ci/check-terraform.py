@@ -25,7 +25,8 @@ for v in sorted(declared - used):
     problems.append(f"variable {v} is declared but never used")
 main = (root / "main.tf").read_text()
 passed = set(re.findall(r"^\s+([a-z_]+)\s+=", main.split("templatefile(")[1].split("})")[0], re.M))
-template = set(re.findall(r"\$\{([a-z_]+)\}", (root / "cloud-init.yaml").read_text()))
+cloud_init = (root / "cloud-init.yaml").read_text()
+template = set(re.findall(r"\$\{([a-z_]+)\}", cloud_init)) | set(re.findall(r"%\{ if ([a-z_]+) ", cloud_init))
 for v in sorted(template - passed):
     problems.append(f"cloud-init.yaml uses ${{{v}}} that templatefile does not pass")
 for v in sorted(passed - template):

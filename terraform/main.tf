@@ -30,7 +30,27 @@ resource "random_password" "api_token" {
   special = false
 }
 
+locals {
+  self_hosted = var.database == "self-hosted"
+}
+
+resource "random_password" "db" {
+  length  = 32
+  special = false
+}
+
+# The self-hosted database's disk: Docker's data directory (every volume) lives on it.
+resource "digitalocean_volume" "data" {
+  count                   = local.self_hosted ? 1 : 0
+  name                    = "${var.name}-data"
+  region                  = var.region
+  size                    = var.db_volume_gb
+  initial_filesystem_type = "ext4"
+  description             = "depthbook: TimescaleDB, spool, daily files, backups"
+}
+
 resource "digitalocean_database_cluster" "pg" {
+  count      = local.self_hosted ? 0 : 1
   name       = "${var.name}-pg"
   engine     = "pg"
   version    = var.db_version
@@ -40,7 +60,8 @@ resource "digitalocean_database_cluster" "pg" {
 }
 
 resource "digitalocean_database_db" "depthbook" {
-  cluster_id = digitalocean_database_cluster.pg.id
+  count      = local.self_hosted ? 0 : 1
+  cluster_id = digitalocean_database_cluster.pg[0].id
   name       = "depthbook"
 }
 
@@ -58,22 +79,26 @@ resource "digitalocean_droplet" "app" {
   size       = var.droplet_size
   region     = var.region
   ssh_keys   = [digitalocean_ssh_key.admin.id]
+  volume_ids = digitalocean_volume.data[*].id
   monitoring = true
   user_data = templatefile("${path.module}/cloud-init.yaml", {
     repo_url               = var.repo_url
     repo_ref               = var.repo_ref
     ingest_top             = var.ingest_top
-    db_host                = digitalocean_database_cluster.pg.private_host
-    db_port                = digitalocean_database_cluster.pg.port
-    db_user                = digitalocean_database_cluster.pg.user
-    db_password            = digitalocean_database_cluster.pg.password
-    db_name                = digitalocean_database_db.depthbook.name
+    self_hosted            = local.self_hosted
+    data_volume            = local.self_hosted ? "${var.name}-data" : ""
+    hot_days               = var.hot_days
+    db_host                = local.self_hosted ? "timescaledb" : digitalocean_database_cluster.pg[0].private_host
+    db_port                = local.self_hosted ? 5432 : digitalocean_database_cluster.pg[0].port
+    db_user                = local.self_hosted ? "depthbook" : digitalocean_database_cluster.pg[0].user
+    db_password            = local.self_hosted ? random_password.db.result : digitalocean_database_cluster.pg[0].password
+    db_name                = local.self_hosted ? "depthbook" : digitalocean_database_db.depthbook[0].name
     api_db_password        = random_password.api_db.result
     grafana_db_password    = random_password.grafana_db.result
     grafana_admin_password = random_password.grafana_admin.result
     api_token              = random_password.api_token.result
     domain                 = var.domain
-    db_disk_gb             = var.db_disk_gb
+    db_disk_gb             = local.self_hosted ? 0 : var.db_disk_gb
     daily_bucket           = var.daily_bucket == "" ? "" : "s3://${var.daily_bucket}/depthbook"
     daily_bucket_endpoint  = var.daily_bucket == "" ? "" : "https://${var.region}.digitaloceanspaces.com"
     daily_bucket_region    = var.region
@@ -84,7 +109,8 @@ resource "digitalocean_droplet" "app" {
 
 # The database admits the droplet only.
 resource "digitalocean_database_firewall" "pg" {
-  cluster_id = digitalocean_database_cluster.pg.id
+  count      = local.self_hosted ? 0 : 1
+  cluster_id = digitalocean_database_cluster.pg[0].id
   rule {
     type  = "droplet"
     value = digitalocean_droplet.app.id
@@ -149,8 +175,9 @@ resource "digitalocean_firewall" "app" {
 
 resource "digitalocean_project_resources" "depthbook" {
   project = digitalocean_project.depthbook.id
-  resources = [
-    digitalocean_droplet.app.urn,
-    digitalocean_database_cluster.pg.urn,
-  ]
+  resources = concat(
+    [digitalocean_droplet.app.urn],
+    digitalocean_volume.data[*].urn,
+    digitalocean_database_cluster.pg[*].urn,
+  )
 }

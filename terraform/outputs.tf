@@ -36,8 +36,8 @@ output "grafana_admin_password" {
 }
 
 output "database_uri" {
-  description = "Admin URI of the managed PostgreSQL (reachable from the droplet only)."
-  value       = digitalocean_database_cluster.pg.private_uri
+  description = "Admin URI of the database (reachable from the droplet only: the managed cluster's private address, or the timescaledb container)."
+  value       = local.self_hosted ? "postgres://depthbook:${random_password.db.result}@timescaledb:5432/depthbook" : digitalocean_database_cluster.pg[0].private_uri
   sensitive   = true
 }
 

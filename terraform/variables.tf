@@ -17,13 +17,35 @@ variable "region" {
 }
 
 variable "droplet_size" {
-  description = "Droplet size: s-2vcpu-4gb runs 200 symbols (see README for costs)."
+  description = "Droplet size: s-4vcpu-8gb runs 200 + 200 symbols with the database beside them (README, Costs)."
   type        = string
-  default     = "s-2vcpu-4gb"
+  default     = "s-4vcpu-8gb"
+}
+
+variable "database" {
+  description = "self-hosted: TimescaleDB (community, compression) in a container on the droplet, its data on a block-storage volume; managed: DigitalOcean's managed PostgreSQL (TimescaleDB's Apache edition, no compression: about 7x the disk per day, README, Costs)."
+  type        = string
+  default     = "self-hosted"
+  validation {
+    condition     = contains(["self-hosted", "managed"], var.database)
+    error_message = "database is self-hosted or managed."
+  }
+}
+
+variable "db_volume_gb" {
+  description = "Block-storage volume for the self-hosted database (and the droplet's other Docker volumes), in GB."
+  type        = number
+  default     = 250
+}
+
+variable "hot_days" {
+  description = "Days of depth, checkpoints and quotes kept in the database; older days leave once the daily files hold them, verified (README, Hot and cold tiers). 3 days of 200 + 200 symbols take about 130 GB compressed."
+  type        = number
+  default     = 3
 }
 
 variable "db_size" {
-  description = "Managed PostgreSQL node size."
+  description = "Managed PostgreSQL node size (database = managed)."
   type        = string
   default     = "db-s-1vcpu-2gb"
 }
@@ -101,7 +123,7 @@ variable "dns_zone" {
 }
 
 variable "db_disk_gb" {
-  description = "Disk of the managed database plan in GB (db-s-1vcpu-1gb: 10, db-s-1vcpu-2gb: 25, db-s-2vcpu-4gb: 38), for the alert that fires days before it fills."
+  description = "Disk of the managed database plan in GB (db-s-1vcpu-1gb: 10, db-s-1vcpu-2gb: 25, db-s-2vcpu-4gb: 38), for the alert that fires days before it fills (database = managed)."
   type        = number
   default     = 25
 }

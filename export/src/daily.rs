@@ -30,6 +30,9 @@ pub struct Daily {
     /// Each file in every one of these.
     pub formats: Vec<Format>,
     pub bucket: Option<Bucket>,
+    /// With a bucket, keep the data files here too after the day is listed (otherwise only the
+    /// manifest stays: the bucket holds the verified copy, and the disk holds the hot tier).
+    pub keep_local: bool,
 }
 
 /// One file of a day.
@@ -171,7 +174,23 @@ pub async fn run_day(
     for t in listable {
         archive::list(client, &listing(daily, &m, t, &dir)).await?;
     }
+    if daily.bucket.is_some() && !daily.keep_local {
+        remove_local(&m, &dir)?;
+    }
     Ok(m)
+}
+
+/// Deletes a listed day's data files and sidecars here; the manifest stays.
+fn remove_local(m: &Manifest, dir: &Path) -> Result<(), ExportError> {
+    for e in &m.files {
+        for name in [e.file.clone(), gaps_name(&e.file)] {
+            match std::fs::remove_file(dir.join(name)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The archived types this set can list: those it writes for every venue that has them.

@@ -64,6 +64,10 @@ pub struct DailyArgs {
     /// Seconds after UTC midnight before a day is written (rows still in flight).
     #[arg(long, env = "DAILY_DELAY_SECS", default_value_t = 600)]
     delay_secs: u64,
+    /// With a bucket, also keep the data files in DIR once the day is verified and listed
+    /// (default: only its manifest stays, the bucket holds the files).
+    #[arg(long, env = "DAILY_KEEP_LOCAL")]
+    keep_local: bool,
     /// Do the pending days once and exit (for cron, or by hand).
     #[arg(long)]
     once: bool,
@@ -138,6 +142,7 @@ fn daily(a: &DailyArgs) -> Result<Daily> {
         types,
         formats: a.formats.clone(),
         bucket: bucket(a)?,
+        keep_local: a.keep_local,
     })
 }
 

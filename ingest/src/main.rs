@@ -61,9 +61,15 @@ struct MigrateArgs {
     #[arg(long, env = "DEPTHBOOK_STORAGE", value_enum, default_value_t = StorageArg::Auto)]
     storage: StorageArg,
 
-    /// Retention for a table, RELATION=INTERVAL ('none' keeps forever); repeatable.
-    /// E.g. --retention depth_updates=14d
-    #[arg(long = "retention", value_name = "RELATION=INTERVAL")]
+    /// Retention for a table, RELATION=INTERVAL ('none' keeps forever); repeatable, or
+    /// comma-separated. E.g. --retention depth_updates=14d. With archiving (the default), a day
+    /// past it leaves only once its daily files are verified.
+    #[arg(
+        long = "retention",
+        env = "DEPTHBOOK_RETENTION",
+        value_name = "RELATION=INTERVAL",
+        value_delimiter = ','
+    )]
     retention: Vec<String>,
 
     /// Compress a table's chunks after INTERVAL (TimescaleDB), RELATION=INTERVAL; repeatable.
@@ -224,7 +230,8 @@ async fn connect(url: Option<&str>) -> Result<Client> {
 
 fn policy_changes(args: &MigrateArgs) -> Result<Vec<PolicyChange>> {
     let mut out = Vec::new();
-    for s in &args.retention {
+    // Compose passes an unset variable as "".
+    for s in args.retention.iter().filter(|s| !s.trim().is_empty()) {
         let (relation, after) = PolicyChange::parse_pair(s)?;
         out.push(PolicyChange::Retention { relation, after });
     }

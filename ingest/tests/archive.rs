@@ -89,6 +89,7 @@ fn daily(dir: &std::path::Path, bucket: export::bucket::Bucket) -> Daily {
         types: DataType::ALL.to_vec(),
         formats: vec![Format::Csv],
         bucket: Some(bucket),
+        keep_local: false,
     }
 }
 
@@ -148,6 +149,12 @@ async fn nothing_leaves_before_its_files_are_verified(path: StoragePath) {
     let set = daily(dir.path(), bucket(&s3, "research"));
     let m = run_day(&db, &set, today).await.expect("the day");
     assert!(m.complete && m.files.iter().all(|e| e.verified && e.uploaded));
+    let day_dir = dir.path().join(today.format("%Y-%m-%d").to_string());
+    assert!(day_dir.join("manifest.json").is_file());
+    assert!(
+        m.files.iter().all(|e| !day_dir.join(&e.file).exists()),
+        "with a bucket, the local data files go once the day is listed"
+    );
     assert_eq!(
         listed(&db).await,
         [

@@ -402,6 +402,7 @@ async fn the_daily_set_is_whole_resumable_and_in_the_bucket(path: StoragePath) {
         types: DataType::ALL.to_vec(),
         formats: export::Format::ALL.to_vec(),
         bucket: Some(bucket),
+        keep_local: true,
     };
     let key = |k: &str| daily.bucket.as_ref().expect("a bucket").key(k);
     let today = Utc::now().date_naive();

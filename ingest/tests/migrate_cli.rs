@@ -5,10 +5,16 @@ use std::process::Command;
 use pgembed::StoragePath;
 
 fn ingest(url: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    ingest_with(url, args, &[])
+}
+
+fn ingest_with(url: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingest"));
     cmd.args(args)
         .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn");
+        .env_remove("DEPTHBOOK_RETENTION")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
     if let Some(u) = url {
         cmd.env("DATABASE_URL", u);
     }
@@ -225,3 +231,56 @@ async fn forcing_the_plain_path_on_a_timescale_server_creates_no_extension() {
 }
 
 pgembed::storage_tests!(migrate_prints_its_plan_and_creates_every_relation);
+
+/// The hot tier as compose and cloud-init give it: `DEPTHBOOK_RETENTION`, comma-separated, and
+/// empty when unset; `--archive` turns a table's wait for files off.
+#[tokio::test]
+async fn the_hot_tier_comes_from_the_environment() {
+    let db = pgembed::test_database("migrate_hot_tier")
+        .await
+        .expect("db");
+    let url = db.url.clone();
+    let run = |env: &'static [(&'static str, &'static str)], args: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || ingest_with(Some(&url), args, env))
+    };
+    const HOT: &[(&str, &str)] = &[(
+        "DEPTHBOOK_RETENTION",
+        "depth_updates=3 days,book_ticker=3 days",
+    )];
+    let (ok, _, err) = run(HOT, &["migrate", "--archive", "book_ticker=off"])
+        .await
+        .expect("join");
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&[("DEPTHBOOK_RETENTION", "")], &["migrate"])
+        .await
+        .expect("join");
+    assert!(ok, "an empty variable changes nothing: {err}");
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT relation, drop_after::text, archive_as FROM storage_policies
+             WHERE relation IN ('depth_updates', 'book_ticker') ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("policies");
+    let got: Vec<(String, String, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("book_ticker".into(), "3 days".into(), None),
+            (
+                "depth_updates".into(),
+                "3 days".into(),
+                Some("incremental_book_L2".into())
+            ),
+        ]
+    );
+}
