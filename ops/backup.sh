@@ -12,6 +12,9 @@
 #   BACKUP_EVERY_SECS    seconds between runs; 0 runs once (default 0)
 #   BACKUP_SCRATCH_DB    the drill's scratch database (default <database>_restore_drill)
 #   BACKUP_TEXTFILE_DIR  node-exporter's textfile directory (default: none)
+#   BACKUP_MARKET_DATA   all (default), or none: the market-data tables' rows are left out
+#                        (their structure stays), for a database whose verified daily files are
+#                        the market data's copy and whose disk cannot hold a dump of it twice
 # Usage: backup.sh [--list]
 set -eu
 
@@ -28,6 +31,7 @@ SCRATCH_URL="${BASE%/*}/$SCRATCH$QUERY"
 MAINT_URL="${BASE%/*}/postgres$QUERY"
 # The tables whose rows the drill counts in the restored copy.
 TABLES="instruments sync_events depth_updates book_checkpoints book_top book_ticker trades mark_prices"
+MARKET="depth_updates book_checkpoints book_top book_ticker trades mark_prices"
 
 log() { echo "backup: $*" >&2; }
 
@@ -85,6 +89,25 @@ textfile() {
   mv "$BACKUP_TEXTFILE_DIR/depthbook_backup.prom.part" "$BACKUP_TEXTFILE_DIR/depthbook_backup.prom"
 }
 
+# pg_dump's --exclude-table-data for the market-data tables and, on TimescaleDB, their chunks
+# (compressed ones too), one per line; nothing with BACKUP_MARKET_DATA=all.
+exclusions() {
+  case "${BACKUP_MARKET_DATA:-all}" in
+    all) return 0 ;;
+    none) ;;
+    *) log "BACKUP_MARKET_DATA is all or none, not ${BACKUP_MARKET_DATA}"; return 1 ;;
+  esac
+  for t in $MARKET; do echo "--exclude-table-data=$t"; done
+  tsdb=$(psql_q "$DATABASE_URL" -c "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'") || return 1
+  [ "$tsdb" = 0 ] && return 0
+  list=$(echo "$MARKET" | sed "s/\([a-z_]*\)/'\1'/g; s/ /, /g")
+  psql_q "$DATABASE_URL" -c "SELECT '--exclude-table-data=' || format('%I.%I', c.schema_name, c.table_name)
+    FROM _timescaledb_catalog.chunk c
+    JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+    LEFT JOIN _timescaledb_catalog.hypertable p ON p.compressed_hypertable_id = h.id
+    WHERE coalesce(p.table_name, h.table_name) IN ($list)"
+}
+
 once() {
   mkdir -p "$DIR"
   name="depthbook-$(date -u +%Y%m%dT%H%M%SZ).dump"
@@ -93,7 +116,10 @@ once() {
     sleep 1
     name="depthbook-$(date -u +%Y%m%dT%H%M%SZ).dump"
   done
-  pg_dump --format=custom --file="$DIR/$name.part" "$DATABASE_URL"
+  excluded=$(exclusions) || return 1
+  # One flag per line, none holding a space: word splitting is what is meant here.
+  # shellcheck disable=SC2086
+  pg_dump --format=custom $excluded --file="$DIR/$name.part" "$DATABASE_URL"
   mv "$DIR/$name.part" "$DIR/$name"
   if ! drill "$DIR/$name" >"$DIR/$name.verified.part"; then
     mv "$DIR/$name" "$DIR/$name.failed"

@@ -459,6 +459,7 @@ impl Sizing {
                 f(gb[3])
             );
         }
+        let _ = writeln!(o);
     }
 }
 

@@ -30,6 +30,8 @@ struct Backup {
     textfile: PathBuf,
     /// Prepended to PATH: this machine's PostgreSQL programs, or a broken pg_restore.
     bin: PathBuf,
+    /// BACKUP_MARKET_DATA.
+    market_data: &'static str,
 }
 
 impl Backup {
@@ -48,6 +50,7 @@ impl Backup {
             .env("BACKUP_KEEP", "2")
             .env("BACKUP_EVERY_SECS", "0")
             .env("BACKUP_TEXTFILE_DIR", &self.textfile)
+            .env("BACKUP_MARKET_DATA", self.market_data)
             .env("PATH", path)
             .output()
             .expect("sh ops/backup.sh")
@@ -121,6 +124,7 @@ async fn backups_restore_are_pruned_and_failures_are_kept(path: StoragePath) {
         dir: tmp.path().join("backups"),
         textfile: tmp.path().join("textfile"),
         bin: pg_dump.parent().expect("bin dir").to_owned(),
+        market_data: "all",
     };
     let first = b.once();
     assert_eq!(
@@ -163,6 +167,37 @@ async fn backups_restore_are_pruned_and_failures_are_kept(path: StoragePath) {
     assert_eq!(scratch, 0, "the drill's scratch database is dropped");
 
     a_failed_restore_prunes_nothing(&b, tmp.path(), &third);
+    without_market_data(&b, &db, &source, path).await;
+}
+
+/// BACKUP_MARKET_DATA=none: the dump restores with every table, the market data's empty (also
+/// from TimescaleDB's compressed chunks), the rest whole.
+async fn without_market_data(
+    b: &Backup,
+    db: &Client,
+    source: &BTreeMap<String, i64>,
+    path: StoragePath,
+) {
+    if path == StoragePath::Timescale {
+        db.batch_execute(
+            "SELECT compress_chunk(c, if_not_compressed => true) FROM show_chunks('depth_updates') c",
+        )
+        .await
+        .expect("compressed chunks");
+    }
+    let slim = Backup {
+        url: b.url.clone(),
+        dir: b.dir.join("slim"),
+        textfile: b.textfile.clone(),
+        bin: b.bin.clone(),
+        market_data: "none",
+    };
+    let got = verified(&slim.once());
+    for (table, rows) in source {
+        let market = !["instruments", "sync_events"].contains(&table.as_str());
+        let want = if market { 0 } else { *rows };
+        assert_eq!(got[table], want, "{table}: {got:?}");
+    }
 }
 
 /// A pg_restore that fails: the run fails, its dump is kept as .failed, nothing is pruned, and
@@ -181,6 +216,7 @@ fn a_failed_restore_prunes_nothing(b: &Backup, tmp: &Path, last_good: &Path) {
         url: b.url.clone(),
         dir: b.dir.clone(),
         textfile: b.textfile.clone(),
+        market_data: "all",
     };
     let out = failing.run(&[]);
     assert!(
