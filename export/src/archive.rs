@@ -168,9 +168,20 @@ pub async fn verify(
     Ok(())
 }
 
-/// The database's clock.
-pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, ExportError> {
-    Ok(client.query_one("SELECT now()", &[]).await?.get(0))
+/// When a day's export starts, for `archive_days.exported_at`: the database's clock, or the start
+/// of the oldest transaction still open in this database if that is earlier. A batch stamps its
+/// ledger row inside its transaction, before it commits, so a batch committed after the files
+/// read the table always carries a later stamp than this, and takes the day off the list.
+pub async fn export_start(client: &Client) -> Result<DateTime<Utc>, ExportError> {
+    let row = client
+        .query_one(
+            "SELECT least(now(), (SELECT min(xact_start) FROM pg_stat_activity
+                                  WHERE datname = current_database() AND pid <> pg_backend_pid()
+                                    AND backend_type = 'client backend'))",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// One listed day of one data type.

@@ -92,6 +92,24 @@ impl Bucket {
         Ok(hex::encode(hash.finalize()))
     }
 
+    /// Copies the object at `key` to the file `to` (streamed; memory stays bounded).
+    pub async fn download(&self, key: &str, to: &Path) -> Result<(), ExportError> {
+        use futures_util::TryStreamExt;
+        let fail = |e: object_store::Error| ExportError::Bucket(format!("{}/{key}: {e}", self.url));
+        let mut body = self
+            .store
+            .get(&self.key(key))
+            .await
+            .map_err(fail)?
+            .into_stream();
+        let mut file = tokio::fs::File::create(to).await?;
+        while let Some(chunk) = body.try_next().await.map_err(fail)? {
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await?;
+        Ok(())
+    }
+
     /// Copies the file at `from` to `key` (multipart when large; memory stays bounded).
     pub async fn upload(&self, from: &Path, key: &str) -> Result<(), ExportError> {
         let fail = |e: std::io::Error| ExportError::Bucket(format!("{}/{key}: {e}", self.url));

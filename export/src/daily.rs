@@ -145,7 +145,7 @@ pub async fn run_day(
         m = Manifest::new(day);
     }
     if m.started_at.is_none() {
-        m.started_at = Some(archive::db_now(client).await?);
+        m.started_at = Some(archive::export_start(client).await?);
         save(&path, &m)?;
     }
     for &venue in &daily.venues {

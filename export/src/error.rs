@@ -37,6 +37,10 @@ pub enum ExportError {
         before: String,
         location: String,
     },
+    /// No book at that instant in a cold file (a gap, or before its first row), or a file that
+    /// is not an L2 file of ours.
+    #[error("{0}")]
+    NoBook(String),
     /// The rows could not be written as Parquet.
     #[error("parquet: {0}")]
     Parquet(String),

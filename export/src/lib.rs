@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod bucket;
+pub mod cold;
 pub mod daily;
 mod error;
 pub mod files;

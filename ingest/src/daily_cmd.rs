@@ -20,21 +20,8 @@ pub struct DailyArgs {
     /// Where the days go: DIR/YYYY-MM-DD/ with manifest.json.
     #[arg(long, env = "DAILY_DIR", default_value = "./daily")]
     out: PathBuf,
-    /// Also copy every file to this bucket: s3://bucket[/prefix] (empty: none).
-    #[arg(long, env = "DAILY_BUCKET")]
-    bucket: Option<String>,
-    /// The bucket's S3 endpoint (DigitalOcean Spaces: https://<region>.digitaloceanspaces.com;
-    /// empty: AWS, or AWS_ENDPOINT).
-    #[arg(long, env = "DAILY_BUCKET_ENDPOINT")]
-    bucket_endpoint: Option<String>,
-    #[arg(long, env = "DAILY_BUCKET_REGION")]
-    bucket_region: Option<String>,
-    /// Access key (empty: AWS_ACCESS_KEY_ID).
-    #[arg(long, env = "DAILY_BUCKET_KEY", hide_env_values = true)]
-    bucket_key: Option<String>,
-    /// Secret key (empty: AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "DAILY_BUCKET_SECRET", hide_env_values = true)]
-    bucket_secret: Option<String>,
+    #[command(flatten)]
+    bucket: BucketArgs,
     #[arg(
         long,
         env = "DAILY_VENUES",
@@ -73,6 +60,43 @@ pub struct DailyArgs {
     once: bool,
     #[arg(long, env = "DAILY_METRICS_BIND", default_value = "0.0.0.0:9102")]
     metrics_bind: std::net::SocketAddr,
+}
+
+/// The daily files' bucket, shared by `daily` and `cold-book`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BucketArgs {
+    /// The daily files' bucket: s3://bucket[/prefix] (empty: none).
+    #[arg(long, env = "DAILY_BUCKET")]
+    bucket: Option<String>,
+    /// The bucket's S3 endpoint (DigitalOcean Spaces: https://<region>.digitaloceanspaces.com;
+    /// empty: AWS, or AWS_ENDPOINT).
+    #[arg(long, env = "DAILY_BUCKET_ENDPOINT")]
+    bucket_endpoint: Option<String>,
+    #[arg(long, env = "DAILY_BUCKET_REGION")]
+    bucket_region: Option<String>,
+    /// Access key (empty: AWS_ACCESS_KEY_ID).
+    #[arg(long, env = "DAILY_BUCKET_KEY", hide_env_values = true)]
+    bucket_key: Option<String>,
+    /// Secret key (empty: AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "DAILY_BUCKET_SECRET", hide_env_values = true)]
+    bucket_secret: Option<String>,
+}
+
+impl BucketArgs {
+    /// The bucket, if one is set.
+    pub fn open(&self) -> Result<Option<export::bucket::Bucket>> {
+        let Some(url) = set(&self.bucket) else {
+            return Ok(None);
+        };
+        let options = [
+            ("aws_endpoint", set(&self.bucket_endpoint)),
+            ("aws_region", set(&self.bucket_region)),
+            ("aws_access_key_id", set(&self.bucket_key)),
+            ("aws_secret_access_key", set(&self.bucket_secret)),
+        ];
+        let options = options.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
+        Ok(Some(export::bucket::Bucket::from_url_with(url, options)?))
+    }
 }
 
 struct Metrics {
@@ -141,7 +165,7 @@ fn daily(a: &DailyArgs) -> Result<Daily> {
         venues,
         types,
         formats: a.formats.clone(),
-        bucket: bucket(a)?,
+        bucket: a.bucket.open()?,
         keep_local: a.keep_local,
     })
 }
@@ -149,20 +173,6 @@ fn daily(a: &DailyArgs) -> Result<Daily> {
 /// A flag or variable that is set and not empty (compose passes unset ones as "").
 fn set(v: &Option<String>) -> Option<&str> {
     v.as_deref().filter(|s| !s.trim().is_empty())
-}
-
-fn bucket(a: &DailyArgs) -> Result<Option<export::bucket::Bucket>> {
-    let Some(url) = set(&a.bucket) else {
-        return Ok(None);
-    };
-    let options = [
-        ("aws_endpoint", set(&a.bucket_endpoint)),
-        ("aws_region", set(&a.bucket_region)),
-        ("aws_access_key_id", set(&a.bucket_key)),
-        ("aws_secret_access_key", set(&a.bucket_secret)),
-    ];
-    let options = options.into_iter().filter_map(|(k, v)| v.map(|v| (k, v)));
-    Ok(Some(export::bucket::Bucket::from_url_with(url, options)?))
 }
 
 /// The days from `since` (default yesterday) to yesterday.

@@ -2,6 +2,7 @@
 //! `migrate` owns the schema, `maintain` runs the housekeeping once, `export` writes the
 //! stored data out as Tardis-format CSV files.
 
+mod cold_cmd;
 mod daily_cmd;
 mod export_cmd;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Write the daily research set after each UTC midnight: every symbol collected that day,
     /// every type, with a manifest (rows, bytes, sha256, gaps), optionally to an S3 bucket.
     Daily(daily_cmd::DailyArgs),
+    /// The book at an instant from the daily files, for times that have left the database
+    /// (cold): DIR/YYYY-MM-DD/'s incremental_book_L2 file, or the bucket's.
+    ColdBook(cold_cmd::ColdBookArgs),
     /// Exit 0 when URL answers 200 (container health checks: the images carry no curl).
     Healthcheck {
         #[arg(default_value = "http://127.0.0.1:9100/health")]
@@ -293,6 +297,9 @@ async fn main() -> Result<()> {
     if let Command::Daily(args) = &cli.command {
         return daily_cmd::run(cli.database_url.as_deref(), args).await;
     }
+    if let Command::ColdBook(args) = &cli.command {
+        return cold_cmd::run(args).await;
+    }
     if let Command::Healthcheck { url } = &cli.command {
         let resp = reqwest::Client::new()
             .get(url)
@@ -305,7 +312,10 @@ async fn main() -> Result<()> {
     }
     let mut client = connect(cli.database_url.as_deref()).await?;
     match &cli.command {
-        Command::Run(_) | Command::Healthcheck { .. } | Command::Daily(_) => Ok(()),
+        Command::Run(_)
+        | Command::Healthcheck { .. }
+        | Command::Daily(_)
+        | Command::ColdBook(_) => Ok(()),
         Command::Migrate(args) => migrate(&mut client, args).await,
         Command::Maintain => {
             let row = client
