@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Set by the writers' health probe.
     pub db_ok: AtomicBool,
     pub expected_books: AtomicUsize,
+    /// What `/health` warns about (storage): set by the maintenance task.
+    pub warnings: std::sync::Mutex<Vec<String>>,
     /// Where `/metrics` and `/health` listen (known once bound).
     pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
@@ -196,6 +198,7 @@ impl Metrics {
             registry: r.0,
             db_ok: AtomicBool::new(false),
             expected_books: AtomicUsize::new(0),
+            warnings: std::sync::Mutex::new(Vec::new()),
             http_addr: std::sync::OnceLock::new(),
         })
     }
@@ -224,9 +227,15 @@ async fn health(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     let synced = m.synced_books();
     let expected = m.expected_books.load(Ordering::Relaxed) as i64;
     let ready = db && expected > 0 && synced >= expected;
-    let body = format!(
-        "{{\"ready\":{ready},\"database\":{db},\"books_synced\":{synced},\"books\":{expected}}}"
-    );
+    let warnings = m.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    let body = serde_json::json!({
+        "ready": ready,
+        "database": db,
+        "books_synced": synced,
+        "books": expected,
+        "warnings": warnings,
+    })
+    .to_string();
     (
         if ready {
             StatusCode::OK
@@ -238,9 +247,40 @@ async fn health(State(m): State<Arc<Metrics>>) -> impl IntoResponse {
     )
 }
 
+/// The storage warnings `/health` carries (they do not make ingest unready): tables whose rows
+/// past retention wait for verified daily files, and a database over 90 % of its disk.
+pub fn storage_warnings(blocked: &[String], database_bytes: i64, disk_bytes: i64) -> Vec<String> {
+    let mut out: Vec<String> = blocked
+        .iter()
+        .map(|r| format!("{r}: rows past their retention wait for verified daily files (is `ingest daily` running and succeeding?)"))
+        .collect();
+    if disk_bytes > 0 && database_bytes * 10 > disk_bytes * 9 {
+        out.push(format!(
+            "the database takes {} % of its disk (DATABASE_DISK_GB)",
+            database_bytes * 100 / disk_bytes
+        ));
+    }
+    out
+}
+
 pub fn router(m: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(m)
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::storage_warnings;
+
+    #[test]
+    fn blocked_tables_and_a_nearly_full_disk_are_warned_about() {
+        assert!(storage_warnings(&[], 80, 100).is_empty());
+        assert!(storage_warnings(&[], 95, 0).is_empty(), "disk unknown");
+        let w = storage_warnings(&["depth_updates".into()], 95, 100);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("depth_updates:"), "{w:?}");
+        assert!(w[1].contains("95 %"), "{w:?}");
+    }
 }

@@ -311,18 +311,28 @@ async fn measure_sizes(
             .with_label_values(&[relation])
             .set(r.get(2));
     }
-    measure_retention(c, m).await?;
+    let blocked = measure_retention(c, m).await?;
     let total = c
         .query_one("SELECT pg_database_size(current_database())", &[])
         .await?;
     m.database_bytes.set(total.get(0));
+    let warnings = crate::metrics::storage_warnings(
+        &blocked,
+        m.database_bytes.get(),
+        m.database_disk_bytes.get(),
+    );
+    if let Ok(mut w) = m.warnings.lock() {
+        *w = warnings;
+    }
     Ok(())
 }
 
+/// Sets the retention gauges; returns the tables whose retention waits for files.
 async fn measure_retention(
     c: &tokio_postgres::Client,
     m: &Metrics,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut blocked = Vec::new();
     let seconds = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or(0, |t| t.timestamp());
     for r in c
         .query(
@@ -340,12 +350,16 @@ async fn measure_retention(
             .archived_before_seconds
             .with_label_values(&[relation])
             .set(seconds(r.get(2)));
+        let waits = r.get::<_, bool>(3);
         m.retention
             .blocked
             .with_label_values(&[relation])
-            .set(i64::from(r.get::<_, bool>(3)));
+            .set(i64::from(waits));
+        if waits {
+            blocked.push(relation.to_owned());
+        }
     }
-    Ok(())
+    Ok(blocked)
 }
 
 /// Listings and delistings, picked up while running, until shutdown.
