@@ -74,36 +74,37 @@ impl Bucket {
         &self.url
     }
 
+    /// The object at `key`, chunk by chunk (memory stays bounded).
+    async fn chunks(
+        &self,
+        key: &str,
+    ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes, ExportError>>, ExportError>
+    {
+        use futures_util::TryStreamExt;
+        let at = format!("{}/{key}", self.url);
+        let fail = move |e: object_store::Error| ExportError::Bucket(format!("{at}: {e}"));
+        let body = self.store.get(&self.key(key)).await.map_err(&fail)?;
+        Ok(body.into_stream().map_err(fail))
+    }
+
     /// The sha256 of the object at `key` as the bucket stores it (read back in full).
     pub async fn sha256(&self, key: &str) -> Result<String, ExportError> {
         use futures_util::TryStreamExt;
         use sha2::Digest;
-        let fail = |e: object_store::Error| ExportError::Bucket(format!("{}/{key}: {e}", self.url));
-        let mut body = self
-            .store
-            .get(&self.key(key))
-            .await
-            .map_err(fail)?
-            .into_stream();
+        let mut body = std::pin::pin!(self.chunks(key).await?);
         let mut hash = sha2::Sha256::new();
-        while let Some(chunk) = body.try_next().await.map_err(fail)? {
+        while let Some(chunk) = body.try_next().await? {
             hash.update(&chunk);
         }
         Ok(hex::encode(hash.finalize()))
     }
 
-    /// Copies the object at `key` to the file `to` (streamed; memory stays bounded).
+    /// Copies the object at `key` to the file `to`.
     pub async fn download(&self, key: &str, to: &Path) -> Result<(), ExportError> {
         use futures_util::TryStreamExt;
-        let fail = |e: object_store::Error| ExportError::Bucket(format!("{}/{key}: {e}", self.url));
-        let mut body = self
-            .store
-            .get(&self.key(key))
-            .await
-            .map_err(fail)?
-            .into_stream();
+        let mut body = std::pin::pin!(self.chunks(key).await?);
         let mut file = tokio::fs::File::create(to).await?;
-        while let Some(chunk) = body.try_next().await.map_err(fail)? {
+        while let Some(chunk) = body.try_next().await? {
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
