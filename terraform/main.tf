@@ -32,6 +32,9 @@ resource "random_password" "api_token" {
 
 locals {
   self_hosted = var.database == "self-hosted"
+  # 3 hot days of 200 + 200 compressed (≈ 170 GB with the newest uncompressed hours), plus 30
+  # days of Parquet daily files (≈ 402 GB) when no bucket holds them.
+  volume_gb = coalesce(var.db_volume_gb, var.daily_bucket == "" ? 650 : 250)
 }
 
 resource "random_password" "db" {
@@ -44,7 +47,7 @@ resource "digitalocean_volume" "data" {
   count                   = local.self_hosted ? 1 : 0
   name                    = "${var.name}-data"
   region                  = var.region
-  size                    = var.db_volume_gb
+  size                    = local.volume_gb
   initial_filesystem_type = "ext4"
   description             = "depthbook: TimescaleDB, spool, daily files, backups"
 }

@@ -33,9 +33,9 @@ variable "database" {
 }
 
 variable "db_volume_gb" {
-  description = "Block-storage volume for the self-hosted database (and the droplet's other Docker volumes), in GB."
+  description = "Block-storage volume for the self-hosted database (and the droplet's other Docker volumes), in GB. Default: 250 with a daily_bucket (the cold tier is in Spaces), 650 without (30 days of daily files stay on the volume); README, Costs."
   type        = number
-  default     = 250
+  default     = null
 }
 
 variable "hot_days" {
