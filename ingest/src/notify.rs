@@ -37,8 +37,9 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 /// Collects what a batch will announce. Only the newest book sample and ticker of each
-/// instrument is announced, so only that one is kept and serialized, once, when the batch
-/// commits (serializing every row's decimals took a twentieth of ingest's CPU at nominal load).
+/// instrument is announced, so only that row is kept and serialized, once, when the batch
+/// commits: under load a batch holds many rows of one instrument. (At nominal load a batch holds
+/// about one per instrument, and formatting the decimals is still ≈ 4 % of ingest's CPU.)
 #[derive(Debug, Default)]
 pub struct Notes {
     latest: BTreeMap<i32, Row>,
