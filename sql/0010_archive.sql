@@ -58,29 +58,24 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT d::timestamp AT TIME ZONE 'UTC' $$;
 CREATE FUNCTION archived_before(p_relation text) RETURNS timestamptz
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    p     record;
+    kind   text;
     oldest date;
-    d     date;
-    older boolean;
+    d      date;
 BEGIN
-    SELECT * INTO p FROM storage_policies WHERE relation = p_relation;
-    IF p.archive_as IS NULL THEN
+    SELECT archive_as INTO kind FROM storage_policies WHERE relation = p_relation;
+    IF kind IS NULL THEN
         RETURN NULL;
     END IF;
-    SELECT min(day) INTO oldest FROM archive_days WHERE data_type = p.archive_as;
-    IF oldest IS NULL THEN
+    SELECT min(day) INTO oldest FROM archive_days WHERE data_type = kind;
+    IF oldest IS NULL
+       OR has_rows_between(p_relation, '-infinity', utc_day_start(oldest)) THEN
         RETURN NULL;
     END IF;
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I < $1)', p.relation, p.time_column)
-        INTO older USING utc_day_start(oldest);
-    IF older THEN
-        RETURN NULL;
-    END IF;
-    -- The first day after the listed run (days are listed oldest first, so this walks the hot
-    -- window, not the whole history, once old days are gone from the middle).
+    -- The first day after the run of listed days that starts at the oldest: one pass over the
+    -- type's listed days (one row a day, kept after the day is dropped).
     SELECT min(a.day + 1) INTO d
     FROM archive_days a
-    WHERE a.data_type = p.archive_as AND a.day >= oldest
+    WHERE a.data_type = kind AND a.day >= oldest
       AND NOT EXISTS (SELECT 1 FROM archive_days n
                       WHERE n.data_type = a.data_type AND n.day = a.day + 1);
     RETURN utc_day_start(d);
@@ -116,12 +111,12 @@ $$;
 CREATE OR REPLACE FUNCTION run_retention() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    p      record;
+    p        record;
     cutoff   timestamptz;
     archived timestamptz;
     hyper    boolean;
-    n      bigint;
-    total  bigint := 0;
+    n        bigint;
+    total    bigint := 0;
 BEGIN
     PERFORM unlist_late_days();
     FOR p IN SELECT * FROM storage_policies WHERE drop_after IS NOT NULL ORDER BY relation LOOP

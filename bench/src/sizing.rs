@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use binance::streams::StreamKind;
 use binance::Venue;
 use sim::{Sim, SimConfig};
 use tokio_postgres::Client;
@@ -88,35 +89,34 @@ struct Count {
     last_update_id: i64,
 }
 
-/// Per symbol: what the recording holds, and the span of its event times in seconds.
+/// Per symbol: what the recording holds, and the span of its event times in seconds. The
+/// recording is read as `sim` replays it (`sim::replay::load`).
 fn count(dir: &Path) -> Result<(BTreeMap<String, Count>, f64, bool)> {
-    let body = std::fs::read_to_string(dir.join("messages.jsonl"))?;
+    let data = sim::replay::load(&sim::replay::ReplayConfig {
+        dir: dir.to_owned(),
+        speed: REPLAY_SPEED,
+    })?;
     let mut by: BTreeMap<String, Count> = BTreeMap::new();
-    let (mut first, mut last, mut has_trades) = (i64::MAX, i64::MIN, false);
-    for line in body.lines().filter(|l| !l.trim().is_empty()) {
-        let v: serde_json::Value = serde_json::from_str(line).context("a recorded line")?;
-        let d = v.get("data").unwrap_or(&v);
-        let Some(symbol) = d.get("s").and_then(|s| s.as_str()) else {
-            continue;
-        };
-        let c = by.entry(symbol.to_owned()).or_default();
-        let len = |k: &str| d.get(k).and_then(|a| a.as_array()).map_or(0, Vec::len) as u64;
-        match d.get("e").and_then(|e| e.as_str()) {
-            Some("depthUpdate") => {
-                c.levels += len("b") + len("a");
+    let (mut first, mut last, mut has_trades) = (u64::MAX, u64::MIN, false);
+    for m in &data.messages {
+        let stream = m.frame.stream.split('@').next().unwrap_or_default();
+        let c = by.entry(stream.to_ascii_uppercase()).or_default();
+        match (m.frame.kind, &m.depth) {
+            (StreamKind::Depth100ms, Some((_, d))) => {
+                c.levels += (d.bids.len() + d.asks.len()) as u64;
                 c.events += 1;
-                c.last_update_id = d.get("u").and_then(|u| u.as_i64()).unwrap_or(0);
-                let e = d.get("E").and_then(|e| e.as_i64()).unwrap_or(0);
-                (first, last) = (first.min(e), last.max(e));
+                c.last_update_id = i64::try_from(d.final_update_id)?;
+                (first, last) = (first.min(d.event_time), last.max(d.event_time));
             }
-            Some("aggTrade") => {
+            (StreamKind::AggTrade, _) => {
                 c.trades += 1;
                 has_trades = true;
             }
-            _ => c.tickers += 1,
+            (StreamKind::BookTicker, _) => c.tickers += 1,
+            _ => {}
         }
     }
-    Ok((by, (last - first) as f64 / 1000.0, has_trades))
+    Ok((by, last.saturating_sub(first) as f64 / 1000.0, has_trades))
 }
 
 fn rates(dir: &Path, by: &BTreeMap<String, Count>, span: f64, has_trades: bool) -> Vec<Rate> {

@@ -3,7 +3,6 @@
 //! the object as stored); only listed days can be dropped by retention (`sql/0010_archive.sql`).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -39,19 +38,15 @@ pub fn count_file(path: &Path, format: Format, t: DataType) -> Result<Count, Exp
 }
 
 fn count_csv(path: &Path, t: DataType) -> Result<Count, ExportError> {
-    let gz = flate2::read::MultiGzDecoder::new(File::open(path)?);
-    let mut lines = BufReader::with_capacity(1 << 16, gz).split(b'\n');
-    lines.next().transpose()?; // the header
     let mut c = Count {
         rows: 0,
         table_rows: 0,
     };
-    for line in lines {
+    for line in crate::files::csv_lines(path)? {
         let line = line?;
         c.rows += 1;
         // exchange,symbol,timestamp,local_timestamp,is_snapshot,...: no field holds a comma.
-        let snapshot = t == DataType::IncrementalBookL2
-            && line.split(|&b| b == b',').nth(4) == Some(b"true".as_slice());
+        let snapshot = t == DataType::IncrementalBookL2 && line.split(',').nth(4) == Some("true");
         c.table_rows += u64::from(!snapshot);
     }
     Ok(c)
@@ -274,7 +269,7 @@ pub async fn first_hot_day(client: &Client) -> Result<Option<NaiveDate>, ExportE
     Ok(t.map(|t| t.date_naive()))
 }
 
-/// Whether any part of `day` has left the database for a table that `types` archive.
+/// Whether any part of `day` has left the database for a table that waits for its files.
 pub async fn is_cold(client: &Client, day: NaiveDate) -> Result<bool, ExportError> {
     let start = crate::files::day_range(day).from;
     let row = client

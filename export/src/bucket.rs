@@ -74,24 +74,34 @@ impl Bucket {
         &self.url
     }
 
-    /// The object at `key`, chunk by chunk (memory stays bounded).
+    /// The object at `key`, chunk by chunk (memory stays bounded); `None` when there is none.
     async fn chunks(
         &self,
         key: &str,
-    ) -> Result<impl futures_util::Stream<Item = Result<bytes::Bytes, ExportError>>, ExportError>
-    {
+    ) -> Result<
+        Option<impl futures_util::Stream<Item = Result<bytes::Bytes, ExportError>>>,
+        ExportError,
+    > {
         use futures_util::TryStreamExt;
         let at = format!("{}/{key}", self.url);
         let fail = move |e: object_store::Error| ExportError::Bucket(format!("{at}: {e}"));
-        let body = self.store.get(&self.key(key)).await.map_err(&fail)?;
-        Ok(body.into_stream().map_err(fail))
+        match self.store.get(&self.key(key)).await {
+            Ok(body) => Ok(Some(body.into_stream().map_err(fail))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    fn missing(&self, key: &str) -> ExportError {
+        ExportError::Bucket(format!("{}/{key}: no such object", self.url))
     }
 
     /// The sha256 of the object at `key` as the bucket stores it (read back in full).
     pub async fn sha256(&self, key: &str) -> Result<String, ExportError> {
         use futures_util::TryStreamExt;
         use sha2::Digest;
-        let mut body = std::pin::pin!(self.chunks(key).await?);
+        let body = self.chunks(key).await?.ok_or_else(|| self.missing(key))?;
+        let mut body = std::pin::pin!(body);
         let mut hash = sha2::Sha256::new();
         while let Some(chunk) = body.try_next().await? {
             hash.update(&chunk);
@@ -99,16 +109,19 @@ impl Bucket {
         Ok(hex::encode(hash.finalize()))
     }
 
-    /// Copies the object at `key` to the file `to`.
-    pub async fn download(&self, key: &str, to: &Path) -> Result<(), ExportError> {
+    /// Copies the object at `key` to the file `to`; `false` when the bucket has no such object.
+    pub async fn download(&self, key: &str, to: &Path) -> Result<bool, ExportError> {
         use futures_util::TryStreamExt;
-        let mut body = std::pin::pin!(self.chunks(key).await?);
+        let Some(body) = self.chunks(key).await? else {
+            return Ok(false);
+        };
+        let mut body = std::pin::pin!(body);
         let mut file = tokio::fs::File::create(to).await?;
         while let Some(chunk) = body.try_next().await? {
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Copies the file at `from` to `key` (multipart when large; memory stays bounded).

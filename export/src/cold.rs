@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
@@ -135,10 +134,7 @@ fn csv_gaps(path: &Path) -> Result<Vec<Gap>, ExportError> {
 }
 
 fn replay_csv(path: &Path, at_us: i64, replay: &mut Replay) -> Result<(), ExportError> {
-    let gz = flate2::read::MultiGzDecoder::new(File::open(path)?);
-    let mut lines = BufReader::with_capacity(1 << 16, gz).lines();
-    lines.next().transpose()?; // the header
-    for line in lines {
+    for line in crate::files::csv_lines(path)? {
         let line = line?;
         let f: Vec<&str> = line.split(',').collect();
         let [_, _, t, _, snapshot, side, price, amount] = f[..] else {

@@ -107,6 +107,17 @@ pub async fn write_day(
     })
 }
 
+/// The data lines of a gzip CSV file written here, header skipped, as they are read.
+pub(crate) fn csv_lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = std::io::Result<String>>, ExportError> {
+    use std::io::BufRead;
+    let gz = flate2::read::MultiGzDecoder::new(File::open(path)?);
+    let mut lines = std::io::BufReader::with_capacity(1 << 16, gz).lines();
+    lines.next().transpose()?;
+    Ok(lines)
+}
+
 /// The sidecar of a data file: `….csv.gz` → `….gaps.json`.
 pub fn gaps_name(file: &str) -> String {
     format!("{}.gaps.json", file.trim_end_matches(".csv.gz"))

@@ -33,16 +33,15 @@ pub struct ColdBookArgs {
     bucket: BucketArgs,
 }
 
-/// A symbol as Binance writes one: it becomes part of a file name.
+/// A symbol by Binance's rule (`binance::rules::is_symbol`, which admits no path separator): it
+/// becomes part of a file name. A leading '.' is refused too, as no listing has one.
 fn symbol(s: &str) -> Result<String> {
-    let s = s.trim().to_ascii_uppercase();
-    let ok = !s.is_empty()
-        && s.len() <= 32
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !ok {
-        bail!("{s:?} is not a symbol (1 to 32 letters, digits, '-', '_' or '.')");
+    let s = s.trim().to_uppercase();
+    if !binance::rules::is_symbol(&s) || s.starts_with('.') {
+        bail!(
+            "{s:?} is not a symbol (1 to {} letters, digits, '-', '_' or '.')",
+            binance::rules::MAX_SYMBOL_CHARS
+        );
     }
     Ok(s)
 }
@@ -67,19 +66,21 @@ async fn find(
     };
     for (name, format) in names.iter().zip(Format::ALL) {
         let to = tmp.join(name);
-        if bucket
-            .download(&format!("{day}/{name}"), &to)
-            .await
-            .is_err()
-        {
+        // Only a missing object means "try the other format": any other refusal is the answer.
+        if !bucket.download(&format!("{day}/{name}"), &to).await? {
             continue;
         }
         if format == Format::Csv {
             let sidecar = gaps_name(name);
-            bucket
+            let found = bucket
                 .download(&format!("{day}/{sidecar}"), &tmp.join(&sidecar))
-                .await
-                .context("the file's gap sidecar")?;
+                .await?;
+            if !found {
+                bail!(
+                    "{name} is in {} without its gap sidecar {sidecar}",
+                    bucket.url()
+                );
+            }
         }
         return Ok(to);
     }

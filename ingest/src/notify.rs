@@ -80,13 +80,15 @@ fn latest_payload(row: &Row) -> Option<String> {
 }
 
 impl Notes {
-    pub fn add(&mut self, row: &Row) {
+    /// Takes the row once it is encoded: the newest book sample or ticker of an instrument is
+    /// kept as it is, without a copy.
+    pub fn add(&mut self, row: Row) {
         match row {
-            Row::Top(r) => {
-                self.latest.insert(r.instrument_id, row.clone());
+            Row::Top(ref r) => {
+                self.latest.insert(r.instrument_id, row);
             }
-            Row::Ticker(r) => {
-                self.latest.insert(r.instrument_id, row.clone());
+            Row::Ticker(ref r) => {
+                self.latest.insert(r.instrument_id, row);
             }
             Row::Trade(r) => self
                 .trades
@@ -177,7 +179,7 @@ mod tests {
     fn only_the_newest_ticker_of_an_instrument_is_announced() {
         let mut n = Notes::default();
         for (iid, update_id) in [(1, 10), (2, 11), (1, 12), (1, 13)] {
-            n.add(&Row::Ticker(TickerRow {
+            n.add(Row::Ticker(TickerRow {
                 time: update_id,
                 instrument_id: iid,
                 update_id,
@@ -216,7 +218,7 @@ mod tests {
     fn trades_are_chunked_under_the_payload_limit() {
         let mut n = Notes::default();
         for i in 0..500 {
-            n.add(&Row::Trade(TradeRow {
+            n.add(Row::Trade(TradeRow {
                 time: 1,
                 instrument_id: 7,
                 agg_trade_id: i,

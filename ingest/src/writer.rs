@@ -165,7 +165,7 @@ impl TableWriter {
             hi = hi.max(row.time());
             row.encode(&mut buf);
             if let Some(n) = notes.as_mut() {
-                n.add(&row);
+                n.add(row);
             }
             if buf.rows() >= self.cfg.max_rows {
                 break;

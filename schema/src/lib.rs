@@ -131,3 +131,20 @@ pub enum Error {
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
 }
+
+/// How often a transaction is tried when the server picks it as a deadlock victim: on
+/// TimescaleDB a change to policy jobs can deadlock with a job running at that moment (a
+/// continuous-aggregate refresh). The server rolled the whole transaction back, so it is tried
+/// again, as PostgreSQL's manual advises.
+pub(crate) const DEADLOCK_ATTEMPTS: u32 = 5;
+
+impl Error {
+    /// Whether the server aborted the transaction as a deadlock victim.
+    pub(crate) fn is_deadlock(&self) -> bool {
+        let db = match self {
+            Error::Db(e) | Error::Apply { source: e, .. } => e,
+            _ => return false,
+        };
+        db.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tokio_postgres::Client;
 
 use crate::catalog::{checksum, migrations, Migration};
-use crate::{Error, Flavor, FlavorChoice};
+use crate::{Error, Flavor, FlavorChoice, DEADLOCK_ATTEMPTS};
 
 /// `pg_advisory_lock` key held while migrating, so two processes starting at once (ingest and
 /// a one-shot migrate container) apply each migration exactly once.
@@ -302,21 +302,13 @@ async fn apply_locked(client: &mut Client, choice: FlavorChoice) -> Result<Repor
     Ok(Report { plan, applied_now })
 }
 
-/// How often a migration is tried when the server picks it as a deadlock victim.
-const DEADLOCK_ATTEMPTS: u32 = 5;
-
-/// One migration in its own transaction. A file that changes TimescaleDB policy jobs can
-/// deadlock with a job running at that moment (a continuous-aggregate refresh); the server then
-/// rolled the whole file back, and it is tried again, as PostgreSQL's manual advises.
+/// One migration in its own transaction, tried again when TimescaleDB makes it a deadlock
+/// victim (see [`crate::DEADLOCK_ATTEMPTS`]).
 async fn apply_retrying(client: &mut Client, m: &Migration, flavor: Flavor) -> Result<u128, Error> {
     let mut attempt = 1;
     loop {
         match apply_one(client, m, flavor).await {
-            Err(Error::Apply { source, .. })
-                if attempt < DEADLOCK_ATTEMPTS
-                    && source.code()
-                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-            {
+            Err(e) if attempt < DEADLOCK_ATTEMPTS && e.is_deadlock() => {
                 tracing::warn!(
                     file = m.file,
                     attempt,

@@ -2,7 +2,7 @@
 
 use tokio_postgres::Client;
 
-use crate::Error;
+use crate::{Error, DEADLOCK_ATTEMPTS};
 
 /// One change to a table's policy, as given on the command line (`depth_updates=14 days`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,9 +74,6 @@ impl PolicyChange {
     }
 }
 
-/// How often a policy change is tried when the server picks it as a deadlock victim.
-const DEADLOCK_ATTEMPTS: u32 = 5;
-
 /// Applies the changes in one transaction, then `apply_storage_policies()`. An unknown table or
 /// an interval PostgreSQL cannot read is refused with nothing changed.
 ///
@@ -88,11 +85,7 @@ pub async fn set_policies(client: &mut Client, changes: &[PolicyChange]) -> Resu
     let mut attempt = 1;
     loop {
         match set_policies_once(client, changes).await {
-            Err(Error::Db(e))
-                if attempt < DEADLOCK_ATTEMPTS
-                    && e.code()
-                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
-            {
+            Err(e) if attempt < DEADLOCK_ATTEMPTS && e.is_deadlock() => {
                 tracing::warn!(
                     attempt,
                     "storage policy change hit a deadlock with a job; retrying"
