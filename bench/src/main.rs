@@ -13,6 +13,7 @@ mod report;
 mod sizing;
 mod stack;
 mod throughput;
+mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;

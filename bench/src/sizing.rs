@@ -50,6 +50,8 @@ pub struct Sizing {
     pub hot: Vec<(String, Storage)>,
     /// Per Tardis data type.
     pub cold: Vec<(String, Cold)>,
+    /// What depth windows keep of each recorded book.
+    pub windows: Vec<crate::windows::Kept>,
 }
 
 /// The recordings' directory, if this machine has it.
@@ -251,6 +253,8 @@ pub async fn run(server: &Server, bin_dir: &Path, work: &Path) -> Result<Option<
         tracing::info!(recording = %dir.display(), "replaying");
         replay(&dir, &by, &url, bin_dir, work).await?;
         s.rates.extend(rates(&dir, &by, span, has_trades));
+        s.windows
+            .extend(crate::windows::measure(&dir, venue_of(&dir))?);
     }
     for t in [
         export::DataType::IncrementalBookL2,
@@ -413,6 +417,7 @@ impl Sizing {
         }
         self.render_bytes(o);
         self.render_days(o);
+        crate::windows::render(&self.windows, o);
     }
 
     fn render_bytes(&self, o: &mut String) {

@@ -4,6 +4,7 @@
 
 pub mod features;
 pub mod sync;
+pub mod window;
 
 use std::collections::BTreeMap;
 

@@ -57,7 +57,7 @@ impl Query {
         let tier_s = tier.map(|t| format!("{t:?}").to_ascii_lowercase());
         let rows = c
             .query(
-                "SELECT id, venue, symbol, base, quote, status, tick_size::text, step_size::text, tier, volume_rank, active
+                "SELECT id, venue, symbol, base, quote, status, tick_size::text, step_size::text, tier, volume_rank, active, depth_levels
                  FROM instruments
                  WHERE ($1::text IS NULL OR venue = $1) AND ($2::text IS NULL OR tier = $2) AND ($3::bool IS NULL OR active = $3)
                  ORDER BY venue, volume_rank NULLS LAST, symbol",
@@ -87,6 +87,7 @@ impl Query {
                     }),
                 volume_rank: r.get(9),
                 active: r.get(10),
+                depth_levels: r.get(11),
             })
             .collect())
     }
@@ -307,9 +308,19 @@ pub async fn book(
             .get::<_, Option<DateTime<Utc>>>(0)
             .ok_or_else(|| ApiError::NotFound(format!("no book recorded for {symbol} yet")))?,
     };
-    let rows = c.query("SELECT side, price::text, qty::text, book_update_id, book_time FROM book_at($1::int4, $2::timestamptz, $3::int4)", &[&iid, &at, &depth]).await?;
+    // The window comes from the checkpoint book_at starts from (its choice, repeated).
+    let rows = c
+        .query(
+            "SELECT b.side, b.price::text, b.qty::text, b.book_update_id, b.book_time,
+                    (SELECT c.levels FROM book_checkpoints c
+                     WHERE c.instrument_id = $1 AND c.time <= $2
+                     ORDER BY c.time DESC, c.update_id DESC LIMIT 1)
+             FROM book_at($1::int4, $2::timestamptz, $3::int4) b",
+            &[&iid, &at, &depth],
+        )
+        .await?;
     let (mut bids, mut asks) = (Vec::new(), Vec::new());
-    let (mut uid, mut time) = (None, None);
+    let (mut uid, mut time, mut depth_levels) = (None, None, None);
     for r in &rows {
         let lvl = Level {
             price: r.get(1),
@@ -322,6 +333,7 @@ pub async fn book(
         }
         uid = Some(r.get::<_, i64>(3));
         time = Some(r.get::<_, DateTime<Utc>>(4));
+        depth_levels = r.get::<_, Option<i32>>(5);
     }
     Ok(Book {
         symbol: input::symbol(symbol)?,
@@ -330,6 +342,7 @@ pub async fn book(
         update_id: uid.map(|u| u.to_string()).unwrap_or_default(),
         bids,
         asks,
+        depth_levels,
     })
 }
 
@@ -376,6 +389,17 @@ async fn data_quality(
             &[&r.iid, &r.from, &r.to],
         )
         .await?;
+    // The books of the range start from its checkpoints and the last one before it.
+    let depth_levels = c
+        .query_one(
+            "SELECT min(levels) FROM book_checkpoints
+             WHERE instrument_id = $1 AND time < $3
+               AND time >= coalesce((SELECT max(time) FROM book_checkpoints
+                                     WHERE instrument_id = $1 AND time <= $2), $2)",
+            &[&r.iid, &r.from, &r.to],
+        )
+        .await?
+        .get(0);
     Ok(DataQuality {
         symbol: input::symbol(symbol)?,
         venue,
@@ -385,6 +409,7 @@ async fn data_quality(
         gaps,
         resyncs: counts.get::<_, i64>(0) as i32,
         disconnects: counts.get::<_, i64>(1) as i32,
+        depth_levels,
     })
 }
 

@@ -34,6 +34,7 @@ fn live_book(payload: &str, symbol: &str, venue: Venue, depth: usize) -> Option<
         update_id: n.update_id.to_string(),
         bids: levels(n.bids, depth),
         asks: levels(n.asks, depth),
+        depth_levels: None,
     })
 }
 

@@ -56,6 +56,9 @@ pub struct Instrument {
     pub tier: Option<Tier>,
     pub volume_rank: Option<i32>,
     pub active: bool,
+    /// Its books are collected keeping only the best N levels of each side (the depth window
+    /// of its tier, `ingest --depth-levels`); null: every level.
+    pub depth_levels: Option<i32>,
 }
 
 #[derive(SimpleObject, Debug, Clone)]
@@ -73,6 +76,10 @@ pub struct Book {
     pub update_id: String,
     pub bids: Vec<Level>,
     pub asks: Vec<Level>,
+    /// The stored book keeps only its best N levels per side (the symbol's depth window then),
+    /// so no more levels than that exist here; null: every level (a live book: the collector's
+    /// whole book, cut to `depth`).
+    pub depth_levels: Option<i32>,
 }
 
 #[derive(SimpleObject, Debug)]
@@ -156,6 +163,9 @@ pub struct DataQuality {
     pub gaps: Vec<Gap>,
     pub resyncs: i32,
     pub disconnects: i32,
+    /// The narrowest depth window the range's books were kept in (levels per side); null:
+    /// every level throughout.
+    pub depth_levels: Option<i32>,
 }
 
 #[derive(SimpleObject, Debug)]

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-use common::{errors, gql, start_api, start_api_with, DEADLINE};
+use common::{errors, gql, start_api, start_api_with, DEADLINE, WINDOW};
 use futures_util::{SinkExt, StreamExt};
 use pgembed::StoragePath;
 use sonic_rs::{JsonContainerTrait, JsonValueTrait};
@@ -139,6 +139,7 @@ macro_rules! api_tests {
 api_tests!(
     all: [
         instruments_of_a_venue,
+        a_windowed_book_says_so,
         book_now_and_at_an_instant_equals_book_at,
         trades_page_through_without_duplicates_or_holes,
         range_queries_quality_and_stats,
@@ -179,7 +180,7 @@ async fn eth_instant(f: &Fixture) -> String {
 async fn instruments_of_a_venue(f: &Fixture) {
     let v = gql(
         &f.base,
-        "{ instruments(venue: SPOT) { symbol venue tickSize tier active } }",
+        "{ instruments(venue: SPOT) { symbol venue tickSize tier active depthLevels } }",
     )
     .await;
     assert!(errors(&v).is_empty(), "{:?}", errors(&v));
@@ -187,9 +188,38 @@ async fn instruments_of_a_venue(f: &Fixture) {
         .get("data")
         .and_then(|d| d.get("instruments"))
         .and_then(|i| i.as_array())
-        .expect("list")
-        .len();
-    assert_eq!(list, 3);
+        .expect("list");
+    assert_eq!(list.len(), 3);
+    for i in list.iter() {
+        let levels = i.get("depthLevels").and_then(|l| l.as_i64());
+        assert_eq!(levels, Some(i64::from(WINDOW)), "{i:?}");
+    }
+}
+
+/// A windowed symbol's book has no more levels than its window, and says which window.
+async fn a_windowed_book_says_so(f: &Fixture) {
+    let (from, to) = trade_range(f).await;
+    let v = gql(
+        &f.base,
+        &format!(
+            r#"{{ book(symbol: "BTCUSDT", depth: 1000) {{ depthLevels bids {{ price }} asks {{ price }} }}
+                 dataQuality(symbol: "BTCUSDT", from: "{}", to: "{}") {{ depthLevels }} }}"#,
+            rfc(&from),
+            rfc(&to)
+        ),
+    )
+    .await;
+    assert!(errors(&v).is_empty(), "{:?}", errors(&v));
+    let data = v.get("data").expect("data");
+    let book = data.get("book").expect("book");
+    let window = Some(i64::from(WINDOW));
+    assert_eq!(book.get("depthLevels").and_then(|l| l.as_i64()), window);
+    for side in ["bids", "asks"] {
+        let n = book.get(side).and_then(|b| b.as_array()).expect(side).len();
+        assert_eq!(n, WINDOW as usize, "{side}: the window is full");
+    }
+    let quality = data.get("dataQuality").expect("dataQuality");
+    assert_eq!(quality.get("depthLevels").and_then(|l| l.as_i64()), window);
 }
 
 async fn book_now_and_at_an_instant_equals_book_at(f: &Fixture) {

@@ -69,6 +69,13 @@ impl CopyBuf {
         self.field(&v.to_be_bytes())
     }
 
+    pub fn opt_int4(&mut self, v: Option<i32>) -> &mut Self {
+        match v {
+            Some(v) => self.int4(v),
+            None => self.null(),
+        }
+    }
+
     pub fn opt_int8(&mut self, v: Option<i64>) -> &mut Self {
         match v {
             Some(v) => self.int8(v),
@@ -166,6 +173,39 @@ impl CopyBuf {
     }
 }
 
+/// Bytes before the first row: the signature, the flags and the header extension's length.
+const HEADER_LEN: usize = 19;
+
+/// A batch encoded before a table gained trailing nullable columns, widened to `fields` per
+/// row with NULLs, so a spool written by an older version replays into the current table.
+/// `None` when the bytes are not a binary COPY this module wrote (or a row has more fields).
+pub fn pad_rows(bytes: &[u8], fields: i16) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16);
+    out.extend_from_slice(bytes.get(..HEADER_LEN)?);
+    let mut at = HEADER_LEN;
+    loop {
+        let count = i16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
+        at += 2;
+        if count == -1 {
+            out.extend_from_slice(&count.to_be_bytes());
+            return (at == bytes.len()).then_some(out);
+        }
+        if count > fields || count < 0 {
+            return None;
+        }
+        out.extend_from_slice(&fields.to_be_bytes());
+        for _ in 0..count {
+            let len = i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+            let end = at + 4 + usize::try_from(len).unwrap_or(0);
+            out.extend_from_slice(bytes.get(at..end)?);
+            at = end;
+        }
+        for _ in count..fields {
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+    }
+}
+
 /// PostgreSQL's binary `numeric`: base-10000 digits with a weight, sign and display scale.
 /// Trailing zeros are dropped from the display scale (as `numeric` does for "1.50000000"
 /// stored as 1.5: the value is the same).
@@ -222,6 +262,22 @@ mod tests {
         v.chunks(2)
             .map(|c| i16::from_be_bytes([c[0], c[1]]))
             .collect()
+    }
+
+    #[test]
+    fn an_older_batch_is_widened_with_nulls_and_garbage_is_refused() {
+        let mut old = CopyBuf::new();
+        old.row(2).int4(7).null();
+        old.row(2).int4(8).int4(9);
+        let old = old.finish();
+        let mut new = CopyBuf::new();
+        new.row(3).int4(7).null().null();
+        new.row(3).int4(8).int4(9).null();
+        assert_eq!(pad_rows(&old, 3), Some(new.finish()));
+        assert_eq!(pad_rows(&old, 2).as_deref(), Some(&old[..]));
+        assert_eq!(pad_rows(&old, 1), None, "a row wider than the table");
+        assert_eq!(pad_rows(&old[..old.len() - 3], 3), None, "cut short");
+        assert_eq!(pad_rows(b"not a copy", 3), None);
     }
 
     #[test]

@@ -161,6 +161,17 @@ struct RunArgs {
     /// what `book_at` replays (its cost) for busy symbols; quiet ones keep the interval.
     #[arg(long, env = "INGEST_CHECKPOINT_ROWS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     checkpoint_rows: u64,
+    /// Depth kept per tier, comma-separated TIER=N or TIER=all (tiers by 24 h volume rank:
+    /// critical 1–20, high 21–60, medium 61–120, low 121+): a tier with N keeps only the best N
+    /// levels of each side (every change inside that window, exactly; `book_at` answers those
+    /// N levels); `all` keeps every level change. Tiers not named keep all.
+    #[arg(
+        long,
+        env = "INGEST_DEPTH_LEVELS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    depth_levels: Vec<String>,
     /// book_top sampling interval.
     #[arg(long, env = "INGEST_BOOK_TOP_MS", default_value_t = 1000)]
     book_top_ms: u64,
@@ -360,6 +371,8 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
             symbols: (!symbols.is_empty()).then_some(symbols),
             top: a.top,
             quote: Some(a.quote.clone()),
+            depth_levels: ingest::universe::DepthLevels::parse(&a.depth_levels)
+                .context("--depth-levels")?,
         },
         streams_per_connection: a.streams_per_connection,
         connection_lifetime: std::time::Duration::from_secs(a.connection_lifetime_secs),

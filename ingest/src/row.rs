@@ -46,7 +46,7 @@ impl Table {
     pub fn columns(self) -> &'static str {
         match self {
             Table::DepthUpdates => "time, instrument_id, first_update_id, update_id, prev_update_id, side, price, qty, received_at",
-            Table::BookCheckpoints => "time, instrument_id, epoch, update_id, kind, bid_prices, bid_qtys, ask_prices, ask_qtys, received_at",
+            Table::BookCheckpoints => "time, instrument_id, epoch, update_id, kind, bid_prices, bid_qtys, ask_prices, ask_qtys, received_at, levels",
             Table::BookTop => "time, instrument_id, update_id, bid_prices, bid_qtys, ask_prices, ask_qtys, mid, spread, microprice, imbalance_1, imbalance_5, imbalance_10, bid_depth_10bps, ask_depth_10bps, bid_depth_50bps, ask_depth_50bps, bid_wall_price, bid_wall_qty, bid_wall_bps, ask_wall_price, ask_wall_qty, ask_wall_bps",
             Table::BookTicker => "time, instrument_id, update_id, bid_price, bid_qty, ask_price, ask_qty, received_at",
             Table::Trades => "time, instrument_id, agg_trade_id, price, qty, first_trade_id, last_trade_id, buyer_is_maker, event_time, received_at",
@@ -129,6 +129,9 @@ pub struct CheckpointRow {
     pub bids: Levels,
     pub asks: Levels,
     pub received_at: u64,
+    /// The book holds only its best `levels` per side (the symbol's depth window); `None`:
+    /// every level.
+    pub levels: Option<u32>,
 }
 
 /// A `book_top` row: the top levels and the features computed from them.
@@ -280,14 +283,15 @@ impl DepthRow {
 
 impl CheckpointRow {
     fn encode(&self, b: &mut CopyBuf) {
-        b.row(10)
+        b.row(11)
             .ts_ms(self.time)
             .int4(self.instrument_id)
             .int8(self.epoch)
             .int8(id(self.update_id))
             .text(self.kind.as_str());
         levels(b, &self.bids, &self.asks);
-        b.ts_ms(self.received_at);
+        b.ts_ms(self.received_at)
+            .opt_int4(self.levels.map(|n| i32::try_from(n).unwrap_or(i32::MAX)));
     }
 }
 
@@ -421,6 +425,7 @@ mod tests {
                 bids: levels.clone(),
                 asks: levels.clone(),
                 received_at: 1,
+                levels: Some(5),
             }),
             Row::Top(TopRow {
                 time: 1,

@@ -10,8 +10,8 @@ use binance::units::parse_levels;
 use binance::wire::DepthSnapshot;
 use binance::Venue;
 use book::sync::{DepthEvent, Gap, Outcome, Rules, Snapshot, SyncMachine};
-use book::Side;
-use tokio::sync::{mpsc, oneshot};
+use book::{Levels, Side};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -72,6 +72,8 @@ pub struct SymbolTask {
     pub snapshots: SnapshotQueue,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    /// The depth window its tier asks for now (`Instrument::depth_levels` when it started).
+    pub depth_levels: watch::Receiver<Option<u32>>,
 }
 
 /// What a task knows between messages.
@@ -86,6 +88,11 @@ struct State {
     /// A rate-limit delay is recorded once per run of them.
     rate_limited_noted: bool,
     since: SinceCheckpoint,
+    /// The best levels per side that rows and checkpoints keep; `None`: every level.
+    window: Option<u32>,
+    /// A new window, taken at the next event with a checkpoint of its own (mid-epoch, so a
+    /// stored book never mixes two windows).
+    next_window: Option<Option<u32>>,
 }
 
 impl State {
@@ -99,7 +106,7 @@ impl SymbolTask {
         self.inst.venue.as_str()
     }
 
-    pub async fn run(self, mut rx: mpsc::Receiver<FeedMsg>) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<FeedMsg>) {
         let rules = match self.inst.venue {
             Venue::Spot => Rules::Spot,
             Venue::Usdm => Rules::Usdm,
@@ -111,6 +118,8 @@ impl SymbolTask {
             retry_at: None,
             rate_limited_noted: false,
             since: SinceCheckpoint::default(),
+            window: *self.depth_levels.borrow_and_update(),
+            next_window: None,
         };
         let mut top_tick = tokio::time::interval(self.cfg.top_every);
         top_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,6 +146,10 @@ impl SymbolTask {
                     self.on_snapshot(&mut st, res).await;
                 }
                 _ = top_tick.tick() => self.on_tick(&mut st).await,
+                Ok(()) = self.depth_levels.changed() => {
+                    let w = *self.depth_levels.borrow_and_update();
+                    on_window(&mut st, w);
+                }
                 msg = rx.recv() => match msg {
                     // The connections are gone: shutdown.
                     None => break,
@@ -251,13 +264,23 @@ impl SymbolTask {
 
     async fn on_depth(&self, st: &mut State, ev: DepthEvent, received_at: u64) {
         let was_synced = st.machine.is_synced();
+        let before = st
+            .window
+            .filter(|_| was_synced)
+            .map(|n| st.machine.book().top(n as usize));
         match st.machine.on_event(ev.clone()) {
             Outcome::Synced { snapshot_id } => {
                 self.begin(st, snapshot_id, std::slice::from_ref(&ev)).await
             }
             Outcome::Applied => {
-                st.since.rows += self.write_depth(&ev, received_at).await;
-                if st.since.rows >= self.cfg.checkpoint_rows {
+                st.since.rows += match before {
+                    Some(before) => self.write_window(&ev, received_at, before, st).await,
+                    None => self.write_depth(&ev, received_at).await,
+                };
+                if let Some(w) = st.next_window.take() {
+                    st.window = w;
+                    self.checkpoint(st).await;
+                } else if st.since.rows >= self.cfg.checkpoint_rows {
                     self.checkpoint(st).await;
                 }
             }
@@ -294,7 +317,12 @@ impl SymbolTask {
 
     /// A book just synced: its epoch starts.
     async fn begin(&self, st: &mut State, snapshot_id: u64, applied: &[DepthEvent]) {
-        let (epoch, rows) = self.start_epoch(&st.machine, snapshot_id, applied).await;
+        if let Some(w) = st.next_window.take() {
+            st.window = w;
+        }
+        let (epoch, rows) = self
+            .start_epoch(&st.machine, st.window, snapshot_id, applied)
+            .await;
         st.epoch = Some(epoch);
         st.since = SinceCheckpoint {
             rows,
@@ -340,8 +368,31 @@ impl SymbolTask {
 
     /// Writes the event's level changes; returns how many rows that was.
     async fn write_depth(&self, ev: &DepthEvent, received_at: u64) -> usize {
-        for (side, levels) in [(Side::Bid, &ev.bids), (Side::Ask, &ev.asks)] {
-            for &(price, qty) in levels.iter() {
+        self.write_levels(ev, received_at, [&ev.bids, &ev.asks])
+            .await
+    }
+
+    /// Writes what the event changed inside the window (`before`: the window's levels before
+    /// it), levels pushed out or pulled in included; returns how many rows that was.
+    async fn write_window(
+        &self,
+        ev: &DepthEvent,
+        received_at: u64,
+        before: (Levels, Levels),
+        st: &State,
+    ) -> usize {
+        let n = st.window.map_or(usize::MAX, |n| n as usize);
+        let (bids, asks) = st.machine.book().top(n);
+        let bids = book::window::changes(&before.0, &bids, true);
+        let asks = book::window::changes(&before.1, &asks, false);
+        self.write_levels(ev, received_at, [&bids, &asks]).await
+    }
+
+    /// One row per level of `[bids, asks]`, with the event's times and ids.
+    async fn write_levels(&self, ev: &DepthEvent, received_at: u64, sides: [&Levels; 2]) -> usize {
+        let mut rows = 0;
+        for (side, levels) in [Side::Bid, Side::Ask].into_iter().zip(sides) {
+            for &(price, qty) in levels {
                 let row = DepthRow {
                     time: ev.event_time_ms,
                     instrument_id: self.inst.id,
@@ -355,16 +406,23 @@ impl SymbolTask {
                 };
                 self.writer.send(Row::Depth(row)).await;
             }
+            rows += levels.len();
         }
-        ev.bids.len() + ev.asks.len()
+        rows
     }
 
-    /// The whole book as a checkpoint of `kind` in `epoch`, if the book has an id and a time.
-    async fn write_checkpoint(&self, m: &SyncMachine, epoch: i64, kind: CheckpointKind) {
+    /// The book (its `window` best levels per side, or all) as a checkpoint of `kind` in
+    /// `epoch`, if the book has an id and a time.
+    async fn write_checkpoint(
+        &self,
+        m: &SyncMachine,
+        (epoch, window): (i64, Option<u32>),
+        kind: CheckpointKind,
+    ) {
         let (Some(update_id), Some(time)) = (m.book_id(), m.last_time_ms()) else {
             return;
         };
-        let (bids, asks) = m.book().top(usize::MAX);
+        let (bids, asks) = m.book().top(window.map_or(usize::MAX, |n| n as usize));
         let row = CheckpointRow {
             time,
             instrument_id: self.inst.id,
@@ -374,6 +432,7 @@ impl SymbolTask {
             bids,
             asks,
             received_at: now_ms(),
+            levels: window,
         };
         self.writer.send(Row::Checkpoint(row)).await;
     }
@@ -387,7 +446,7 @@ impl SymbolTask {
         if st.machine.book_id().is_none() || st.machine.last_time_ms().is_none() {
             return;
         }
-        self.write_checkpoint(&st.machine, epoch, CheckpointKind::Periodic)
+        self.write_checkpoint(&st.machine, (epoch, st.window), CheckpointKind::Periodic)
             .await;
         st.since = SinceCheckpoint::default();
     }
@@ -395,10 +454,12 @@ impl SymbolTask {
     /// Starts an epoch on a book just synced: its checkpoint is the book after the events that
     /// bridged the snapshot, at the last one's time (the snapshot itself matches no instant we
     /// can date: its id may fall inside an event, and events it contains may still be on their
-    /// way). The bridging events are stored too. Returns the epoch and the rows written.
+    /// way). The bridging events are stored too (in a window, their changes inside the
+    /// opening book's window). Returns the epoch and the rows written.
     async fn start_epoch(
         &self,
         m: &SyncMachine,
+        window: Option<u32>,
         snapshot_id: u64,
         applied: &[DepthEvent],
     ) -> (i64, usize) {
@@ -406,13 +467,22 @@ impl SymbolTask {
         let (Some(book_id), Some(time)) = (m.book_id(), m.last_time_ms()) else {
             return (e, 0);
         };
-        self.write_checkpoint(m, e, CheckpointKind::Snapshot).await;
+        self.write_checkpoint(m, (e, window), CheckpointKind::Snapshot)
+            .await;
         let ids = (Some(snapshot_id), Some(book_id));
         self.sync_event(time, Some(e), SyncKind::Synced, ids.0, ids.1, None)
             .await;
+        let n = window.map_or(usize::MAX, |n| n as usize);
+        let (top_bids, top_asks) = m.book().top(n);
         let mut rows = 0;
         for ev in applied {
-            rows += self.write_depth(ev, now_ms()).await;
+            let keep = |side: &[(i64, i64)], kept: &[(i64, i64)], bids| -> Levels {
+                let inside = |p| book::window::inside(kept, n, p, bids);
+                side.iter().copied().filter(|&(p, _)| inside(p)).collect()
+            };
+            let bids = keep(&ev.bids, &top_bids, true);
+            let asks = keep(&ev.asks, &top_asks, false);
+            rows += self.write_levels(ev, now_ms(), [&bids, &asks]).await;
         }
         tracing::info!(venue = self.venue(), symbol = %self.inst.symbol, last_update_id = snapshot_id, book_id, "book synced");
         (e, rows)
@@ -427,5 +497,18 @@ impl SymbolTask {
                 .await;
             self.set_synced(false);
         }
+    }
+}
+
+/// The tier's window changed: a book not synced takes it at its next sync, a synced one at its
+/// next event, with a checkpoint.
+fn on_window(st: &mut State, w: Option<u32>) {
+    if st.epoch.is_none() {
+        st.window = w;
+        st.next_window = None;
+    } else if w != st.window {
+        st.next_window = Some(w);
+    } else {
+        st.next_window = None;
     }
 }

@@ -41,6 +41,58 @@ impl Tier {
     }
 }
 
+/// The most levels a depth window may name: the deepest snapshot Binance serves, so a larger
+/// window would keep no less than `all`.
+pub const MAX_DEPTH_LEVELS: u32 = binance::rules::SPOT_SNAPSHOT_LIMIT;
+
+/// How many levels of each side a tier's books keep (`--depth-levels`): `None` is every level.
+/// Indexed by tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DepthLevels([Option<u32>; 4]);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DepthLevelsError {
+    #[error("{0:?}: expected TIER=N or TIER=all, TIER one of critical, high, medium, low")]
+    Form(String),
+    #[error("{0:?}: a window is 1 to {MAX_DEPTH_LEVELS} levels, or all")]
+    Size(String),
+}
+
+impl DepthLevels {
+    /// The window of a tier's books.
+    pub fn of(&self, tier: Tier) -> Option<u32> {
+        self.0[tier as usize]
+    }
+
+    /// `TIER=N` or `TIER=all` items (e.g. `low=100`); tiers not named keep every level.
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<DepthLevels, DepthLevelsError> {
+        let mut out = DepthLevels::default();
+        for item in items
+            .iter()
+            .map(|s| s.as_ref().trim())
+            .filter(|s| !s.is_empty())
+        {
+            let form = || DepthLevelsError::Form(item.to_owned());
+            let (tier, n) = item.split_once('=').ok_or_else(form)?;
+            let tier = match tier.trim() {
+                "critical" => Tier::Critical,
+                "high" => Tier::High,
+                "medium" => Tier::Medium,
+                "low" => Tier::Low,
+                _ => return Err(form()),
+            };
+            out.0[tier as usize] = match n.trim() {
+                "all" => None,
+                n => match n.parse::<u32>() {
+                    Ok(n) if (1..=MAX_DEPTH_LEVELS).contains(&n) => Some(n),
+                    _ => return Err(DepthLevelsError::Size(item.to_owned())),
+                },
+            };
+        }
+        Ok(out)
+    }
+}
+
 /// One collected instrument.
 #[derive(Debug, Clone)]
 pub struct Instrument {
@@ -49,6 +101,8 @@ pub struct Instrument {
     pub symbol: String,
     pub tier: Tier,
     pub rank: usize,
+    /// Its books keep only this many levels per side; `None`: every level.
+    pub depth_levels: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +126,8 @@ pub struct Selection {
     pub symbols: Option<Vec<String>>,
     pub top: usize,
     pub quote: Option<String>,
+    /// The depth window of each tier.
+    pub depth_levels: DepthLevels,
 }
 
 struct Candidate {
@@ -106,7 +162,8 @@ pub async fn load(
     let mut out = Vec::new();
     for (rank, c) in choose(venue, &trading, sel)? {
         let qv = volume.get(&c.symbol).map(|v| v.to_string());
-        out.push(record(db, venue, rank, c, qv).await?);
+        let levels = sel.depth_levels.of(Tier::of_rank(rank));
+        out.push(record(db, venue, (rank, levels), c, qv).await?);
     }
     let names: Vec<&str> = out.iter().map(|i| i.symbol.as_str()).collect();
     db.execute(
@@ -183,7 +240,7 @@ fn choose<'a>(
 async fn record(
     db: &Client,
     venue: Venue,
-    rank: usize,
+    (rank, depth_levels): (usize, Option<u32>),
     c: &Candidate,
     quote_volume: Option<String>,
 ) -> Result<Instrument, UniverseError> {
@@ -198,14 +255,14 @@ async fn record(
     let tier = Tier::of_rank(rank);
     let row = db
         .query_one(
-            "INSERT INTO instruments (venue, symbol, base, quote, status, tick_size, step_size, tier, volume_rank, quote_volume_24h, active, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7::text::numeric, $8, $9, $10::text::numeric, true, now())
+            "INSERT INTO instruments (venue, symbol, base, quote, status, tick_size, step_size, tier, volume_rank, quote_volume_24h, depth_levels, active, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6::text::numeric, $7::text::numeric, $8, $9, $10::text::numeric, $11, true, now())
              ON CONFLICT (venue, symbol) DO UPDATE SET
                status = EXCLUDED.status, tick_size = EXCLUDED.tick_size, step_size = EXCLUDED.step_size,
                tier = EXCLUDED.tier, volume_rank = EXCLUDED.volume_rank, quote_volume_24h = EXCLUDED.quote_volume_24h,
-               active = true, delisted_at = NULL, updated_at = now()
+               depth_levels = EXCLUDED.depth_levels, active = true, delisted_at = NULL, updated_at = now()
              RETURNING id",
-            &[&venue.as_str(), &c.symbol, &c.base, &c.quote, &c.status, &c.tick, &c.step, &tier.as_str(), &(rank as i32), &quote_volume],
+            &[&venue.as_str(), &c.symbol, &c.base, &c.quote, &c.status, &c.tick, &c.step, &tier.as_str(), &(rank as i32), &quote_volume, &depth_levels.map(|n| n as i32)],
         )
         .await?;
     Ok(Instrument {
@@ -214,12 +271,35 @@ async fn record(
         symbol: c.symbol.clone(),
         tier,
         rank,
+        depth_levels,
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Tier;
+    use super::{DepthLevels, DepthLevelsError, Tier};
+
+    #[test]
+    fn depth_levels_name_a_window_per_tier() {
+        let d = DepthLevels::parse(&["low=100", " medium = 500 ", "high=all", ""]).expect("valid");
+        assert_eq!(d.of(Tier::Low), Some(100));
+        assert_eq!(d.of(Tier::Medium), Some(500));
+        assert_eq!(d.of(Tier::High), None);
+        assert_eq!(d.of(Tier::Critical), None);
+        assert_eq!(DepthLevels::parse::<&str>(&[]), Ok(DepthLevels::default()));
+        for bad in ["low", "lowest=5", "=5"] {
+            assert_eq!(
+                DepthLevels::parse(&[bad]),
+                Err(DepthLevelsError::Form(bad.into()))
+            );
+        }
+        for bad in ["low=0", "low=-1", "low=5001", "low=ten"] {
+            assert_eq!(
+                DepthLevels::parse(&[bad]),
+                Err(DepthLevelsError::Size(bad.into()))
+            );
+        }
+    }
 
     #[test]
     fn tiers_follow_design() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use binance::streams::StreamKind;
 use binance::Venue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,8 @@ struct Active {
     stop: CancellationToken,
     /// (shard index, stream name)
     streams: Vec<(usize, String)>,
+    /// Tells its task the depth window of its tier.
+    depth_levels: watch::Sender<Option<u32>>,
 }
 
 /// Runs a venue: add and remove symbols, own their tasks and connections.
@@ -132,6 +134,7 @@ impl VenueManager {
                 routes.insert(lower.clone(), Arc::new(Route::new(inst.id, tx)));
             }
             let stop = self.feed_stop.child_token();
+            let (depth_levels, levels_rx) = watch::channel(inst.depth_levels);
             let task = SymbolTask {
                 inst: inst.clone(),
                 cfg: self.symbol_cfg.clone(),
@@ -139,6 +142,7 @@ impl VenueManager {
                 snapshots: self.snapshots.clone(),
                 metrics: self.metrics.clone(),
                 shutdown: stop.clone(),
+                depth_levels: levels_rx,
             };
             self.handles.push(tokio::spawn(task.run(rx)));
             let mut streams = Vec::new();
@@ -164,6 +168,7 @@ impl VenueManager {
                     inst,
                     stop,
                     streams,
+                    depth_levels,
                 },
             );
         }
@@ -247,10 +252,19 @@ impl VenueManager {
         for s in &gone {
             self.remove(s);
         }
-        let new: Vec<Instrument> = insts
-            .into_iter()
-            .filter(|i| !self.active.contains_key(&i.symbol.to_ascii_lowercase()))
-            .collect();
+        let mut new = Vec::new();
+        for inst in insts {
+            match self.active.get_mut(&inst.symbol.to_ascii_lowercase()) {
+                // A new tier may keep another depth window.
+                Some(a) => {
+                    a.depth_levels.send_if_modified(|w| {
+                        std::mem::replace(w, inst.depth_levels) != inst.depth_levels
+                    });
+                    a.inst = inst;
+                }
+                None => new.push(inst),
+            }
+        }
         let added = new.len();
         if added > 0 {
             tracing::info!(venue = self.venue.as_str(), added, "new symbols");

@@ -126,6 +126,14 @@ impl TableWriter {
         }
     }
 
+    /// A spooled batch in the table's current columns: one written before the table gained a
+    /// trailing nullable column gets NULL there.
+    fn current(&self, mut b: Batch) -> Option<Batch> {
+        let fields = i16::try_from(self.table.columns().split(", ").count()).ok()?;
+        b.bytes = crate::copy::pad_rows(&b.bytes, fields)?;
+        Some(b)
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<Row>) {
         loop {
             let first = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
@@ -329,7 +337,7 @@ impl TableWriter {
             if !self.connect().await {
                 break;
             }
-            let Some(batch) = Spool::read(&path) else {
+            let Some(batch) = Spool::read(&path).and_then(|b| self.current(b)) else {
                 self.spool.set_aside(&path);
                 continue;
             };

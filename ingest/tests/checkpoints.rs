@@ -57,3 +57,55 @@ async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact(path: Storag
 }
 
 pgembed::storage_tests!(busy_symbols_are_checkpointed_by_rows_and_books_stay_exact);
+
+/// Levels per side the windowed test keeps: far fewer than the simulator's 300, so most
+/// changes fall outside and levels are pushed out of and pulled into the window all the time.
+const WINDOW: i32 = 7;
+
+/// A tier with a depth window keeps exactly its best levels: `instruments` and every checkpoint
+/// say so, and `book_at` equals the true book's best `WINDOW` levels at every instant.
+async fn a_windowed_tier_keeps_exactly_its_best_levels(path: StoragePath) {
+    let Some((sim, tdb, db)) = sim_and_db(path, 6, "ingest_window").await else {
+        return;
+    };
+    let ingest = start_ingest(&tdb.url, &sim, |c| {
+        c.checkpoint_rows = ROWS;
+        let levels = format!("critical={WINDOW}");
+        c.selection.depth_levels =
+            ingest::universe::DepthLevels::parse(&[levels]).expect("a window");
+    });
+    let db = &db;
+    wait_until("three periodic checkpoints of every instrument", || async move {
+        count(db, "SELECT coalesce(min(n), 0) FROM (SELECT i.id, (SELECT count(*) FROM book_checkpoints b WHERE b.instrument_id = i.id AND b.kind = 'periodic') AS n FROM instruments i WHERE i.active) x").await >= 3
+    })
+    .await;
+    ingest.stop().await;
+
+    let windows = db
+        .query(
+            "SELECT DISTINCT depth_levels FROM instruments WHERE active",
+            &[],
+        )
+        .await
+        .expect("windows");
+    let windows: Vec<Option<i32>> = windows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        windows,
+        [Some(WINDOW)],
+        "every instrument states its window"
+    );
+    let wider = count(
+        db,
+        &format!("SELECT count(*) FROM book_checkpoints WHERE levels IS DISTINCT FROM {WINDOW} OR cardinality(bid_prices) > {WINDOW} OR cardinality(ask_prices) > {WINDOW}"),
+    )
+    .await;
+    assert_eq!(wider, 0, "every checkpoint holds the window, and says so");
+    let full = count(db, &format!("SELECT count(*) FROM book_checkpoints WHERE cardinality(bid_prices) = {WINDOW} AND cardinality(ask_prices) = {WINDOW}")).await;
+    assert!(full > 0, "the windows are full");
+    let seen = instants::check_every_instant(db, &sim).await;
+    assert!(seen.equal > 500, "{seen:?}");
+    let compared = check_books(db, &sim).await;
+    assert!(compared >= 8, "compared {compared} books");
+}
+
+pgembed::storage_tests!(a_windowed_tier_keeps_exactly_its_best_levels);

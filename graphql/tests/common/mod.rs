@@ -85,7 +85,12 @@ pub async fn start_api_with(reader_url: &str, token: Option<String>, max_exports
     format!("http://{addr}")
 }
 
-/// Ingest on both simulated venues, top 3 USDT symbols each, batches flushed every 50 ms.
+/// The depth window of the fixture's symbols (all in the critical tier): the API serves
+/// windowed books like any other, and says so.
+pub const WINDOW: i32 = 40;
+
+/// Ingest on both simulated venues, top 3 USDT symbols each keeping their best `WINDOW`
+/// levels, batches flushed every 50 ms.
 fn ingest_config(
     database_url: &str,
     s: &sim::VenueHandle,
@@ -103,6 +108,8 @@ fn ingest_config(
             symbols: None,
             top: 3,
             quote: Some("USDT".into()),
+            depth_levels: ingest::universe::DepthLevels::parse(&[format!("critical={WINDOW}")])
+                .expect("a window"),
         },
         streams_per_connection: 300,
         connection_lifetime: Duration::from_secs(3600),

@@ -1,6 +1,7 @@
 //! The invariant at every instant: for every stored event time `t` inside an epoch (and
 //! `t - 1 ms`, `t + 1 ms`, every checkpoint time), `book_at(t)` is the simulator's true book
-//! after the last event with `E <= t`; every such instant outside an epoch is refused.
+//! after the last event with `E <= t` (its best `instruments.depth_levels` levels per side
+//! where the symbol keeps a window); every such instant outside an epoch is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -79,13 +80,14 @@ pub async fn check_every_instant(db: &Client, sim: &Sim) -> Instants {
     let mut seen = Instants::default();
     let instruments = db
         .query(
-            "SELECT id, venue, symbol FROM instruments WHERE active",
+            "SELECT id, venue, symbol, depth_levels FROM instruments WHERE active",
             &[],
         )
         .await
         .expect("instruments");
     for inst in &instruments {
         let (iid, venue, symbol): (i32, String, String) = (inst.get(0), inst.get(1), inst.get(2));
+        let window = super::window(inst.get(3));
         let handle = match venue.as_str() {
             "spot" => sim.spot.as_ref(),
             _ => sim.usdm.as_ref(),
@@ -129,7 +131,7 @@ pub async fn check_every_instant(db: &Client, sim: &Sim) -> Instants {
             let Some(&(_, uid)) = last.checked_sub(1).and_then(|i| events.get(i)) else {
                 panic!("{venue} {symbol}: {t} ms is inside an epoch but no event precedes it");
             };
-            let Ok(truth) = handle.truth(&symbol, Some(uid as u64), usize::MAX) else {
+            let Ok(truth) = handle.truth(&symbol, Some(uid as u64), window) else {
                 seen.beyond_truth += 1;
                 continue;
             };

@@ -123,6 +123,7 @@ pub fn run_config(db_url: &str, sim: &Sim, spool: &std::path::Path) -> RunConfig
             symbols: None,
             top: 4,
             quote: Some("USDT".into()),
+            depth_levels: Default::default(),
         },
         streams_per_connection: 6,
         connection_lifetime: Duration::from_secs(3600),
@@ -172,6 +173,13 @@ pub async fn db_book(db: &Client, iid: i32, time_ms: i64) -> (Book, i64) {
     (book, id)
 }
 
+/// How many levels per side an instrument's stored books hold (`instruments.depth_levels`).
+pub fn window(depth_levels: Option<i32>) -> usize {
+    depth_levels.map_or(usize::MAX, |n| {
+        usize::try_from(n).expect("a positive window")
+    })
+}
+
 pub fn truth_book(t: &binance::wire::DepthSnapshot) -> Book {
     let conv = |v: &Vec<binance::wire::Level>| {
         v.iter()
@@ -190,7 +198,7 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
     );
     let instruments = db
         .query(
-            "SELECT id, venue, symbol FROM instruments WHERE active ORDER BY id",
+            "SELECT id, venue, symbol, depth_levels FROM instruments WHERE active ORDER BY id",
             &[],
         )
         .await
@@ -199,6 +207,7 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
     let mut compared = 0;
     for inst in &instruments {
         let (iid, venue, symbol): (i32, String, String) = (inst.get(0), inst.get(1), inst.get(2));
+        let window = window(inst.get(3));
         let handle = if venue == "spot" { spot } else { usdm };
         // Events of the last completed epoch, sampled.
         let events = db
@@ -245,7 +254,7 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
             }
             let (book, book_id) = db_book(db, iid, t).await;
             let truth = handle
-                .truth(&symbol, Some(uid as u64), usize::MAX)
+                .truth(&symbol, Some(uid as u64), window)
                 .expect("truth within the window");
             assert_eq!(
                 book_id, uid,
