@@ -109,3 +109,107 @@ async fn a_windowed_tier_keeps_exactly_its_best_levels(path: StoragePath) {
 }
 
 pgembed::storage_tests!(a_windowed_tier_keeps_exactly_its_best_levels);
+
+/// Ranks the simulated spot venue has: enough that the last is outside the critical tier.
+const RANKED: usize = 22;
+
+/// Sets a simulated symbol's 24 h volume, and so its rank and tier.
+async fn set_volume(spot: &sim::VenueHandle, symbol: &str, volume: i64) {
+    let url = format!(
+        "{}/_control/volume?symbol={symbol}&quote_volume={volume}",
+        spot.rest_url()
+    );
+    let r = reqwest::Client::new().post(url).send().await.expect("post");
+    assert_eq!(r.status(), 204);
+}
+
+/// A symbol's checkpoints in order: (epoch, window).
+async fn checkpoint_windows(db: &tokio_postgres::Client, symbol: &str) -> Vec<(i64, Option<i32>)> {
+    db.query(
+        "SELECT c.epoch, c.levels FROM book_checkpoints c JOIN instruments i ON i.id = c.instrument_id
+         WHERE i.symbol = $1 ORDER BY c.time, c.update_id",
+        &[&symbol],
+    )
+    .await
+    .expect("checkpoints")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// A symbol whose tier changes takes the new window mid-epoch, with a checkpoint of its own:
+/// the busiest symbol falls to the high tier (a window of `WINDOW`), the quietest rises to the
+/// critical tier (every level), and `book_at` equals the truth at every instant on both sides
+/// of the switch.
+#[allow(clippy::too_many_lines, reason = "one scenario, read top to bottom")]
+async fn a_tier_change_moves_the_window_mid_epoch(path: StoragePath) {
+    let Some((tdb, db)) = migrated_on(path, "ingest_tier_change").await else {
+        return;
+    };
+    let mut spot = venue_cfg(binance::Venue::Spot);
+    (spot.symbols, spot.levels) = (RANKED, 60);
+    spot.depth_interval = Duration::from_millis(50);
+    let sim = sim::Sim::start(sim::SimConfig {
+        seed: 7,
+        spot: Some(spot),
+        usdm: None,
+    })
+    .await
+    .expect("sim");
+    let names = sim.spot.as_ref().expect("spot").symbols();
+    let (falls, rises) = (names[0].clone(), names[RANKED - 1].clone());
+    let ingest = start_ingest(&tdb.url, &sim, |c| {
+        c.selection.symbols = Some(vec![falls.clone(), rises.clone()]);
+        c.selection.depth_levels =
+            ingest::universe::DepthLevels::parse(&[format!("high={WINDOW}")]).expect("a window");
+        c.universe_refresh = Duration::from_millis(300);
+    });
+    let db = &db;
+    let checkpoints = |symbol: String, levels: String| async move {
+        count(db, &format!("SELECT count(*) FROM book_checkpoints c JOIN instruments i ON i.id = c.instrument_id WHERE i.symbol = '{symbol}' AND c.levels {levels}")).await
+    };
+    wait_until("checkpoints in each tier's window", || async {
+        checkpoints(falls.clone(), "IS NULL".into()).await >= 2
+            && checkpoints(rises.clone(), format!("= {WINDOW}")).await >= 2
+    })
+    .await;
+    let spot_handle = sim.spot.as_ref().expect("spot");
+    set_volume(spot_handle, &falls, 1).await;
+    set_volume(spot_handle, &rises, 10_000_000_000).await;
+    wait_until("checkpoints in the new windows", || async {
+        checkpoints(falls.clone(), format!("= {WINDOW}")).await >= 2
+            && checkpoints(rises.clone(), "IS NULL".into()).await >= 2
+    })
+    .await;
+    ingest.stop().await;
+
+    let stated = db
+        .query(
+            "SELECT symbol, depth_levels FROM instruments WHERE active ORDER BY volume_rank",
+            &[],
+        )
+        .await
+        .expect("instruments");
+    let stated: Vec<(String, Option<i32>)> = stated.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        stated,
+        [(rises.clone(), None), (falls.clone(), Some(WINDOW))]
+    );
+    for (symbol, from, to) in [(&falls, None, Some(WINDOW)), (&rises, Some(WINDOW), None)] {
+        let cps = checkpoint_windows(db, symbol).await;
+        let switch = cps
+            .windows(2)
+            .find(|w| w[0].1 == from && w[1].1 == to)
+            .unwrap_or_else(|| panic!("{symbol}: no switch from {from:?} to {to:?} in {cps:?}"));
+        assert_eq!(
+            switch[0].0, switch[1].0,
+            "{symbol}: the window changed inside its epoch"
+        );
+        let back = cps.iter().skip_while(|c| c.1 != to).any(|c| c.1 == from);
+        assert!(!back, "{symbol}: once switched, the window stays: {cps:?}");
+    }
+    let seen = instants::check_every_instant(db, &sim).await;
+    assert!(seen.equal > 200, "{seen:?}");
+}
+
+pgembed::storage_tests!(a_tier_change_moves_the_window_mid_epoch);

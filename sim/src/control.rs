@@ -210,3 +210,30 @@ pub async fn set_status(
     }
     StatusCode::NO_CONTENT.into_response()
 }
+
+/// `POST /_control/volume?symbol=X&quote_volume=N`: the 24 h quote volume ticker/24hr reports
+/// from now on, so a collector's volume ranking (and its tiers) can change at runtime.
+pub async fn set_volume(
+    State(state): State<Arc<VenueState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let (Some(symbol), Some(volume)) = (q.get("symbol"), q.get("quote_volume")) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "symbol and quote_volume are required",
+        );
+    };
+    let Ok(volume) = volume.parse::<i64>() else {
+        return err(StatusCode::BAD_REQUEST, "quote_volume is a whole number");
+    };
+    if !(0..=i64::MAX / binance::units::ONE).contains(&volume) {
+        return err(StatusCode::BAD_REQUEST, "quote_volume is out of range");
+    }
+    let Some(sym) = state.symbol(symbol) else {
+        return err(StatusCode::NOT_FOUND, format!("unknown symbol {symbol}"));
+    };
+    if let Ok(mut i) = sym.inner.lock() {
+        i.quote_volume_24h = volume;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

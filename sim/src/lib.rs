@@ -256,7 +256,8 @@ fn router(state: Arc<VenueState>) -> Router {
             "/_control/faults",
             post(control::post_fault).delete(control::clear_faults),
         )
-        .route("/_control/status", post(control::set_status));
+        .route("/_control/status", post(control::set_status))
+        .route("/_control/volume", post(control::set_volume));
     if state.venue == Venue::Usdm {
         r = r
             .route("/public/ws", get(ws::public_raw_root))

@@ -306,18 +306,18 @@ pub async fn ticker_24hr(
     };
     let now = now_ms();
     let ticker = |s: &crate::venue::SymbolState| {
-        let (last, vol, count) = s
+        let (last, vol, count, quote_volume) = s
             .inner
             .lock()
-            .map(|i| (i.last_price, i.volume_e8, i.trade_count))
-            .unwrap_or((0, 0, 0));
+            .map(|i| (i.last_price, i.volume_e8, i.trade_count, i.quote_volume_24h))
+            .unwrap_or((0, 0, 0, s.spec.quote_volume_24h));
         let pd = state.price_decimals(&s.spec);
         Ticker24h {
             symbol: s.spec.symbol.clone(),
             last_price: format_e8(last, pd),
             volume: format_e8(vol, state.qty_decimals(&s.spec)),
             // Ranked like the activity the generator uses, so a top-N selection is stable.
-            quote_volume: format_e8(s.spec.quote_volume_24h * binance::units::ONE, 2),
+            quote_volume: format_e8(quote_volume * binance::units::ONE, 2),
             open_time: now - 86_400_000,
             close_time: now,
             count,

@@ -88,6 +88,9 @@ pub struct SymbolInner {
     pub volume_e8: i64,
     pub trade_count: u64,
     pub status: String,
+    /// What ticker/24hr reports (the spec's, until `/_control/volume` changes it): the
+    /// collector's ranking, and so its tiers, follow it.
+    pub quote_volume_24h: i64,
 }
 
 /// Counters the control endpoint reports.
@@ -165,7 +168,7 @@ impl VenueState {
                     cfg.truth_checkpoint_every,
                     cfg.truth_checkpoints,
                 );
-                let last_price = spec.start_mid_e8;
+                let (last_price, quote_volume_24h) = (spec.start_mid_e8, spec.quote_volume_24h);
                 Arc::new(SymbolState {
                     spec,
                     inner: Mutex::new(SymbolInner {
@@ -181,6 +184,7 @@ impl VenueState {
                         volume_e8: 0,
                         trade_count: 0,
                         status: "TRADING".to_owned(),
+                        quote_volume_24h,
                     }),
                 })
             })

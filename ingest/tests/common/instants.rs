@@ -1,7 +1,8 @@
 //! The invariant at every instant: for every stored event time `t` inside an epoch (and
 //! `t - 1 ms`, `t + 1 ms`, every checkpoint time), `book_at(t)` is the simulator's true book
-//! after the last event with `E <= t` (its best `instruments.depth_levels` levels per side
-//! where the symbol keeps a window); every such instant outside an epoch is refused.
+//! after the last event with `E <= t` (its best N levels per side where the book `book_at`
+//! starts from was kept in a window of N: `book_checkpoints.levels`); every such instant
+//! outside an epoch is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,19 +76,33 @@ async fn books_at(db: &Client, iid: i32, instants: &[i64]) -> BTreeMap<i64, (Boo
     out
 }
 
+/// The window of each checkpoint (`None`: every level), as `book_at` orders them.
+async fn windows(db: &Client, iid: i32) -> Vec<(i64, Option<i32>)> {
+    db.query(
+        "SELECT (extract(epoch FROM time) * 1000)::int8, levels FROM book_checkpoints
+         WHERE instrument_id = $1 ORDER BY time, update_id",
+        &[&iid],
+    )
+    .await
+    .expect("checkpoints")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 /// Checks every instrument of `sim`'s venues; panics at the first wrong or unrefused instant.
 pub async fn check_every_instant(db: &Client, sim: &Sim) -> Instants {
     let mut seen = Instants::default();
     let instruments = db
         .query(
-            "SELECT id, venue, symbol, depth_levels FROM instruments WHERE active",
+            "SELECT id, venue, symbol FROM instruments WHERE active",
             &[],
         )
         .await
         .expect("instruments");
     for inst in &instruments {
         let (iid, venue, symbol): (i32, String, String) = (inst.get(0), inst.get(1), inst.get(2));
-        let window = super::window(inst.get(3));
+        let windows = windows(db, iid).await;
         let handle = match venue.as_str() {
             "spot" => sim.spot.as_ref(),
             _ => sim.usdm.as_ref(),
@@ -131,6 +146,8 @@ pub async fn check_every_instant(db: &Client, sim: &Sim) -> Instants {
             let Some(&(_, uid)) = last.checked_sub(1).and_then(|i| events.get(i)) else {
                 panic!("{venue} {symbol}: {t} ms is inside an epoch but no event precedes it");
             };
+            let window = windows.iter().rev().find(|(at, _)| *at <= t).map(|w| w.1);
+            let window = super::window(window.flatten());
             let Ok(truth) = handle.truth(&symbol, Some(uid as u64), window) else {
                 seen.beyond_truth += 1;
                 continue;

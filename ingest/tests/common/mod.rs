@@ -173,7 +173,19 @@ pub async fn db_book(db: &Client, iid: i32, time_ms: i64) -> (Book, i64) {
     (book, id)
 }
 
-/// How many levels per side an instrument's stored books hold (`instruments.depth_levels`).
+/// The window of the checkpoint `book_at` starts from at `time_ms` (`None`: every level).
+pub async fn checkpoint_window(db: &Client, iid: i32, time_ms: i64) -> Option<i32> {
+    db.query_one(
+        "SELECT levels FROM book_checkpoints WHERE instrument_id = $1 AND time <= to_timestamp($2::float8 / 1000)
+         ORDER BY time DESC, update_id DESC LIMIT 1",
+        &[&iid, &(time_ms as f64)],
+    )
+    .await
+    .expect("the checkpoint")
+    .get(0)
+}
+
+/// How many levels per side a book kept in `levels` holds.
 pub fn window(depth_levels: Option<i32>) -> usize {
     depth_levels.map_or(usize::MAX, |n| {
         usize::try_from(n).expect("a positive window")
@@ -198,7 +210,7 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
     );
     let instruments = db
         .query(
-            "SELECT id, venue, symbol, depth_levels FROM instruments WHERE active ORDER BY id",
+            "SELECT id, venue, symbol FROM instruments WHERE active ORDER BY id",
             &[],
         )
         .await
@@ -207,7 +219,6 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
     let mut compared = 0;
     for inst in &instruments {
         let (iid, venue, symbol): (i32, String, String) = (inst.get(0), inst.get(1), inst.get(2));
-        let window = window(inst.get(3));
         let handle = if venue == "spot" { spot } else { usdm };
         // Events of the last completed epoch, sampled.
         let events = db
@@ -253,6 +264,7 @@ pub async fn check_books(db: &Client, sim: &Sim) -> usize {
                 continue;
             }
             let (book, book_id) = db_book(db, iid, t).await;
+            let window = window(checkpoint_window(db, iid, t).await);
             let truth = handle
                 .truth(&symbol, Some(uid as u64), window)
                 .expect("truth within the window");
