@@ -1,6 +1,7 @@
 //! Checkpoints by row count: a busy symbol is checkpointed every `checkpoint_rows` depth rows
-//! even when the time interval is far off, so `book_at` replays at most that many rows, and
-//! the books it builds stay exact.
+//! (or two per level of its last checkpoint, if more) even when the time interval is far off,
+//! so `book_at` replays at most that many rows, and the books it builds stay exact. Depth
+//! windows, and a window moved by a tier change, keep them exact too.
 
 use std::time::Duration;
 
@@ -9,11 +10,26 @@ mod common;
 use common::*;
 
 const ROWS: usize = 200;
+/// Levels per side of the busy test's books: two rows per level of both sides (320) is more
+/// than `ROWS`, so the per-level rule sets the pace.
+const LEVELS: usize = 80;
 
 async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact(path: StoragePath) {
-    let Some((sim, tdb, db)) = sim_and_db(path, 5, "ingest_ckpt_rows").await else {
+    let Some((tdb, db)) = migrated_on(path, "ingest_ckpt_rows").await else {
         return;
     };
+    let venue = |v| {
+        let mut c = venue_cfg(v);
+        c.levels = LEVELS;
+        Some(c)
+    };
+    let sim = sim::Sim::start(sim::SimConfig {
+        seed: 5,
+        spot: venue(binance::Venue::Spot),
+        usdm: venue(binance::Venue::Usdm),
+    })
+    .await
+    .expect("sim");
     let ingest = start_ingest(&tdb.url, &sim, |c| {
         c.checkpoint_every = Duration::from_secs(3600);
         c.checkpoint_rows = ROWS;
@@ -25,30 +41,39 @@ async fn busy_symbols_are_checkpointed_by_rows_and_books_stay_exact(path: Storag
     .await;
     ingest.stop().await;
 
-    // Between two consecutive checkpoints of an epoch lie at most ROWS rows plus one event's.
+    // Between two consecutive checkpoints of an epoch lie at most ROWS rows (or two per level
+    // of the first, if more) plus one event's.
     let widest_event = count(
         db,
         "SELECT max(n) FROM (SELECT count(*) AS n FROM depth_updates GROUP BY instrument_id, update_id) x",
     )
     .await;
-    let worst = count(
-        db,
-        "SELECT coalesce(max((SELECT count(*) FROM depth_updates d
-                                WHERE d.instrument_id = c.instrument_id
-                                  AND d.update_id > c.update_id AND d.update_id <= c.next_id)), 0)
-         FROM (SELECT instrument_id, update_id,
-                      lead(update_id) OVER (PARTITION BY instrument_id, epoch ORDER BY update_id) AS next_id
-               FROM book_checkpoints) c
-         WHERE c.next_id IS NOT NULL",
-    )
-    .await;
-    assert!(
-        worst <= ROWS as i64 + widest_event,
-        "{worst} rows between checkpoints (limit {ROWS}, widest event {widest_event})"
+    // How far each stretch's rows are past its limit.
+    let past = format!(
+        "SELECT min(past), max(past), count(*) FROM (
+           SELECT (SELECT count(*) FROM depth_updates d
+                   WHERE d.instrument_id = c.instrument_id
+                     AND d.update_id > c.update_id AND d.update_id <= c.next_id)
+                  - greatest({ROWS}, {per_level} * c.levels) AS past
+           FROM (SELECT instrument_id, update_id,
+                        cardinality(bid_prices) + cardinality(ask_prices) AS levels,
+                        lead(update_id) OVER (PARTITION BY instrument_id, epoch ORDER BY update_id) AS next_id
+                 FROM book_checkpoints) c
+           WHERE c.next_id IS NOT NULL) x",
+        per_level = ingest::symbol::ROWS_PER_CHECKPOINT_LEVEL
     );
+    let r = db.query_one(&past, &[]).await.expect("stretches");
+    let (least, most, stretches): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    assert!(stretches >= 16, "{stretches} stretches between checkpoints");
     assert!(
-        worst > 0,
-        "checkpoints are spaced by rows, not written back to back"
+        most <= widest_event,
+        "a stretch went {most} rows past its limit (widest event {widest_event})"
+    );
+    // A stretch from a sync's checkpoint already counts the events that bridged the snapshot.
+    assert!(
+        least >= -widest_event,
+        "a checkpoint came {} rows early: spaced by rows, not written back to back",
+        -least
     );
     let seen = instants::check_every_instant(db, &sim).await;
     assert!(seen.equal > 1000, "{seen:?}");
