@@ -157,8 +157,9 @@ struct RunArgs {
     /// Full-book checkpoint interval per symbol.
     #[arg(long, env = "INGEST_CHECKPOINT_SECS", default_value_t = 300)]
     checkpoint_secs: u64,
-    /// Also checkpoint a symbol after this many depth rows since its last checkpoint: bounds
-    /// what `book_at` replays (its cost) for busy symbols; quiet ones keep the interval.
+    /// Also checkpoint a symbol after this many depth rows since its last checkpoint (or two
+    /// per level of that checkpoint, if more): bounds what `book_at` replays (its cost) for
+    /// busy symbols; quiet ones keep the interval.
     #[arg(long, env = "INGEST_CHECKPOINT_ROWS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
     checkpoint_rows: u64,
     /// Depth kept per tier, comma-separated TIER=N or TIER=all (tiers by 24 h volume rank:
