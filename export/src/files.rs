@@ -67,6 +67,8 @@ struct Sidecar<'a> {
     to: String,
     rows: u64,
     gaps: &'a [Gap],
+    /// Levels per side the books hold (a depth window); null: every level.
+    depth_levels: Option<i32>,
 }
 
 /// Writes `range` (inside `day`) of `inst` as `data_type` in `format` into `dir`.
@@ -95,6 +97,7 @@ pub async fn write_day(
             to: range.to.to_rfc3339(),
             rows: summary.rows,
             gaps: &summary.gaps,
+            depth_levels: summary.depth_levels,
         };
         let text = serde_json::to_vec_pretty(&sidecar).map_err(std::io::Error::other)?;
         std::fs::write(dir.join(gaps_name(&name)), text)?;

@@ -185,6 +185,9 @@ pub struct Summary {
     pub rows: u64,
     /// Where the book is unknown inside the range (book data types only).
     pub gaps: Vec<Gap>,
+    /// The books hold only their best N levels per side (the narrowest depth window of the
+    /// range; book data types only); `None`: every level.
+    pub depth_levels: Option<i32>,
 }
 
 /// Where CSV bytes go: a file or stdout (`Blocking`), or an HTTP response's bounded channel,
@@ -275,6 +278,7 @@ pub async fn stream_csv<O: Out>(
         summary.rows = copy(client, &sql::table(inst, data_type, range), out).await?;
     }
     summary.gaps = plan.gaps;
+    summary.depth_levels = segments::depth_levels(client, inst.id, range).await?;
     Ok(summary)
 }
 

@@ -68,6 +68,26 @@ struct End {
     last_update_id: Option<i64>,
 }
 
+/// The narrowest depth window (levels per side) the books of `range` were kept in: those of
+/// its checkpoints and of the last one before it, which `book_at` starts from at the range's
+/// start. `None`: every level throughout.
+pub async fn depth_levels(
+    client: &Client,
+    instrument: i32,
+    range: Range,
+) -> Result<Option<i32>, ExportError> {
+    Ok(client
+        .query_one(
+            "SELECT min(levels) FROM book_checkpoints
+             WHERE instrument_id = $1 AND time < $3
+               AND time >= coalesce((SELECT max(time) FROM book_checkpoints
+                                     WHERE instrument_id = $1 AND time <= $2), $2)",
+            &[&instrument, &range.from, &range.to],
+        )
+        .await?
+        .get(0))
+}
+
 /// The plan for `instrument` over `range`, with `book_at`'s rules: the latest checkpoint
 /// before the range gives the book at its start unless its epoch ended before, and every
 /// `snapshot` checkpoint inside the range starts a new segment.

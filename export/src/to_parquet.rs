@@ -41,6 +41,12 @@ pub const ROW_GROUP_ROWS: usize = 1 << 20;
 const BATCH_ROWS: usize = 1 << 16;
 /// The metadata key of the gap list (JSON, as in the `.gaps.json` sidecar).
 pub const GAPS_KEY: &str = "depthbook.gaps";
+/// The metadata key of the books' depth window: levels per side, or `all`.
+pub const DEPTH_LEVELS_KEY: &str = "depthbook.depth_levels";
+
+fn depth_levels(levels: Option<i32>) -> String {
+    levels.map_or_else(|| "all".to_owned(), |n| n.to_string())
+}
 
 const TIME_COLUMNS: [&str; 3] = ["timestamp", "local_timestamp", "funding_timestamp"];
 
@@ -174,6 +180,7 @@ impl<W: Write + Send> Transcoder<W> {
             ("depthbook.from", range.from.to_rfc3339()),
             ("depthbook.to", range.to.to_rfc3339()),
             (GAPS_KEY, gaps),
+            (DEPTH_LEVELS_KEY, depth_levels(summary.depth_levels)),
         ] {
             self.writer
                 .append_key_value_metadata(KeyValue::new(key.to_owned(), value));

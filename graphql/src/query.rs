@@ -389,17 +389,11 @@ async fn data_quality(
             &[&r.iid, &r.from, &r.to],
         )
         .await?;
-    // The books of the range start from its checkpoints and the last one before it.
-    let depth_levels = c
-        .query_one(
-            "SELECT min(levels) FROM book_checkpoints
-             WHERE instrument_id = $1 AND time < $3
-               AND time >= coalesce((SELECT max(time) FROM book_checkpoints
-                                     WHERE instrument_id = $1 AND time <= $2), $2)",
-            &[&r.iid, &r.from, &r.to],
-        )
-        .await?
-        .get(0);
+    let range = export::Range {
+        from: r.from,
+        to: r.to,
+    };
+    let depth_levels = export::segments::depth_levels(&c, r.iid, range).await?;
     Ok(DataQuality {
         symbol: input::symbol(symbol)?,
         venue,

@@ -131,9 +131,51 @@ async fn a_windowed_tier_keeps_exactly_its_best_levels(path: StoragePath) {
     assert!(seen.equal > 500, "{seen:?}");
     let compared = check_books(db, &sim).await;
     assert!(compared >= 8, "compared {compared} books");
+    let symbol = sim.spot.as_ref().expect("spot").symbols()[0].clone();
+    let rebuilt = exported_depth_rebuilds_the_window(db, &symbol).await;
+    assert!(rebuilt > 50, "{rebuilt} books rebuilt from the file");
 }
 
 pgembed::storage_tests!(a_windowed_tier_keeps_exactly_its_best_levels);
+
+/// A spot symbol's exported L2 stream says which window its books were kept in, and rebuilds
+/// `book_at`'s windowed book at its row times; returns how many books were compared.
+async fn exported_depth_rebuilds_the_window(db: &tokio_postgres::Client, symbol: &str) -> usize {
+    use common::tardis::{book_at_us, parse_l2, rebuild_at};
+    let inst = export::instrument(db, binance::Venue::Spot, symbol)
+        .await
+        .expect("instrument");
+    let r = db
+        .query_one(
+            "SELECT min(time) + interval '1 millisecond', max(time) FROM depth_updates WHERE instrument_id = $1",
+            &[&inst.id],
+        )
+        .await
+        .expect("range");
+    let range = export::Range {
+        from: r.get(0),
+        to: r.get(1),
+    };
+    let mut csv = Vec::new();
+    let l2 = export::DataType::IncrementalBookL2;
+    let summary = export::write_csv(db, &inst, l2, range, &mut csv)
+        .await
+        .expect("export");
+    assert_eq!(
+        summary.depth_levels,
+        Some(WINDOW),
+        "the file says its window"
+    );
+    let rows = parse_l2(std::str::from_utf8(&csv).expect("utf-8"));
+    let mut instants: Vec<i64> = rows.iter().map(|r| r.timestamp).collect();
+    instants.dedup();
+    let books = rebuild_at(&rows, &instants);
+    for (t, file_book) in instants.iter().zip(&books) {
+        let db_book = book_at_us(db, inst.id, *t).await.expect("inside the epoch");
+        assert_eq!(file_book, &db_book, "{symbol} at {t} us");
+    }
+    books.len()
+}
 
 /// Ranks the simulated spot venue has: enough that the last is outside the critical tier.
 const RANKED: usize = 22;

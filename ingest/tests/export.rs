@@ -7,7 +7,6 @@
 use std::io::Read;
 use std::path::Path;
 
-use binance::units::parse_e8;
 use binance::Venue;
 use chrono::{DateTime, Duration, Utc};
 use export::{DataType, Range};
@@ -17,31 +16,8 @@ use tokio_postgres::Client;
 mod common;
 
 use common::s3::s3_server;
-use common::tardis::{parse_l2, rebuild_at, Levels};
+use common::tardis::{book_at_us, parse_l2, rebuild_at};
 use common::*;
-
-async fn book_at(db: &Client, iid: i32, at_us: i64) -> Result<Levels, tokio_postgres::Error> {
-    let at = DateTime::from_timestamp_micros(at_us).expect("instant");
-    let rows = db
-        .query(
-            "SELECT side, price::text, qty::text FROM book_at($1, $2, 100000)",
-            &[&iid, &at],
-        )
-        .await?;
-    let mut book: Levels = (Vec::new(), Vec::new());
-    for r in rows {
-        let lvl = (
-            parse_e8(r.get::<_, &str>(1)).expect("price"),
-            parse_e8(r.get::<_, &str>(2)).expect("qty"),
-        );
-        if r.get::<_, &str>(0) == "bid" {
-            book.0.push(lvl);
-        } else {
-            book.1.push(lvl);
-        }
-    }
-    Ok(book)
-}
 
 /// Collects until spot instrument `iid` has had a gap, a resync and events after it.
 async fn collect_with_a_gap(db: &Client, sim: &sim::Sim, iid: i32, symbol: &str) {
@@ -139,7 +115,7 @@ async fn exported_depth_rebuilds_book_at_across_a_gap(path: StoragePath) {
     let (mut equal, mut refused) = (0, 0);
     for (t, file_book) in sample.iter().zip(rebuilt) {
         let in_gap = summary.gaps.iter().any(|g| g.from_us < *t && *t < g.to_us);
-        match book_at(&db, iid, *t).await {
+        match book_at_us(&db, iid, *t).await {
             Ok(db_book) => {
                 assert!(!in_gap, "book_at answers at {t}, listed as a gap");
                 assert_eq!(file_book, db_book, "book at {t}");

@@ -100,3 +100,31 @@ pub fn rebuild_at(rows: &[L2], instants: &[i64]) -> Vec<Levels> {
     }
     out
 }
+
+/// `book_at` at an instant in microseconds (the files' timestamps), every level.
+pub async fn book_at_us(
+    db: &tokio_postgres::Client,
+    iid: i32,
+    at_us: i64,
+) -> Result<Levels, tokio_postgres::Error> {
+    let at = chrono::DateTime::from_timestamp_micros(at_us).expect("instant");
+    let rows = db
+        .query(
+            "SELECT side, price::text, qty::text FROM book_at($1, $2, 100000)",
+            &[&iid, &at],
+        )
+        .await?;
+    let mut book: Levels = (Vec::new(), Vec::new());
+    for r in rows {
+        let lvl = (
+            binance::units::parse_e8(r.get::<_, &str>(1)).expect("price"),
+            binance::units::parse_e8(r.get::<_, &str>(2)).expect("qty"),
+        );
+        if r.get::<_, &str>(0) == "bid" {
+            book.0.push(lvl);
+        } else {
+            book.1.push(lvl);
+        }
+    }
+    Ok(book)
+}
