@@ -6,6 +6,7 @@
 mod export;
 mod fanout;
 mod measure;
+mod narrow;
 mod nominal;
 mod procstat;
 mod queries;

@@ -52,6 +52,8 @@ pub struct Sizing {
     pub cold: Vec<(String, Cold)>,
     /// What depth windows keep of each recorded book.
     pub windows: Vec<crate::windows::Kept>,
+    /// The depth rows in narrower shapes.
+    pub narrow: Vec<(&'static str, Storage)>,
 }
 
 /// The recordings' directory, if this machine has it.
@@ -263,6 +265,7 @@ pub async fn run(server: &Server, bin_dir: &Path, work: &Path) -> Result<Option<
     ] {
         s.cold.push((t.name().to_owned(), cold(&db, t).await?));
     }
+    s.narrow = crate::narrow::measure(&db).await?;
     for t in [
         "depth_updates",
         "book_checkpoints",
@@ -417,6 +420,7 @@ impl Sizing {
         }
         self.render_bytes(o);
         self.render_days(o);
+        crate::narrow::render(&self.hot("depth_updates"), &self.narrow, o);
         crate::windows::render(&self.windows, o);
     }
 
