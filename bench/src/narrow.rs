@@ -90,7 +90,7 @@ pub async fn measure(db: &Client) -> Result<Vec<(&'static str, Storage)>> {
 /// The report's table, beside the stored row: bytes per depth level change, whatever rows
 /// the shape has.
 pub fn render(stored: &Storage, shapes: &[(&'static str, Storage)], o: &mut String) {
-    let _ = writeln!(o, "\nHow small a depth row could be: the same replayed rows copied into other shapes and measured the same way, in bytes per depth level change (depth rows alone, without the checkpoints' share; compressed with the stored table's settings unless said):\n");
+    let _ = writeln!(o, "\nHow small a depth row could be: the same replayed rows copied into other shapes and measured the same way, in bytes per depth level change (depth rows alone, without the checkpoints' share; compressed with the stored table's settings unless said; the shapes have no index, the stored table has its own):\n");
     let _ = writeln!(o, "| row shape | bytes | compressed |\n|---|---|---|");
     let changes = stored.rows.max(1) as f64;
     let f = |s: &Storage| {
