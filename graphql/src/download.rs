@@ -37,6 +37,8 @@ struct Job {
     file_name: String,
     /// Where the book is unknown in the range (book types), sent as headers before the body.
     gaps: Vec<export::Gap>,
+    /// The books' depth window (book types), also a header: `Some(None)` is every level.
+    depth_levels: Option<Option<i32>>,
 }
 
 async fn check(
@@ -75,13 +77,17 @@ async fn check(
     };
     let conn = s.pool.get().await?;
     export::archive::refuse_cold(&conn, data_type, range).await?;
-    let gaps = if data_type.is_book() {
-        export::segments::plan(&conn, r.iid, range).await?.gaps
+    let (gaps, depth_levels) = if data_type.is_book() {
+        (
+            export::segments::plan(&conn, r.iid, range).await?.gaps,
+            Some(export::segments::depth_levels(&conn, r.iid, range).await?),
+        )
     } else {
-        Vec::new()
+        (Vec::new(), None)
     };
     Ok(Job {
         gaps,
+        depth_levels,
         file_name: export::tardis::file_name(venue_b, data_type, r.from.date_naive(), &sym, format),
         format,
         inst: Instrument {
@@ -182,6 +188,7 @@ fn stream(s: AppState, job: Job, slot: OwnedSemaphorePermit) -> Response {
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let file_name = job.file_name.clone();
     let gap_count = job.gaps.len().to_string();
+    let depth_levels = job.depth_levels;
     let gap_list = serde_json::to_string(&job.gaps)
         .ok()
         .filter(|g| g.len() <= MAX_GAPS_HEADER);
@@ -213,6 +220,12 @@ fn stream(s: AppState, job: Job, slot: OwnedSemaphorePermit) -> Response {
     if let Some(v) = gap_list.and_then(|g| header::HeaderValue::from_str(&g).ok()) {
         resp.headers_mut().insert(GAPS, v);
     }
+    if let Some(levels) = depth_levels {
+        let v = levels.map_or_else(|| "all".to_owned(), |n| n.to_string());
+        if let Ok(v) = header::HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(DEPTH_LEVELS, v);
+        }
+    }
     resp
 }
 
@@ -221,6 +234,9 @@ fn stream(s: AppState, job: Job, slot: OwnedSemaphorePermit) -> Response {
 /// header, where Parquet's metadata or `ingest export` give it.
 const GAP_COUNT: header::HeaderName = header::HeaderName::from_static("x-depthbook-gap-count");
 const GAPS: header::HeaderName = header::HeaderName::from_static("x-depthbook-gaps");
+/// The books' depth window (levels per side, or `all`), as in the sidecar and Parquet metadata.
+const DEPTH_LEVELS: header::HeaderName =
+    header::HeaderName::from_static("x-depthbook-depth-levels");
 /// Longest gap list sent as a header; proxies and clients commonly refuse headers over 8 KiB.
 const MAX_GAPS_HEADER: usize = 4096;
 

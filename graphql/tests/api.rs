@@ -539,6 +539,12 @@ async fn export_route_streams_what_the_exporter_writes(f: &Fixture) {
         Some(gaps.len().to_string().as_str())
     );
     assert_eq!(gaps, direct_gaps(f, "ETHUSDT", &from, &eth).await);
+    let window = WINDOW.to_string();
+    assert_eq!(
+        r.headers()["x-depthbook-depth-levels"].to_str().ok(),
+        Some(window.as_str()),
+        "a download says its books' window"
+    );
     let body = gunzip(&r.bytes().await.expect("body"));
     let second = body.lines().nth(1).expect("a first row");
     assert!(
