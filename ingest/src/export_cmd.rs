@@ -115,7 +115,7 @@ pub async fn run(client: &Client, a: &ExportArgs) -> Result<()> {
     let instruments = instruments(client, a, venue).await?;
     if a.out == "-" {
         let ([inst], [t]) = (instruments.as_slice(), types.as_slice()) else {
-            bail!("--out - writes one CSV: give one --symbols and one --type");
+            bail!("--out - writes one stream (CSV or Parquet): give one --symbols and one --type");
         };
         // Not `lock()`: the Parquet writer needs a writer it may send between threads.
         let mut out = std::io::BufWriter::new(std::io::stdout());
@@ -130,6 +130,9 @@ pub async fn run(client: &Client, a: &ExportArgs) -> Result<()> {
         out.flush()?;
         for g in &summary.gaps {
             eprintln!("gap {} .. {} ({})", g.from, g.to, g.kind);
+        }
+        if let Some(n) = summary.depth_levels {
+            eprintln!("depth window: the books hold their best {n} levels per side");
         }
         return Ok(());
     }
