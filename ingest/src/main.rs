@@ -170,7 +170,8 @@ struct RunArgs {
         long,
         env = "INGEST_DEPTH_LEVELS",
         value_delimiter = ',',
-        default_value = ""
+        default_value = "",
+        value_parser = depth_item
     )]
     depth_levels: Vec<String>,
     /// book_top sampling interval.
@@ -242,6 +243,11 @@ async fn connect(url: Option<&str>) -> Result<Client> {
         .await
         .context("connecting to the database")?;
     Ok(client)
+}
+
+/// One `--depth-levels` item, checked as the command line is read (not after connecting).
+fn depth_item(s: &str) -> Result<String, ingest::universe::DepthLevelsError> {
+    ingest::universe::DepthLevels::parse(&[s]).map(|_| s.to_owned())
 }
 
 fn policy_changes(args: &MigrateArgs) -> Result<Vec<PolicyChange>> {

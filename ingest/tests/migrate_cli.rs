@@ -194,6 +194,20 @@ fn an_unreachable_database_is_a_clear_error_not_a_panic() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A bad depth window is refused as the command line is read, before any connection, from the
+/// flag and from the environment alike.
+#[test]
+fn a_bad_depth_window_is_refused_before_connecting() {
+    let url = "postgres://x@127.0.0.1:1/x";
+    let (ok, _, err) = ingest(Some(url), &["run", "--depth-levels", "low=100,lowest=5"]);
+    assert!(!ok);
+    assert!(err.contains("\"lowest=5\": expected TIER=N"), "{err}");
+    assert!(!err.contains("connecting"), "{err}");
+    let (ok, _, err) = ingest_with(Some(url), &["run"], &[("INGEST_DEPTH_LEVELS", "low=0")]);
+    assert!(!ok);
+    assert!(err.contains("a window is 1 to 5000 levels"), "{err}");
+}
+
 /// `--storage postgres` on a server that preloads TimescaleDB: nothing of it is touched.
 #[tokio::test]
 async fn forcing_the_plain_path_on_a_timescale_server_creates_no_extension() {
