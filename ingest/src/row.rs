@@ -42,6 +42,11 @@ impl Table {
         }
     }
 
+    /// How many columns a batch's COPY fills: the fields of each encoded row.
+    pub fn fields(self) -> usize {
+        self.columns().split(", ").count()
+    }
+
     /// The columns a batch's COPY fills, in the order its rows are encoded.
     pub fn columns(self) -> &'static str {
         match self {
@@ -480,7 +485,7 @@ mod tests {
         for row in rows {
             let mut b = CopyBuf::new();
             row.encode(&mut b);
-            let columns = row.table().columns().split(", ").count();
+            let columns = row.table().fields();
             assert_eq!(
                 fields(&b.finish()),
                 (columns, columns),

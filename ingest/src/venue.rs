@@ -257,9 +257,9 @@ impl VenueManager {
             match self.active.get_mut(&inst.symbol.to_ascii_lowercase()) {
                 // A new tier may keep another depth window.
                 Some(a) => {
-                    a.depth_levels.send_if_modified(|w| {
-                        std::mem::replace(w, inst.depth_levels) != inst.depth_levels
-                    });
+                    if *a.depth_levels.borrow() != inst.depth_levels {
+                        a.depth_levels.send_replace(inst.depth_levels);
+                    }
                     a.inst = inst;
                 }
                 None => new.push(inst),

@@ -129,7 +129,7 @@ impl TableWriter {
     /// A spooled batch in the table's current columns: one written before the table gained a
     /// trailing nullable column gets NULL there.
     fn current(&self, mut b: Batch) -> Option<Batch> {
-        let fields = i16::try_from(self.table.columns().split(", ").count()).ok()?;
+        let fields = i16::try_from(self.table.fields()).ok()?;
         b.bytes = crate::copy::pad_rows(&b.bytes, fields)?;
         Some(b)
     }
