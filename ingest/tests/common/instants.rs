@@ -109,7 +109,11 @@ pub async fn check_every_instant(db: &Client, sim: &Sim) -> Instants {
         }
         .expect("the venue runs");
         let events: Vec<(i64, i64)> = db
-            .query("SELECT DISTINCT (extract(epoch FROM time) * 1000)::int8, update_id FROM depth_updates WHERE instrument_id = $1 ORDER BY 1, 2", &[&iid])
+            // A checkpoint is where the book stands too: with a depth window, the events that
+            // bridged a sync may have changed nothing inside it and left no row.
+            .query("SELECT (extract(epoch FROM time) * 1000)::int8, update_id FROM depth_updates WHERE instrument_id = $1
+                    UNION SELECT (extract(epoch FROM time) * 1000)::int8, update_id FROM book_checkpoints WHERE instrument_id = $1
+                    ORDER BY 1, 2", &[&iid])
             .await
             .expect("events")
             .iter()
