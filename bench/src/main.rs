@@ -11,6 +11,7 @@ mod nominal;
 mod procstat;
 mod queries;
 mod report;
+mod shards;
 mod sizing;
 mod stack;
 mod throughput;
@@ -73,7 +74,7 @@ struct Cli {
         long,
         env = "BENCH_PARTS",
         value_delimiter = ',',
-        default_value = "throughput,nominal,parse,sizing"
+        default_value = "throughput,nominal,parse,sizing,shards"
     )]
     parts: Vec<Part>,
 
@@ -93,6 +94,8 @@ enum Part {
     Nominal,
     Parse,
     Sizing,
+    /// Several collectors by lease: per-process cost and takeover times.
+    Shards,
 }
 
 fn parse_storage(s: &str) -> Result<schema::Flavor, String> {
@@ -124,6 +127,10 @@ pub struct Plan {
     pub query_samples: usize,
     pub query_repeat: usize,
     pub synthetic_trades_per_sec: u32,
+    /// Symbols per venue and `ingest` processes of the several-collectors part, its window.
+    pub shard_symbols: usize,
+    pub shard_processes: usize,
+    pub shard_window: Duration,
     pub keep: bool,
     pub ingest_args: Vec<(String, String)>,
 }
@@ -147,6 +154,10 @@ impl Plan {
                 query_samples: 3,
                 query_repeat: 1,
                 synthetic_trades_per_sec: 1,
+                shard_symbols: 4,
+                // One is killed, one stopped: a third is left to take over.
+                shard_processes: 3,
+                shard_window: s(2),
                 keep: cli.keep,
                 ingest_args: vec![],
             }
@@ -166,6 +177,9 @@ impl Plan {
                 query_samples: 50,
                 query_repeat: 5,
                 synthetic_trades_per_sec: 20,
+                shard_symbols: 1000,
+                shard_processes: 4,
+                shard_window: s(30),
                 keep: cli.keep,
                 ingest_args: vec![],
             }
@@ -264,6 +278,13 @@ async fn main() -> Result<()> {
         r.sizing = sizing::run(&server, &bin_dir, work.path())
             .await
             .context("sizing")?;
+    }
+    if cli.parts.contains(&Part::Shards) {
+        r.shards = Some(
+            shards::run(&server, &plan, &bin_dir, work.path())
+                .await
+                .context("several collectors")?,
+        );
     }
     if cli.parts.contains(&Part::Parse) {
         r.parse = report::read_criterion(&criterion_dir);

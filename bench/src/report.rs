@@ -130,13 +130,14 @@ pub struct Report {
     pub nominal: Option<Nominal>,
     pub parse: Option<Parse>,
     pub sizing: Option<crate::sizing::Sizing>,
+    pub shards: Option<crate::shards::Shards>,
 }
 
 fn mb(b: u64) -> String {
     format!("{:.0} MB", b as f64 / 1024.0 / 1024.0)
 }
 
-fn k(v: f64) -> String {
+pub fn k(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else {
@@ -209,6 +210,9 @@ impl Report {
         self.render_nominal(&mut o);
         self.render_parse(&mut o);
         if let Some(s) = &self.sizing {
+            s.render(&mut o);
+        }
+        if let Some(s) = &self.shards {
             s.render(&mut o);
         }
         self.reproduce(&mut o);

@@ -24,4 +24,13 @@ impl Venue {
             Venue::Usdm => "usdm",
         }
     }
+
+    /// The venue of an `instruments.venue` name.
+    pub fn from_name(name: &str) -> Option<Venue> {
+        match name {
+            "spot" => Some(Venue::Spot),
+            "usdm" => Some(Venue::Usdm),
+            _ => None,
+        }
+    }
 }

@@ -36,6 +36,8 @@ const ROTATION_OVERLAP: Duration = Duration::from_secs(2);
 pub struct Route {
     pub iid: i32,
     pub depth: mpsc::Sender<FeedMsg>,
+    /// The symbol's other rows go here (fenced with its shard's lease, if any).
+    pub writer: Writer,
     /// Dedupe across overlapping connections (rotation): highest ids seen.
     last_agg: AtomicU64,
     last_ticker: AtomicU64,
@@ -43,10 +45,11 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(iid: i32, depth: mpsc::Sender<FeedMsg>) -> Route {
+    pub fn new(iid: i32, depth: mpsc::Sender<FeedMsg>, writer: Writer) -> Route {
         Route {
             iid,
             depth,
+            writer,
             last_agg: AtomicU64::new(0),
             last_ticker: AtomicU64::new(0),
             last_mark: AtomicU64::new(0),
@@ -61,7 +64,6 @@ pub struct FeedCtx {
     pub ws_base: String,
     /// Lower-case symbol → route.
     pub routes: std::sync::RwLock<HashMap<String, Arc<Route>>>,
-    pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub lifetime: Duration,
     pub stale_after: Duration,
@@ -380,14 +382,14 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
         .with_label_values(&[venue, kind.suffix()])
         .inc_by(text.len() as u64);
     match decode::event(kind, text) {
-        Ok(ev) => route_event(ctx, &route, ev, received_at).await,
+        Ok(ev) => route_event(&route, ev, received_at).await,
         Err(_) => bad(),
     }
 }
 
 /// Depth events to their symbol's task; the rest, unless already seen on another connection
 /// (rotation overlap), as rows to the writer.
-async fn route_event(ctx: &FeedCtx, route: &Route, ev: Event, received_at: u64) {
+async fn route_event(route: &Route, ev: Event, received_at: u64) {
     let instrument_id = route.iid;
     let row = match ev {
         Event::Depth(ev) => {
@@ -445,5 +447,5 @@ async fn route_event(ctx: &FeedCtx, route: &Route, ev: Event, received_at: u64) 
             })
         }
     };
-    ctx.writer.send(row).await;
+    route.writer.send(row).await;
 }

@@ -9,7 +9,9 @@
 pub mod aggregates;
 pub mod copy;
 pub mod decode;
+pub mod epochs;
 pub mod feed;
+pub mod lease;
 pub mod metrics;
 pub mod notify;
 pub mod rest_client;

@@ -212,6 +212,41 @@ struct RunArgs {
     /// the database fills it; 0: unknown (the host's disk alerts cover a database on this host).
     #[arg(long, env = "DATABASE_DISK_GB", default_value_t = 0)]
     database_disk_gb: u64,
+    /// Share the universe with other collectors: split it into this many shards, each
+    /// collected by whichever collector holds its lease (every collector of one database needs
+    /// the same count). 0: this collector takes every symbol, without leases.
+    #[arg(long, env = "INGEST_SHARDS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    shards: u32,
+    /// How many collectors share the shards: each takes up to ⌈shards/instances⌉ at once;
+    /// a shard left free for a lease round (a third of the TTL) is taken by any collector.
+    #[arg(long, env = "INGEST_INSTANCES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    instances: u32,
+    /// A lease not renewed for this long is taken over by another collector; it is renewed
+    /// every third of it.
+    #[arg(long, env = "INGEST_LEASE_TTL_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    lease_ttl_ms: u64,
+    /// This collector's name in `collector_leases` (default: the host's name).
+    #[arg(long, env = "INGEST_COLLECTOR_NAME")]
+    collector_name: Option<String>,
+}
+
+/// `--shards` and its companions; `None` with `--shards 0`.
+fn lease_config(a: &RunArgs) -> Option<ingest::lease::LeaseConfig> {
+    let name = a
+        .collector_name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|_| "ingest".into())
+        });
+    Some(ingest::lease::LeaseConfig {
+        shards: (a.shards > 0).then_some(a.shards)?,
+        instances: a.instances,
+        ttl: std::time::Duration::from_millis(a.lease_ttl_ms),
+        name,
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -398,6 +433,7 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         shutdown_grace: std::time::Duration::from_secs(a.shutdown_grace_secs),
         universe_refresh: std::time::Duration::from_secs(a.universe_refresh_secs.max(1)),
         maintain_every: std::time::Duration::from_secs(a.maintain_secs.max(1)),
+        leases: lease_config(a),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let stop = shutdown.clone();

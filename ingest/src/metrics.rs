@@ -38,6 +38,7 @@ pub struct Metrics {
     pub event_to_commit: Histogram,
     pub connections: IntGauge,
     pub dropped_rows: IntCounter,
+    pub leases: LeaseMetrics,
     /// Bytes per market-data table (`storage_sizes()`), and before compression.
     pub storage_bytes: IntGaugeVec,
     pub storage_uncompressed_bytes: IntGaugeVec,
@@ -77,11 +78,51 @@ impl Reg {
         self.add(IntGaugeVec::new(Opts::new(name, help), labels))
     }
 
+    fn event_to_commit(&self) -> Histogram {
+        let buckets = exponential_buckets(0.005, 2.0, 14).expect("buckets");
+        let opts = HistogramOpts::new("event_to_commit_seconds", "Exchange event time to commit");
+        self.add(Histogram::with_opts(opts.buckets(buckets)))
+    }
+
     /// Buckets `start · 2^k`, `n` of them.
     fn histogram(&self, name: &str, help: &str, start: f64, factor: f64, n: usize) -> HistogramVec {
         let buckets = exponential_buckets(start, factor, n).expect("buckets");
         let opts = HistogramOpts::new(name, help).buckets(buckets);
         self.add(HistogramVec::new(opts, TABLE))
+    }
+}
+
+/// Leases (`--shards`): shards held, takeovers, and what the fencing kept out.
+#[derive(Debug)]
+pub struct LeaseMetrics {
+    pub held: IntGauge,
+    pub takeovers: IntCounter,
+    pub fenced_batches: IntCounterVec,
+    pub fenced_rows: IntCounterVec,
+}
+
+impl LeaseMetrics {
+    fn new(r: &Reg) -> Self {
+        LeaseMetrics {
+            held: r.add(IntGauge::new(
+                "leases_held",
+                "Shard leases this collector holds",
+            )),
+            takeovers: r.add(IntCounter::new(
+                "lease_takeovers_total",
+                "Shard leases taken (each raises the shard's generation)",
+            )),
+            fenced_batches: r.counter(
+                "fenced_batches_total",
+                "Batches the database refused: a shard's lease had moved on",
+                TABLE,
+            ),
+            fenced_rows: r.counter(
+                "fenced_rows_total",
+                "Rows not written because their shard's lease was lost",
+                TABLE,
+            ),
+        }
     }
 }
 
@@ -123,9 +164,6 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r =
             Reg(Registry::new_custom(Some("depthbook_ingest".into()), None).expect("valid prefix"));
-        let commit_buckets = exponential_buckets(0.005, 2.0, 14).expect("buckets");
-        let commit_opts =
-            HistogramOpts::new("event_to_commit_seconds", "Exchange event time to commit");
         Arc::new(Metrics {
             messages: r.counter(
                 "messages_total",
@@ -177,12 +215,13 @@ impl Metrics {
                 "Batches written to the spool",
                 TABLE,
             ),
-            event_to_commit: r.add(Histogram::with_opts(commit_opts.buckets(commit_buckets))),
+            event_to_commit: r.event_to_commit(),
             connections: r.add(IntGauge::new("connections", "Open WebSocket connections")),
             dropped_rows: r.add(IntCounter::new(
                 "dropped_rows_total",
                 "Rows dropped at shutdown after the deadline",
             )),
+            leases: LeaseMetrics::new(&r),
             storage_bytes: r.gauge("storage_bytes", "Bytes on disk per table", &["relation"]),
             storage_uncompressed_bytes: r.gauge(
                 "storage_uncompressed_bytes",

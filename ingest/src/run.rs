@@ -11,12 +11,13 @@ use anyhow::{Context, Result};
 use binance::Venue;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::{Held, LeaseConfig, Leases};
 use crate::metrics::Metrics;
 use crate::rest_client::Rest;
 use crate::snapshots::SnapshotQueue;
 use crate::symbol::SymbolConfig;
 use crate::universe::{self, Selection, Tier};
-use crate::venue::{VenueManager, VenueSettings};
+use crate::venue::{Assignment, VenueManager, VenueSettings};
 use crate::writer::{self, Writer, WriterConfig};
 
 /// Everything `run` needs, filled from the command line.
@@ -48,6 +49,9 @@ pub struct RunConfig {
     pub universe_refresh: Duration,
     /// How often `maintain()` runs.
     pub maintain_every: Duration,
+    /// Shards by lease, shared with other collectors (`--shards`); `None`: this process
+    /// collects the whole universe.
+    pub leases: Option<LeaseConfig>,
 }
 
 /// Snapshot depth by tier: the deepest book for the busiest symbols, a cheaper one for the rest
@@ -60,42 +64,42 @@ fn snapshot_limit(venue: Venue, tier: Tier) -> u32 {
     }
 }
 
-/// Closes epochs a crashed or killed run left open, so `book_at` never trusts a book across
-/// the time ingest was not running: a 'stopped' event at the epoch's last stored update.
-/// Runs after the spool is replayed, so that "last stored" includes what was spooled, and
-/// epochs that started while the database was down are found too. Every epoch with a
-/// 'synced' event and neither 'gap' nor 'stopped' is open; its updates are those before the
-/// instrument's next sync.
-const CLOSE_OPEN_EPOCHS: &str = "
-INSERT INTO sync_events (time, instrument_id, epoch, kind, detail)
-SELECT coalesce((SELECT max(d.time) FROM depth_updates d
-                 WHERE d.instrument_id = s.instrument_id AND d.time >= s.time
-                   AND d.time < coalesce((SELECT min(n.time) FROM sync_events n
-                                          WHERE n.instrument_id = s.instrument_id
-                                            AND n.kind = 'synced' AND n.time > s.time),
-                                         'infinity')),
-                s.time),
-       s.instrument_id, s.epoch, 'stopped', 'open epoch found at start'
-FROM sync_events s
-WHERE s.kind = 'synced'
-  AND NOT EXISTS (SELECT 1 FROM sync_events e
-                  WHERE e.epoch = s.epoch AND e.kind IN ('gap', 'stopped'))";
-
 /// Runs until `shutdown` is cancelled, then flushes everything.
 pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Result<()> {
     let (db, db_conn) = pgconn::connect(&cfg.database_url)
         .await
         .context("connecting to the database")?;
-    let writer_cfg = writer_config(&cfg);
-    recover(&cfg, &db, &writer_cfg, &metrics).await?;
+    let mut leases = match &cfg.leases {
+        Some(lc) => Some(Leases::init(&db, lc.clone(), metrics.clone()).await?),
+        None => None,
+    };
+    let writer_cfg = writer_config(&cfg, leases.as_ref());
+    recover(&cfg, &db, &writer_cfg, &metrics, leases.is_none()).await?;
     serve_metrics(cfg.metrics_bind, &metrics, &shutdown).await?;
     let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
+    let assignment = match leases.as_mut() {
+        Some(l) => {
+            l.tick(&db).await.context("taking the first leases")?;
+            tracing::info!(owner = l.owner(), held = ?l.view().borrow().shards, "leases");
+            shards_of(l.shards(), &l.view().borrow())
+        }
+        None => Assignment::All,
+    };
     // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
-    // 'stopped' events; writers flush last.
+    // 'stopped' events; writers flush; the leases are released last.
     let feed_stop = CancellationToken::new();
     let mut managers = Vec::new();
     for venue in &cfg.venues {
-        managers.push(start_venue(&cfg, *venue, &db, &writer, &metrics, &feed_stop).await?);
+        let m = start_venue(
+            &cfg,
+            *venue,
+            &db,
+            &writer,
+            &metrics,
+            &feed_stop,
+            &assignment,
+        );
+        managers.push(m.await?);
     }
     metrics
         .expected_books
@@ -109,7 +113,14 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         metrics.clone(),
         shutdown.clone(),
     );
-    follow_universe(&cfg, &mut managers, &metrics, &shutdown).await;
+    let lease_stop = CancellationToken::new();
+    let leases = leases.map(|l| {
+        let held = (l.shards(), l.view().subscribe());
+        let task = tokio::spawn(l.run(cfg.database_url.clone(), lease_stop.clone()));
+        (held, task)
+    });
+    let held = leases.as_ref().map(|(h, _)| h.clone());
+    follow_universe(&cfg, &mut managers, &metrics, &shutdown, held).await;
     tracing::info!("shutting down: stopping the streams, flushing every row");
     feed_stop.cancel();
     for m in managers {
@@ -118,10 +129,22 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         }
     }
     drop(writer);
-    flush(writer_handles, cfg.shutdown_grace).await
+    let flushed = flush(writer_handles, cfg.shutdown_grace).await;
+    lease_stop.cancel();
+    if let Some((_, task)) = leases {
+        let _ = task.await;
+    }
+    flushed
 }
 
-fn writer_config(cfg: &RunConfig) -> WriterConfig {
+fn shards_of(count: u32, held: &Held) -> Assignment {
+    Assignment::Shards {
+        count,
+        held: held.clone(),
+    }
+}
+
+fn writer_config(cfg: &RunConfig, leases: Option<&Leases>) -> WriterConfig {
     let instance = format!(
         "{:x}",
         crate::now_ms() ^ u64::from(std::process::id()) << 40
@@ -133,16 +156,20 @@ fn writer_config(cfg: &RunConfig) -> WriterConfig {
         queue: cfg.queue_rows,
         spool_dir: cfg.spool_dir.clone(),
         instance,
+        held: leases.map(Leases::view),
+        session_name: leases.map(|l| crate::lease::session_name(l.owner())),
     }
 }
 
-/// What a previous run left: its spool replayed, then its open epochs closed. Nothing new is
-/// written before both are done.
+/// What a previous run left: its spool replayed, then (`close_all`: no leases) its open epochs
+/// closed; with leases, whoever takes a shard closes that shard's. Nothing new is written
+/// before both are done.
 async fn recover(
     cfg: &RunConfig,
     db: &tokio_postgres::Client,
     writer_cfg: &WriterConfig,
     metrics: &Arc<Metrics>,
+    close_all: bool,
 ) -> Result<()> {
     let left = writer::replay_spool(writer_cfg, metrics).await;
     anyhow::ensure!(
@@ -151,8 +178,10 @@ async fn recover(
          they stay in {} and are replayed at the next start",
         cfg.spool_dir.display()
     );
-    let closed = db
-        .execute(CLOSE_OPEN_EPOCHS, &[])
+    if !close_all {
+        return Ok(());
+    }
+    let closed = crate::epochs::close_open(db, None)
         .await
         .context("closing epochs left open")?;
     if closed > 0 {
@@ -191,6 +220,7 @@ async fn start_venue(
     writer: &Writer,
     metrics: &Arc<Metrics>,
     feed_stop: &CancellationToken,
+    assignment: &Assignment,
 ) -> Result<VenueManager> {
     let (rest_url, ws_url, weight) = match venue {
         Venue::Spot => (&cfg.spot_rest, &cfg.spot_ws, cfg.spot_weight_limit),
@@ -227,7 +257,7 @@ async fn start_venue(
         metrics.clone(),
         feed_stop.clone(),
     );
-    m.add(instruments);
+    m.assign(assignment.clone(), Some(instruments));
     Ok(m)
 }
 
@@ -257,6 +287,11 @@ fn spawn_database_probe(url: String, metrics: Arc<Metrics>, stop: CancellationTo
 /// every chunk).
 const SIZES_EVERY: Duration = Duration::from_secs(60);
 
+/// `maintain()`, unless another collector of the same database (`--shards`) is running it right
+/// now: one at a time, the others skip that round (a transaction-scoped advisory lock).
+const MAINTAIN_ONCE: &str = "SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('depthbook maintain()'))
+                                   THEN maintain() ELSE 'skipped: another collector is running it' END";
+
 /// Housekeeping: maintain() applies retention on every path, gated by the verified archive
 /// (`sql/0010_archive.sql`), and on plain PostgreSQL materializes the aggregates (TimescaleDB's
 /// jobs do that there). Every `SIZES_EVERY` it also measures what each table takes and where its
@@ -278,7 +313,7 @@ fn spawn_maintenance(url: String, every: Duration, metrics: Arc<Metrics>, stop: 
                     continue;
                 }
             };
-            match c.query_one("SELECT maintain()", &[]).await {
+            match c.query_one(MAINTAIN_ONCE, &[]).await {
                 Ok(r) => tracing::debug!(summary = r.get::<_, String>(0), "maintenance"),
                 Err(e) => tracing::warn!(error = %e, "maintenance failed"),
             }
@@ -368,15 +403,29 @@ async fn follow_universe(
     managers: &mut [VenueManager],
     metrics: &Metrics,
     shutdown: &CancellationToken,
+    mut held: Option<(u32, tokio::sync::watch::Receiver<Held>)>,
 ) {
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + cfg.universe_refresh,
         cfg.universe_refresh,
     );
     loop {
+        let leases_moved = async {
+            match held.as_mut() {
+                Some((_, rx)) => rx.changed().await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = refresh.tick() => {}
+            true = leases_moved => {
+                if let Some((count, rx)) = held.as_mut() {
+                    let assignment = shards_of(*count, &rx.borrow_and_update());
+                    follow_leases(managers, &assignment, metrics);
+                }
+                continue;
+            }
         }
         let (db, conn) = match pgconn::connect(&cfg.database_url).await {
             Ok(pair) => pair,
@@ -401,6 +450,19 @@ async fn follow_universe(
             .expected_books
             .store(expected_books(managers), Ordering::Relaxed);
     }
+}
+
+/// Starts the symbols of shards just taken, stops those of shards lost.
+fn follow_leases(managers: &mut [VenueManager], assignment: &Assignment, metrics: &Metrics) {
+    for m in managers.iter_mut() {
+        let (added, removed) = m.assign(assignment.clone(), None);
+        if added + removed > 0 {
+            tracing::info!(venue = m.venue.as_str(), added, removed, "leases moved");
+        }
+    }
+    metrics
+        .expected_books
+        .store(expected_books(managers), Ordering::Relaxed);
 }
 
 /// Waits for the writers to commit (or spool) what they hold, within `grace`.

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::lease::Fence;
+
 /// A batch of one table: its ledger identity and its COPY payload.
 #[derive(Debug)]
 pub struct Batch {
@@ -14,6 +16,8 @@ pub struct Batch {
     /// Earliest and latest exchange time of its rows, Unix ms.
     pub first_ms: u64,
     pub last_ms: u64,
+    /// The shard leases its rows were written under (`--shards`); empty without leases.
+    pub fences: Vec<Fence>,
     pub bytes: Vec<u8>,
 }
 
@@ -74,7 +78,13 @@ impl Spool {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.dir.join(name);
-        let mut data = format!("{} {} {} {}\n", b.id, b.rows, b.first_ms, b.last_ms).into_bytes();
+        let mut header = format!("{} {} {} {}", b.id, b.rows, b.first_ms, b.last_ms);
+        // Fences last and only when there are any: a spool of an older collector has none.
+        for f in &b.fences {
+            header.push_str(&format!(" {}:{}", f.shard, f.generation));
+        }
+        header.push('\n');
+        let mut data = header.into_bytes();
         data.extend_from_slice(&b.bytes);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &data)
@@ -94,11 +104,21 @@ impl Spool {
         let rows = it.next()?.parse().ok()?;
         let first_ms = it.next()?.parse().ok()?;
         let last_ms = it.next()?.parse().ok()?;
+        let fences = it
+            .map(|f| {
+                let (shard, generation) = f.split_once(':')?;
+                Some(Fence {
+                    shard: shard.parse().ok()?,
+                    generation: generation.parse().ok()?,
+                })
+            })
+            .collect::<Option<Vec<Fence>>>()?;
         Some(Batch {
             id,
             rows,
             first_ms,
             last_ms,
+            fences,
             bytes: data[nl + 1..].to_vec(),
         })
     }
@@ -129,6 +149,7 @@ mod tests {
             rows: 2,
             first_ms: 10,
             last_ms: 20,
+            fences: vec![],
             bytes: vec![0, 1, b'\n', 255],
         }
     }
@@ -152,6 +173,33 @@ mod tests {
         );
         assert!(spool.remove(&files[0]) > 0);
         assert_eq!(Spool::open(dir.path().join("trades")).len(), 1);
+    }
+
+    #[test]
+    fn a_batch_keeps_its_fences_and_an_old_header_reads_without() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path().to_path_buf());
+        let mut b = batch("f");
+        b.fences = vec![
+            Fence {
+                shard: 0,
+                generation: 3,
+            },
+            Fence {
+                shard: 5,
+                generation: 12,
+            },
+        ];
+        spool.push(&b, 1).expect("push");
+        let read = Spool::read(&spool.files()[0]).expect("read");
+        assert_eq!(read.fences, b.fences);
+        assert_eq!(read.bytes, b.bytes);
+        let old = dir.path().join("00-old.copy");
+        std::fs::write(&old, b"id 2 10 20\nxy").expect("write");
+        let read = Spool::read(&old).expect("an old header");
+        assert!(read.fences.is_empty());
+        std::fs::write(&old, b"id 2 10 20 3:x\nxy").expect("write");
+        assert!(Spool::read(&old).is_none(), "a bad fence is not guessed at");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One venue's collection: its symbol tasks, its connections, and the universe refresh that
 //! picks up listings and delistings while running.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::feed::{self, FeedCtx, Route, Shard, ShardCmd};
+use crate::lease::{Fence, Held};
 use crate::metrics::Metrics;
 use crate::rest_client::Rest;
 use crate::snapshots::SnapshotQueue;
@@ -36,6 +37,30 @@ struct Active {
     streams: Vec<(usize, String)>,
     /// Tells its task the depth window of its tier.
     depth_levels: watch::Sender<Option<u32>>,
+    /// The lease it is collected under.
+    fence: Option<Fence>,
+}
+
+/// Which of the universe's symbols this process collects.
+#[derive(Debug, Clone, Default)]
+pub enum Assignment {
+    /// Every one (no `--shards`).
+    #[default]
+    All,
+    /// Those of the shards whose lease it holds (`lease::shard_of`), each under its lease.
+    Shards { count: u32, held: Held },
+}
+
+impl Assignment {
+    /// `None`: not this process's symbol; `Some(fence)`: collected, under `fence`.
+    fn fence(&self, venue: Venue, symbol: &str) -> Option<Option<Fence>> {
+        match self {
+            Assignment::All => Some(None),
+            Assignment::Shards { count, held } => held
+                .fence(crate::lease::shard_of(venue, symbol, *count))
+                .map(Some),
+        }
+    }
 }
 
 /// Runs a venue: add and remove symbols, own their tasks and connections.
@@ -51,6 +76,9 @@ pub struct VenueManager {
     feed_stop: CancellationToken,
     shards: Vec<ShardHandle>,
     active: HashMap<String, Active>,
+    /// The universe as last loaded, and the part of it this process collects.
+    universe: Vec<Instrument>,
+    assignment: Assignment,
     pub handles: Vec<JoinHandle<()>>,
 }
 
@@ -89,7 +117,6 @@ impl VenueManager {
             venue,
             ws_base: settings.ws_base,
             routes: std::sync::RwLock::new(HashMap::new()),
-            writer: writer.clone(),
             metrics: metrics.clone(),
             lifetime: settings.lifetime,
             stale_after: settings.stale_after,
@@ -111,6 +138,8 @@ impl VenueManager {
             feed_stop,
             shards: Vec::new(),
             active: HashMap::new(),
+            universe: Vec::new(),
+            assignment: Assignment::All,
             handles: Vec::new(),
         }
     }
@@ -119,32 +148,18 @@ impl VenueManager {
         self.active.len()
     }
 
-    /// Starts collecting `insts`: one task each, their streams on shards with room, new shards
-    /// for the rest (one SUBSCRIBE burst per shard, not one per symbol).
-    pub fn add(&mut self, insts: Vec<Instrument>) {
+    /// Starts collecting `insts`, each under its lease: one task each, their streams on
+    /// connections with room, new connections for the rest (one SUBSCRIBE burst per
+    /// connection, not one per symbol).
+    fn add(&mut self, insts: Vec<(Instrument, Option<Fence>)>) {
         let mut per_shard: HashMap<usize, Vec<String>> = HashMap::new();
         let mut fresh: HashMap<&'static str, Vec<(String, String)>> = HashMap::new();
-        for inst in insts {
+        for (inst, fence) in insts {
             let lower = inst.symbol.to_ascii_lowercase();
             if self.active.contains_key(&lower) {
                 continue;
             }
-            let (tx, rx) = mpsc::channel(SYMBOL_QUEUE);
-            if let Ok(mut routes) = self.ctx.routes.write() {
-                routes.insert(lower.clone(), Arc::new(Route::new(inst.id, tx)));
-            }
-            let stop = self.feed_stop.child_token();
-            let (depth_levels, levels_rx) = watch::channel(inst.depth_levels);
-            let task = SymbolTask {
-                inst: inst.clone(),
-                cfg: self.symbol_cfg.clone(),
-                writer: self.writer.clone(),
-                snapshots: self.snapshots.clone(),
-                metrics: self.metrics.clone(),
-                shutdown: stop.clone(),
-                depth_levels: levels_rx,
-            };
-            self.handles.push(tokio::spawn(task.run(rx)));
+            let (stop, depth_levels) = self.start_task(&inst, fence);
             let mut streams = Vec::new();
             for kind in StreamKind::ALL.into_iter().filter(|k| k.on(self.venue)) {
                 let name = kind.name(&lower);
@@ -169,6 +184,7 @@ impl VenueManager {
                     stop,
                     streams,
                     depth_levels,
+                    fence,
                 },
             );
         }
@@ -200,6 +216,34 @@ impl VenueManager {
             }
         }
         self.update_gauges();
+    }
+
+    /// The symbol's task and route, its rows fenced with `fence`: its stop token and the
+    /// sender of its depth window.
+    fn start_task(
+        &mut self,
+        inst: &Instrument,
+        fence: Option<Fence>,
+    ) -> (CancellationToken, watch::Sender<Option<u32>>) {
+        let (tx, rx) = mpsc::channel(SYMBOL_QUEUE);
+        let writer = self.writer.fenced(fence);
+        if let Ok(mut routes) = self.ctx.routes.write() {
+            let route = Route::new(inst.id, tx, writer.clone());
+            routes.insert(inst.symbol.to_ascii_lowercase(), Arc::new(route));
+        }
+        let stop = self.feed_stop.child_token();
+        let (depth_levels, levels_rx) = watch::channel(inst.depth_levels);
+        let task = SymbolTask {
+            inst: inst.clone(),
+            cfg: self.symbol_cfg.clone(),
+            writer,
+            snapshots: self.snapshots.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: stop.clone(),
+            depth_levels: levels_rx,
+        };
+        self.handles.push(tokio::spawn(task.run(rx)));
+        (stop, depth_levels)
     }
 
     /// Stops collecting `symbol` (delisted or dropped from the top N): its streams are
@@ -238,23 +282,46 @@ impl VenueManager {
         db: &Client,
         sel: &Selection,
     ) -> Result<(usize, usize), UniverseError> {
-        let insts = universe::load(&self.rest, db, sel).await?;
-        let wanted: HashSet<String> = insts
+        self.universe = universe::load(&self.rest, db, sel).await?;
+        Ok(self.apply())
+    }
+
+    /// Collects the part of the universe `assignment` gives this process from now on.
+    pub fn assign(
+        &mut self,
+        assignment: Assignment,
+        universe: Option<Vec<Instrument>>,
+    ) -> (usize, usize) {
+        self.assignment = assignment;
+        if let Some(u) = universe {
+            self.universe = u;
+        }
+        self.apply()
+    }
+
+    /// Starts and stops symbols to match the universe and the assignment; a symbol whose lease
+    /// was taken again under a new generation restarts (a new epoch). Returns (added, removed).
+    fn apply(&mut self) -> (usize, usize) {
+        let wanted: HashMap<String, (Instrument, Option<Fence>)> = self
+            .universe
             .iter()
-            .map(|i| i.symbol.to_ascii_lowercase())
+            .filter_map(|i| {
+                let fence = self.assignment.fence(self.venue, &i.symbol)?;
+                Some((i.symbol.to_ascii_lowercase(), (i.clone(), fence)))
+            })
             .collect();
         let gone: Vec<String> = self
             .active
-            .keys()
-            .filter(|s| !wanted.contains(*s))
-            .cloned()
+            .iter()
+            .filter(|(s, a)| wanted.get(*s).is_none_or(|(_, f)| *f != a.fence))
+            .map(|(s, _)| s.clone())
             .collect();
         for s in &gone {
             self.remove(s);
         }
         let mut new = Vec::new();
-        for inst in insts {
-            match self.active.get_mut(&inst.symbol.to_ascii_lowercase()) {
+        for (lower, (inst, fence)) in wanted {
+            match self.active.get_mut(&lower) {
                 // A new tier may keep another depth window.
                 Some(a) => {
                     if *a.depth_levels.borrow() != inst.depth_levels {
@@ -262,7 +329,7 @@ impl VenueManager {
                     }
                     a.inst = inst;
                 }
-                None => new.push(inst),
+                None => new.push((inst, fence)),
             }
         }
         let added = new.len();
@@ -270,6 +337,6 @@ impl VenueManager {
             tracing::info!(venue = self.venue.as_str(), added, "new symbols");
             self.add(new);
         }
-        Ok((added, gone.len()))
+        (added, gone.len())
     }
 }

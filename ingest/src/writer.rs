@@ -6,6 +6,7 @@
 //! the table's [`Spool`] and are replayed in order once it is back; a replayed batch already in
 //! the ledger writes nothing.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::copy::CopyBuf;
+use crate::lease::{Fence, Held, HeldView};
 use crate::metrics::Metrics;
 use crate::notify::Notes;
 use crate::row::{Row, Table};
@@ -36,12 +38,36 @@ pub struct WriterConfig {
     pub spool_dir: PathBuf,
     /// Identifies this process's batches in the ledger.
     pub instance: String,
+    /// The leases held (`--shards`): a row of a shard no longer held is not written. `None`:
+    /// no leases, nothing is fenced.
+    pub held: Option<HeldView>,
+    /// The sessions' `application_name` (`lease::session_name`), by which a collector taking
+    /// a lease over ends them.
+    pub session_name: Option<String>,
+}
+
+/// A row and the lease it was produced under.
+#[derive(Debug)]
+struct Item {
+    row: Row,
+    fence: Option<Fence>,
+}
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// The lease of these shards moved on: the batch must never be written.
+    #[error("fenced: the lease of shard(s) {0:?} was taken over")]
+    Fenced(Vec<u32>),
 }
 
 /// Senders to the table writers; dropping every clone flushes and stops them.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    txs: Arc<Vec<(Table, mpsc::Sender<Row>)>>,
+    txs: Arc<Vec<(Table, mpsc::Sender<Item>)>>,
+    fence: Option<Fence>,
 }
 
 impl Writer {
@@ -50,7 +76,21 @@ impl Writer {
         let t = row.table();
         if let Some((_, tx)) = self.txs.iter().find(|(tt, _)| *tt == t) {
             // A closed writer means shutdown is under way; the row is dropped with it.
-            let _ = tx.send(row).await;
+            let _ = tx
+                .send(Item {
+                    row,
+                    fence: self.fence,
+                })
+                .await;
+        }
+    }
+
+    /// The same writer, marking every row it sends with `fence`: the lease of the shard its
+    /// producer collects under.
+    pub fn fenced(&self, fence: Option<Fence>) -> Writer {
+        Writer {
+            txs: self.txs.clone(),
+            fence,
         }
     }
 }
@@ -69,7 +109,11 @@ pub fn start(
         let task = TableWriter::new(table, cfg.clone(), metrics.clone());
         handles.push(tokio::spawn(task.run(rx)));
     }
-    (Writer { txs: Arc::new(txs) }, handles)
+    let writer = Writer {
+        txs: Arc::new(txs),
+        fence: None,
+    };
+    (writer, handles)
 }
 
 /// Replays every table's spool left by a previous run, before anything new is written.
@@ -111,6 +155,9 @@ struct TableWriter {
     client: Option<(Client, Statement)>,
     spool: Spool,
     last_connect_attempt: Option<Instant>,
+    /// Leases a batch of this table was fenced under: no later batch carrying one is tried, so
+    /// nothing commits after rows that were dropped.
+    dead: HashSet<Fence>,
 }
 
 impl TableWriter {
@@ -123,6 +170,7 @@ impl TableWriter {
             client: None,
             spool,
             last_connect_attempt: None,
+            dead: HashSet::new(),
         }
     }
 
@@ -134,7 +182,7 @@ impl TableWriter {
         Some(b)
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Row>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Item>) {
         loop {
             let first = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
                 Ok(Some(row)) => row,
@@ -149,7 +197,9 @@ impl TableWriter {
                 }
             };
             let c = self.collect(first, &mut rx).await;
-            self.write(c.batch, c.notes).await;
+            if c.batch.rows > 0 {
+                self.write(c.batch, c.notes).await;
+            }
             if c.closed {
                 break;
             }
@@ -160,20 +210,31 @@ impl TableWriter {
 
     /// Encodes `first` and what follows it, up to the row cap: what is queued already (group
     /// commit), or what comes within `max_delay` of the first row.
-    async fn collect(&self, first: Row, rx: &mut mpsc::Receiver<Row>) -> Collected {
+    async fn collect(&self, first: Item, rx: &mut mpsc::Receiver<Item>) -> Collected {
         let deadline = tokio::time::Instant::now() + self.cfg.max_delay;
         let linger = !self.cfg.max_delay.is_zero();
+        let held: Option<Held> = self.cfg.held.as_ref().map(|v| v.borrow().clone());
         let mut buf = CopyBuf::new();
         let mut notes = crate::notify::channel(self.table).map(|_| Notes::default());
-        let (mut lo, mut hi) = (first.time(), first.time());
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        let mut fences: Vec<Fence> = Vec::new();
+        let mut lost = 0;
         let mut next = Some(first);
         let mut closed = false;
-        while let Some(row) = next.take() {
-            lo = lo.min(row.time());
-            hi = hi.max(row.time());
-            row.encode(&mut buf);
-            if let Some(n) = notes.as_mut() {
-                n.add(row);
+        while let Some(Item { row, fence }) = next.take() {
+            match (fence, held.as_ref()) {
+                (Some(f), Some(h)) if !h.holds(f) => lost += 1,
+                _ => {
+                    if let Some(f) = fence.filter(|f| !fences.contains(f)) {
+                        fences.push(f);
+                    }
+                    lo = lo.min(row.time());
+                    hi = hi.max(row.time());
+                    row.encode(&mut buf);
+                    if let Some(n) = notes.as_mut() {
+                        n.add(row);
+                    }
+                }
             }
             if buf.rows() >= self.cfg.max_rows {
                 break;
@@ -196,12 +257,20 @@ impl TableWriter {
             .queue_depth
             .with_label_values(&[self.table.name()])
             .set((self.cfg.queue - rx.capacity()) as i64);
+        if lost > 0 {
+            self.metrics
+                .leases
+                .fenced_rows
+                .with_label_values(&[self.table.name()])
+                .inc_by(lost);
+        }
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let batch = Batch {
             id: format!("{}-{}-{seq}", self.cfg.instance, self.table.name()),
             rows: buf.rows(),
-            first_ms: lo,
+            first_ms: lo.min(hi),
             last_ms: hi,
+            fences,
             bytes: buf.finish(),
         };
         Collected {
@@ -223,7 +292,8 @@ impl TableWriter {
             return false;
         }
         self.last_connect_attempt = Some(Instant::now());
-        match prepared(&self.cfg.database_url, self.table).await {
+        let name = self.cfg.session_name.as_deref();
+        match prepared(&self.cfg.database_url, self.table, name).await {
             Ok(connected) => {
                 self.client = Some(connected);
                 true
@@ -236,6 +306,10 @@ impl TableWriter {
     }
 
     async fn write(&mut self, batch: Batch, notes: Option<Notes>) {
+        if self.is_dead(&batch) {
+            self.fenced(&batch, None);
+            return;
+        }
         if !self.spool.is_empty() {
             // Keep order: everything after a spooled batch goes through the spool too.
             self.spool_batch(&batch);
@@ -245,6 +319,7 @@ impl TableWriter {
         if self.connect().await {
             match self.commit(&batch, notes.as_ref(), false).await {
                 Ok(()) => return,
+                Err(CommitError::Fenced(shards)) => return self.fenced(&batch, Some(&shards)),
                 Err(e) => {
                     tracing::warn!(table = self.table.name(), error = %e, "batch commit failed; spooling");
                     self.client = None;
@@ -254,13 +329,50 @@ impl TableWriter {
         self.spool_batch(&batch);
     }
 
+    fn is_dead(&self, b: &Batch) -> bool {
+        b.fences.iter().any(|f| self.dead.contains(f))
+    }
+
+    /// A batch that must never be written: its leases are dead for this table from now on, and
+    /// (when the database refused it, `stale` = the shards that moved on, and it had rows of a
+    /// lease still held here) the whole process takes its leases again, so that no later batch
+    /// continues past the rows dropped here.
+    fn fenced(&mut self, b: &Batch, stale: Option<&[u32]>) {
+        let name = self.table.name();
+        self.dead.extend(b.fences.iter().copied());
+        self.metrics
+            .leases
+            .fenced_batches
+            .with_label_values(&[name])
+            .inc();
+        self.metrics
+            .leases
+            .fenced_rows
+            .with_label_values(&[name])
+            .inc_by(b.rows as u64);
+        if let Some(stale) = stale {
+            tracing::warn!(
+                table = name,
+                rows = b.rows,
+                ?stale,
+                "batch fenced: a lease was taken over"
+            );
+            // Rows of a lease still held here were dropped with it; a batch of leases already
+            // known lost (a spool replayed after a takeover) changes nothing.
+            let held = |v: &crate::lease::HeldView| b.fences.iter().any(|f| v.borrow().holds(*f));
+            if let Some(view) = self.cfg.held.as_ref().filter(|v| held(v)) {
+                crate::lease::revoke_all(view);
+            }
+        }
+    }
+
     /// Commits a batch with its ledger row. A replayed batch (`spooled`) announces nothing.
     async fn commit(
         &mut self,
         b: &Batch,
         notes: Option<&Notes>,
         spooled: bool,
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<(), CommitError> {
         let started = Instant::now();
         let table = self.table;
         let Some((client, copy)) = self.client.as_mut() else {
@@ -280,7 +392,11 @@ impl TableWriter {
         };
         if fresh {
             copy_in(&tx, &*copy, b).await?;
-            finish_batch(&tx, table, b, notes, spooled).await?;
+            let stale = finish_batch(&tx, table, b, notes, spooled).await?;
+            if !stale.is_empty() {
+                // Dropping the transaction rolls it back: nothing of the batch is stored.
+                return Err(CommitError::Fenced(stale));
+            }
         }
         tx.commit().await?;
         self.observe(b, fresh, started);
@@ -341,19 +457,34 @@ impl TableWriter {
                 self.spool.set_aside(&path);
                 continue;
             };
-            if let Err(e) = self.commit(&batch, None, true).await {
-                tracing::warn!(table = self.table.name(), error = %e, "spool replay paused");
-                self.client = None;
-                break;
-            }
-            replayed = Some(replayed.map_or((batch.first_ms, batch.last_ms), |(a, b)| {
-                (a.min(batch.first_ms), b.max(batch.last_ms))
-            }));
+            let committed = if self.is_dead(&batch) {
+                self.fenced(&batch, None);
+                false
+            } else {
+                match self.commit(&batch, None, true).await {
+                    Ok(()) => true,
+                    Err(CommitError::Fenced(shards)) => {
+                        self.fenced(&batch, Some(&shards));
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = self.table.name(), error = %e, "spool replay paused");
+                        self.client = None;
+                        break;
+                    }
+                }
+            };
             let size = self.spool.remove(&path);
             self.metrics
                 .spool_bytes
                 .with_label_values(&[self.table.name()])
                 .sub(size as i64);
+            if !committed {
+                continue;
+            }
+            replayed = Some(replayed.map_or((batch.first_ms, batch.last_ms), |(a, b)| {
+                (a.min(batch.first_ms), b.max(batch.last_ms))
+            }));
         }
         if let (Some((since, until)), Some((client, _))) = (replayed, self.client.as_ref()) {
             crate::aggregates::refresh_after_replay(client, self.table, since, until).await;
@@ -361,9 +492,19 @@ impl TableWriter {
     }
 }
 
-/// A connection with `table`'s COPY prepared on it.
-async fn prepared(url: &str, table: Table) -> Result<(Client, Statement), String> {
+/// A connection with `table`'s COPY prepared on it, named `session`.
+async fn prepared(
+    url: &str,
+    table: Table,
+    session: Option<&str>,
+) -> Result<(Client, Statement), String> {
     let (client, _conn) = pgconn::connect(url).await.map_err(|e| e.to_string())?;
+    if let Some(name) = session {
+        client
+            .execute("SELECT set_config('application_name', $1, false)", &[&name])
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let copy = format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         table.name(),
@@ -409,17 +550,18 @@ async fn ledger(
     .await
 }
 
-/// After the COPY, in one round trip (the statements are pipelined): the announcements, and
-/// the ledger's commit time (a live batch's whole ledger row). The commit time is taken after
-/// the COPY, not at the transaction's start (`now()`), so event→commit latency can be read back
-/// exactly per row: each row shares its batch's `xmin` (bench/ does that).
+/// After the COPY, in one round trip (the statements are pipelined): the announcements, the
+/// ledger's commit time (a live batch's whole ledger row), and the fence check. The commit time
+/// is taken after the COPY, not at the transaction's start (`now()`), so event→commit latency
+/// can be read back exactly per row: each row shares its batch's `xmin` (bench/ does that).
+/// Returns the shards whose lease moved on (the batch must then be rolled back).
 async fn finish_batch(
     tx: &Transaction<'_>,
     table: Table,
     b: &Batch,
     notes: Option<&Notes>,
     spooled: bool,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Vec<u32>, tokio_postgres::Error> {
     let announce = async {
         let (Some(notes), Some(channel)) = (notes, crate::notify::channel(table)) else {
             return Ok(0);
@@ -447,10 +589,35 @@ async fn finish_batch(
             ledger(tx, sql, table, b).await
         }
     };
-    let (announced, ledgered) = futures_util::join!(announce, ledger);
+    let (announced, ledgered, stale) = futures_util::join!(announce, ledger, stale_fences(tx, b));
     announced?;
     ledgered?;
-    Ok(())
+    stale
+}
+
+/// The batch's shards whose lease is no longer at the batch's generation. The rows are locked
+/// FOR KEY SHARE until the commit: a takeover (FOR UPDATE) waits for this batch, and once it
+/// has committed, this check sees its new generation.
+async fn stale_fences(tx: &Transaction<'_>, b: &Batch) -> Result<Vec<u32>, tokio_postgres::Error> {
+    if b.fences.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shards: Vec<i32> = b.fences.iter().map(|f| f.shard as i32).collect();
+    let rows = tx
+        .query_typed(
+            "SELECT shard, generation FROM collector_leases WHERE shard = ANY($1) FOR KEY SHARE",
+            &[(&shards, Type::INT4_ARRAY)],
+        )
+        .await?;
+    let current: Vec<(u32, i64)> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i64>(1)))
+        .collect();
+    Ok(b.fences
+        .iter()
+        .filter(|f| !current.contains(&(f.shard, f.generation)))
+        .map(|f| f.shard)
+        .collect())
 }
 
 #[cfg(test)]
@@ -466,12 +633,14 @@ mod tests {
             queue: 16,
             spool_dir: dir.to_path_buf(),
             instance: "test".into(),
+            held: None,
+            session_name: None,
         };
         TableWriter::new(Table::SyncEvents, cfg, Metrics::new())
     }
 
-    fn row(time: u64) -> Row {
-        Row::Sync(SyncRow {
+    fn fenced_row(time: u64, fence: Option<Fence>) -> Item {
+        let row = Row::Sync(SyncRow {
             time,
             instrument_id: 1,
             epoch: None,
@@ -479,7 +648,52 @@ mod tests {
             first_update_id: None,
             last_update_id: None,
             detail: None,
-        })
+        });
+        Item { row, fence }
+    }
+
+    fn row(time: u64) -> Item {
+        fenced_row(time, None)
+    }
+
+    /// A row produced under a lease this process no longer holds is left out of its batch, and
+    /// the batch carries the leases of the rows it kept.
+    #[tokio::test]
+    async fn rows_of_a_lost_lease_are_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(100, Duration::ZERO, dir.path());
+        let view: HeldView = Arc::new(tokio::sync::watch::Sender::new(Held::default()));
+        view.send_modify(|h| {
+            h.shards.insert(0, 2);
+        });
+        w.cfg.held = Some(view);
+        let (current, old) = (
+            Fence {
+                shard: 0,
+                generation: 2,
+            },
+            Fence {
+                shard: 0,
+                generation: 1,
+            },
+        );
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(fenced_row(20, Some(old))).await.expect("queued");
+        tx.send(fenced_row(30, Some(current)))
+            .await
+            .expect("queued");
+        let c = w.collect(fenced_row(10, Some(old)), &mut rx).await;
+        assert_eq!(
+            (c.batch.rows, c.batch.first_ms, c.batch.last_ms),
+            (1, 30, 30)
+        );
+        assert_eq!(c.batch.fences, vec![current]);
+        let lost = w
+            .metrics
+            .leases
+            .fenced_rows
+            .with_label_values(&["sync_events"]);
+        assert_eq!(lost.get(), 2);
     }
 
     /// Group commit: a batch is what is queued (up to the cap), taken without any wait.

@@ -198,7 +198,15 @@ async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
     })
     .await
     .expect("sim");
-    let ingest = start_ingest(&tdb.url, &sim, |_| {});
+    // With leases, so the Collectors panel has rows to show.
+    let ingest = start_ingest(&tdb.url, &sim, |c| {
+        c.leases = Some(ingest::lease::LeaseConfig {
+            shards: 2,
+            instances: 1,
+            ttl: std::time::Duration::from_secs(3),
+            name: "dashboards".into(),
+        });
+    });
     let dbr = &db;
     wait_until("trades and samples", || async move {
         count(dbr, "SELECT count(*) FROM book_top").await > 50

@@ -128,6 +128,7 @@ fn ingest_config(
         shutdown_grace: Duration::from_secs(30),
         universe_refresh: Duration::from_secs(600),
         maintain_every: Duration::from_millis(500),
+        leases: None,
     }
 }
 

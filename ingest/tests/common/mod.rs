@@ -142,6 +142,7 @@ pub fn run_config(db_url: &str, sim: &Sim, spool: &std::path::Path) -> RunConfig
         shutdown_grace: Duration::from_secs(30),
         universe_refresh: Duration::from_secs(600),
         maintain_every: Duration::from_millis(500),
+        leases: None,
     }
 }
 

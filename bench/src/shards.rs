@@ -1,0 +1,366 @@
+//! Several collectors (`ingest run --shards`): 2 000 symbols split over 4 `ingest` processes by
+//! lease; what each process costs, and how long a takeover takes after `kill -9` of one of them
+//! and after a clean shutdown (SIGTERM) of another.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use binance::Venue;
+use sim::{Sim, SimConfig};
+
+use crate::procstat::{self, CpuWindow};
+use crate::stack::{self, IngestArgs, Proc, Server};
+use crate::Plan;
+
+const SHARDS: u32 = 8;
+const TTL_MS: u64 = 3000;
+
+/// One collector over the measurement window.
+#[derive(Debug, Clone)]
+pub struct PerProcess {
+    pub name: String,
+    pub shards: i64,
+    pub books: f64,
+    pub messages_per_sec: f64,
+    pub cpu: f64,
+    pub peak_rss: u64,
+}
+
+/// One takeover: until every shard had a live holder again, and until every book of the
+/// shards moved was synced again.
+#[derive(Debug, Clone, Copy)]
+pub struct Takeover {
+    pub leases_secs: f64,
+    pub books_secs: f64,
+    pub books: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Shards {
+    pub symbols: usize,
+    pub processes: usize,
+    pub sync_secs: f64,
+    pub window_secs: f64,
+    pub rows_per_sec: f64,
+    pub cpu_postgres: Option<f64>,
+    pub per_process: Vec<PerProcess>,
+    pub killed: Takeover,
+    pub terminated: Takeover,
+}
+
+struct Collector {
+    name: String,
+    proc: Proc,
+}
+
+fn args(plan: &Plan, url: &str, sim: &Sim, name: &str) -> Result<IngestArgs> {
+    let (spot, usdm) = (
+        sim.spot.as_ref().context("spot")?,
+        sim.usdm.as_ref().context("usdm")?,
+    );
+    let mut extra = vec![
+        ("shards".to_owned(), SHARDS.to_string()),
+        ("instances".to_owned(), plan.shard_processes.to_string()),
+        ("lease-ttl-ms".to_owned(), TTL_MS.to_string()),
+        ("collector-name".to_owned(), name.to_owned()),
+    ];
+    extra.extend(plan.ingest_args.iter().cloned());
+    Ok(IngestArgs {
+        database_url: url.to_owned(),
+        venues: vec![
+            (Venue::Spot, spot.rest_url(), spot.ws_url()),
+            (Venue::Usdm, usdm.rest_url(), usdm.ws_url()),
+        ],
+        top: plan.shard_symbols,
+        extra,
+    })
+}
+
+pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> Result<Shards> {
+    let name = "bench_shards";
+    let url = server.fresh_database(name).await?;
+    let n = plan.shard_symbols;
+    let sim = Sim::start(SimConfig {
+        seed: 18,
+        spot: Some(stack::sim_venue(Venue::Spot, n, 1.0)),
+        usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
+    })
+    .await?;
+    let db = stack::connect(&url).await?;
+    let started = Instant::now();
+    let mut collectors = Vec::new();
+    for i in 0..plan.shard_processes {
+        let name = format!("c{i}");
+        let dir = work.join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let proc = stack::spawn_ingest(bin_dir, &args(plan, &url, &sim, &name)?, &dir)?;
+        collectors.push(Collector { name, proc });
+    }
+    wait(plan, "every shard held and every book synced", || async {
+        all_held(&db, None).await && unsynced(&db, 0.0).await == Some(0)
+    })
+    .await?;
+    let sync_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(plan.warmup).await;
+    let (per_process, rows_per_sec, cpu_postgres, window_secs) =
+        measure(server, plan, &db, &collectors).await?;
+    let killed = take_over(plan, &db, &mut collectors, libc::SIGKILL).await?;
+    let terminated = take_over(plan, &db, &mut collectors, libc::SIGTERM).await?;
+    for c in collectors {
+        c.proc.stop().await?;
+    }
+    sim.shutdown();
+    drop(db);
+    if !plan.keep {
+        server.drop_database(name).await?;
+    }
+    Ok(Shards {
+        symbols: 2 * n,
+        processes: plan.shard_processes,
+        sync_secs,
+        window_secs,
+        rows_per_sec,
+        cpu_postgres,
+        per_process,
+        killed,
+        terminated,
+    })
+}
+
+async fn wait<F, Fut>(plan: &Plan, what: &str, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        anyhow::ensure!(
+            start.elapsed() < plan.sync_deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Every shard has a live holder (other than `not`).
+async fn all_held(db: &tokio_postgres::Client, not: Option<&str>) -> bool {
+    let not = not.unwrap_or("");
+    db.query_one(
+        "SELECT count(*) = (SELECT count(*) FROM collector_leases) FROM collector_leases
+         WHERE expires_at > now() AND split_part(owner, '/', 1) <> $1",
+        &[&not],
+    )
+    .await
+    .is_ok_and(|r| r.get(0))
+}
+
+/// Active instruments without a book synced (an open epoch) since `since` (Unix seconds).
+async fn unsynced(db: &tokio_postgres::Client, since: f64) -> Option<i64> {
+    db.query_one(
+        "SELECT count(*) FROM instruments i WHERE i.active AND NOT EXISTS (
+           SELECT 1 FROM sync_events s WHERE s.instrument_id = i.id AND s.kind = 'synced'
+             AND s.time >= to_timestamp($1)
+             AND NOT EXISTS (SELECT 1 FROM sync_events e
+                             WHERE e.epoch = s.epoch AND e.kind IN ('gap', 'stopped')))",
+        &[&since],
+    )
+    .await
+    .ok()
+    .map(|r| r.get(0))
+}
+
+type Measured = (Vec<PerProcess>, f64, Option<f64>, f64);
+
+async fn measure(
+    server: &Server,
+    plan: &Plan,
+    db: &tokio_postgres::Client,
+    collectors: &[Collector],
+) -> Result<Measured> {
+    let http = reqwest::Client::new();
+    let mut before = Vec::new();
+    for c in collectors {
+        let t = stack::scrape(&http, c.proc.addr).await?;
+        before.push(stack::metric_sum(&t, "depthbook_ingest_messages_total"));
+    }
+    let cpus = collectors
+        .iter()
+        .map(|c| CpuWindow::start(c.proc.pid, false))
+        .collect::<Result<Vec<_>>>()?;
+    let pg = server
+        .postmaster_pid
+        .map(|p| CpuWindow::start(p, true))
+        .transpose()?;
+    let t0 = crate::measure::db_now(db).await?;
+    tokio::time::sleep(plan.shard_window).await;
+    let t1 = crate::measure::db_now(db).await?;
+    let secs = t1 - t0;
+    let mut out = Vec::new();
+    for ((c, cpu), before) in collectors.iter().zip(&cpus).zip(before) {
+        let t = stack::scrape(&http, c.proc.addr).await?;
+        let m = |n: &str| stack::metric_sum(&t, &format!("depthbook_ingest_{n}"));
+        out.push(PerProcess {
+            name: c.name.clone(),
+            shards: m("leases_held") as i64,
+            books: m("books_synced"),
+            messages_per_sec: (m("messages_total") - before) / secs,
+            cpu: cpu.percent()?,
+            peak_rss: procstat::peak_rss(c.proc.pid)?,
+        });
+    }
+    let rows: i64 = crate::measure::committed_rows(db, t0, t1)
+        .await?
+        .iter()
+        .map(|c| c.1)
+        .sum();
+    let cpu_pg = pg.map(|w| w.percent()).transpose()?;
+    Ok((out, rows as f64 / secs, cpu_pg, secs))
+}
+
+/// The active instruments of `victim`'s shards, by the collectors' own hash.
+async fn books_of(db: &tokio_postgres::Client, victim: &str) -> Result<Vec<i32>> {
+    let shards: Vec<u32> = db
+        .query(
+            "SELECT shard FROM collector_leases WHERE split_part(owner, '/', 1) = $1 AND expires_at > now()",
+            &[&victim],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as u32)
+        .collect();
+    let rows = db
+        .query(
+            "SELECT id, venue, symbol FROM instruments WHERE active",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| {
+            Venue::from_name(r.get(1))
+                .is_some_and(|v| shards.contains(&ingest::lease::shard_of(v, r.get(2), SHARDS)))
+        })
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Signals the collector holding the most shards (`SIGKILL` or `SIGTERM`) and times its
+/// shards' takeover.
+async fn take_over(
+    plan: &Plan,
+    db: &tokio_postgres::Client,
+    collectors: &mut Vec<Collector>,
+    signal: i32,
+) -> Result<Takeover> {
+    let mut moved: Vec<(usize, Vec<i32>)> = Vec::new();
+    for (i, c) in collectors.iter().enumerate() {
+        moved.push((i, books_of(db, &c.name).await?));
+    }
+    let (i, books) = moved
+        .into_iter()
+        .max_by_key(|(_, b)| b.len())
+        .context("a collector")?;
+    let victim = collectors.remove(i);
+    let since = crate::measure::db_now(db).await?;
+    let t = Instant::now();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(victim.proc.pid, signal) };
+    let name = victim.name.clone();
+    if let Err(e) = wait(plan, "the leases taken over", || all_held(db, Some(&name))).await {
+        return Err(e.context(leases_now(db).await));
+    }
+    let leases_secs = t.elapsed().as_secs_f64();
+    let sql = "SELECT count(DISTINCT s.instrument_id) FROM sync_events s
+               WHERE s.instrument_id = ANY($1) AND s.kind = 'synced' AND s.time >= to_timestamp($2)
+                 AND NOT EXISTS (SELECT 1 FROM sync_events e
+                                 WHERE e.epoch = s.epoch AND e.kind IN ('gap', 'stopped'))";
+    let n = books.len() as i64;
+    wait(plan, "the moved books synced again", || async {
+        db.query_one(sql, &[&books, &since])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) >= n)
+    })
+    .await?;
+    let books_secs = t.elapsed().as_secs_f64();
+    drop(victim);
+    Ok(Takeover {
+        leases_secs,
+        books_secs,
+        books: n,
+    })
+}
+
+/// The lease table as text, for an error.
+async fn leases_now(db: &tokio_postgres::Client) -> String {
+    match db
+        .query(
+            "SELECT format('shard %s: %s gen %s expires in %s', shard, owner, generation, expires_at - now())
+             FROM collector_leases ORDER BY shard",
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("; "),
+        Err(e) => format!("leases unreadable: {e}"),
+    }
+}
+
+impl Shards {
+    pub fn render(&self, o: &mut String) {
+        let _ = writeln!(o, "## 8. Several collectors\n");
+        let _ = writeln!(
+            o,
+            "{} symbols ({} per venue, `sim` at ×1 rates) split into {SHARDS} shards over {} `ingest` processes \
+             (`--shards {SHARDS} --instances {} --lease-ttl-ms {TTL_MS}`), all on this machine with one PostgreSQL. \
+             Every shard held and every book synced {:.0} s after start. Window: {:.0} s, {} rows/s committed in all; \
+             PostgreSQL {} of one core.\n",
+            self.symbols,
+            self.symbols / 2,
+            self.processes,
+            self.processes,
+            self.sync_secs,
+            self.window_secs,
+            crate::report::k(self.rows_per_sec),
+            self.cpu_postgres.map_or("n/a".into(), |c| format!("{c:.0} %")),
+        );
+        let _ = writeln!(
+            o,
+            "| process | shards | books | msg/s | CPU (% of one core) | peak RSS |\n|---|---|---|---|---|---|"
+        );
+        for p in &self.per_process {
+            let _ = writeln!(
+                o,
+                "| {} | {} | {:.0} | {} | {:.1} % | {:.0} MB |",
+                p.name,
+                p.shards,
+                p.books,
+                crate::report::k(p.messages_per_sec),
+                p.cpu,
+                p.peak_rss as f64 / 1024.0 / 1024.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\n**Takeover.** The collector holding the most shards was signalled; *leases* is until every shard had a live holder again, \
+             *books* until every book of the moved shards was synced again by its new holder (the time between is a recorded gap, refused by `book_at`).\n"
+        );
+        let _ = writeln!(
+            o,
+            "| signal | leases | books | books moved |\n|---|---|---|---|"
+        );
+        for (what, t) in [
+            ("`kill -9`", self.killed),
+            ("SIGTERM (leases released)", self.terminated),
+        ] {
+            let _ = writeln!(
+                o,
+                "| {what} | {:.2} s | {:.2} s | {} |",
+                t.leases_secs, t.books_secs, t.books
+            );
+        }
+        let _ = writeln!(o);
+    }
+}

@@ -1,0 +1,481 @@
+//! Several collectors for one universe (`--shards`): leases taken over after `kill -9`, after
+//! SIGSTOP, and after a collector is cut off from the database; a stale collector's batches
+//! fenced; books exact at every instant throughout. Real processes, a real database, `sim`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use binance::Venue;
+use common::*;
+use ingest::lease::{Fence, LeaseConfig, Leases};
+use ingest::row::{Row, SyncKind, SyncRow};
+use sim::{Sim, SimConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+const SHARDS: u32 = 4;
+const TTL_MS: u64 = 1500;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One `ingest run` process sharing the universe by lease, reaching the database through a
+/// proxy of its own.
+struct Collector {
+    name: &'static str,
+    child: tokio::process::Child,
+    metrics_port: u16,
+    proxy: Proxy,
+    _spool: tempfile::TempDir,
+}
+
+impl Collector {
+    async fn start(name: &'static str, url: &str, sim: &Sim) -> Collector {
+        let port: u16 = url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next()?.parse().ok())
+            .expect("the server's port");
+        let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        let url = url.replace(&format!(":{port}/"), &format!(":{}/", proxy.addr.port()));
+        let (s, u) = (
+            sim.spot.as_ref().expect("spot"),
+            sim.usdm.as_ref().expect("usdm"),
+        );
+        let spool = tempfile::tempdir().expect("spool");
+        let metrics_port = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ingest"))
+            .args(["run", "--top", "4", "--book-top-ms", "200", "--no-migrate"])
+            .args(["--shards", &SHARDS.to_string(), "--instances", "3"])
+            .args([
+                "--lease-ttl-ms",
+                &TTL_MS.to_string(),
+                "--collector-name",
+                name,
+            ])
+            .args(["--metrics-bind", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--checkpoint-secs", "1", "--streams-per-connection", "6"])
+            .args([
+                "--spot-rest-url",
+                &s.rest_url(),
+                "--spot-ws-url",
+                &s.ws_url(),
+            ])
+            .args([
+                "--usdm-rest-url",
+                &u.rest_url(),
+                "--usdm-ws-url",
+                &u.ws_url(),
+            ])
+            .arg("--spool-dir")
+            .arg(spool.path())
+            .env("DATABASE_URL", &url)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn ingest");
+        Collector {
+            name,
+            child,
+            metrics_port,
+            proxy,
+            _spool: spool,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().expect("running");
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// A counter of its `/metrics`, summed over labels.
+    async fn counter(&self, name: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        let Ok(resp) = reqwest::get(&url).await else {
+            return 0.0;
+        };
+        let text = resp.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Each shard's live holder's name (a lease past its expiry counts as nobody's).
+async fn holders(db: &Client) -> BTreeMap<i32, Option<String>> {
+    db.query(
+        "SELECT shard, CASE WHEN expires_at > now() THEN split_part(owner, '/', 1) END
+         FROM collector_leases ORDER BY shard",
+        &[],
+    )
+    .await
+    .expect("leases")
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Waits until every shard has a live holder other than `not`; returns how long it took.
+async fn taken_over(db: &Client, not: &str, since: Instant) -> Duration {
+    wait_until("every shard held by a live collector", || async {
+        let h = holders(db).await;
+        h.len() == SHARDS as usize && h.values().all(|o| o.as_deref().is_some_and(|o| o != not))
+    })
+    .await;
+    since.elapsed()
+}
+
+/// Waits until every instrument's book is synced and has stored `events` events since
+/// `since_ms` (a taken-over symbol only once its new holder synced it again); returns how long
+/// after `since` that was.
+async fn resynced(db: &Client, since_ms: u64, events: i64, since: Instant) -> Duration {
+    let sql = format!(
+        "SELECT count(*) FROM instruments i WHERE i.active AND NOT EXISTS (
+           SELECT 1 FROM sync_events s
+           WHERE s.instrument_id = i.id AND s.kind = 'synced'
+             AND NOT EXISTS (SELECT 1 FROM sync_events e
+                             WHERE e.epoch = s.epoch AND e.kind IN ('gap', 'stopped'))
+             AND (SELECT count(DISTINCT d.update_id) FROM depth_updates d
+                  WHERE d.instrument_id = i.id
+                    AND d.time >= greatest(s.time, to_timestamp({since_ms}::float8 / 1000)))
+                 >= {events})"
+    );
+    wait_until("every book synced again", || async {
+        count(db, &sql).await == 0
+    })
+    .await;
+    since.elapsed()
+}
+
+/// Who holds the most shards right now, among `among`.
+async fn busiest(db: &Client, among: &[&str]) -> String {
+    let h = holders(db).await;
+    among
+        .iter()
+        .max_by_key(|n| h.values().filter(|o| o.as_deref() == Some(**n)).count())
+        .map(|n| n.to_string())
+        .expect("a collector")
+}
+
+/// No depth row lies after its epoch's end and before the next sync: a stale collector's
+/// rows would.
+async fn check_rows_inside_epochs(db: &Client) {
+    let outside = count(
+        db,
+        "SELECT count(*) FROM depth_updates d
+         WHERE EXISTS (
+           SELECT 1 FROM sync_events e
+           WHERE e.instrument_id = d.instrument_id AND e.kind IN ('gap', 'stopped')
+             AND e.time < d.time
+             AND NOT EXISTS (SELECT 1 FROM sync_events s
+                             WHERE s.instrument_id = d.instrument_id AND s.kind = 'synced'
+                               AND s.time > e.time AND s.time <= d.time))",
+    )
+    .await;
+    assert_eq!(outside, 0, "depth rows after their epoch's end");
+}
+
+/// A TCP proxy in front of PostgreSQL whose connections can be cut (and new ones refused) and
+/// let through again: one collector's network partition from the database.
+struct Proxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (c, l) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while cut
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                l.lock().expect("links").push(link);
+            }
+        });
+        Proxy { addr, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn sim() -> Sim {
+    Sim::start(SimConfig {
+        seed: 18,
+        spot: Some(venue_cfg(Venue::Spot)),
+        usdm: Some(venue_cfg(Venue::Usdm)),
+    })
+    .await
+    .expect("sim")
+}
+
+/// Three collectors for 8 books in 4 shards. Takeovers after `kill -9`, SIGSTOP and a cut from
+/// the database each complete within a bounded time; the stopped and the cut collector's late
+/// batches are fenced; every stored book equals the truth at every instant, with no duplicate
+/// and no row outside an epoch.
+#[allow(clippy::too_many_lines)] // one scenario, step by step
+async fn collectors_take_over_each_other_and_stale_ones_are_fenced(path: StoragePath) {
+    let Some((tdb, db)) = migrated_on(path, "failover").await else {
+        return;
+    };
+    let url = tdb.url.clone();
+    let sim = sim().await;
+    let mut collectors = Vec::new();
+    for name in ["a", "b", "c"] {
+        collectors.push(Collector::start(name, &url, &sim).await);
+    }
+    let start = Instant::now();
+    taken_over(&db, "-", start).await;
+    resynced(&db, 0, 20, start).await;
+    let first = holders(&db).await;
+    eprintln!("leases at start: {first:?}");
+
+    // kill -9 of the busiest collector.
+    let victim = busiest(&db, &["a", "b", "c"]).await;
+    let i = collectors
+        .iter()
+        .position(|x| x.name == victim)
+        .expect("victim");
+    let mut killed = collectors.remove(i);
+    let (b, c) = (&collectors[0], &collectors[1]);
+    let (t, t_ms) = (Instant::now(), ingest::now_ms());
+    killed.child.start_kill().expect("kill -9");
+    let _ = killed.child.wait().await;
+    let lease = taken_over(&db, killed.name, t).await;
+    let books = resynced(&db, t_ms, 20, t).await;
+    eprintln!("kill -9: leases taken over in {lease:?}, every book synced again in {books:?}");
+    assert!(
+        lease <= Duration::from_millis(TTL_MS) * 3,
+        "a killed collector's leases are taken within the TTL and a round ({lease:?})"
+    );
+
+    // SIGSTOP of the busier survivor, SIGCONT once its leases moved on.
+    let stopped = busiest(&db, &[b.name, "c"]).await;
+    let (stopped, other) = if stopped == b.name { (b, c) } else { (c, b) };
+    let (t, t_ms) = (Instant::now(), ingest::now_ms());
+    stopped.signal("-STOP");
+    let lease = taken_over(&db, stopped.name, t).await;
+    let books = resynced(&db, t_ms, 20, t).await;
+    eprintln!("SIGSTOP: leases taken over in {lease:?}, books synced again in {books:?}");
+    stopped.signal("-CONT");
+    wait_until("the resumed collector's stale rows fenced", || async {
+        stopped.counter("depthbook_ingest_fenced_rows_total").await > 0.0
+    })
+    .await;
+    wait_until("the resumed collector gave its symbols up", || async {
+        stopped.counter("depthbook_ingest_leases_held").await == 0.0
+    })
+    .await;
+    assert_eq!(
+        other.counter("depthbook_ingest_fenced_rows_total").await,
+        0.0,
+        "the collector that took over lost nothing"
+    );
+
+    // Cut the one holding every shard off the database: it spools, the resumed one takes over.
+    let (cut, rescuer) = (other, stopped);
+    let fenced_before = cut.counter("depthbook_ingest_fenced_rows_total").await;
+    let (t, t_ms) = (Instant::now(), ingest::now_ms());
+    cut.proxy.cut();
+    let lease = taken_over(&db, cut.name, t).await;
+    let books = resynced(&db, t_ms, 20, t).await;
+    eprintln!(
+        "cut from the database: leases taken over in {lease:?}, books synced again in {books:?}"
+    );
+    cut.proxy.heal();
+    wait_until("the cut collector's spooled rows fenced", || async {
+        cut.counter("depthbook_ingest_fenced_rows_total").await > fenced_before
+    })
+    .await;
+    wait_until("the cut collector gave its symbols up", || async {
+        cut.counter("depthbook_ingest_leases_held").await == 0.0
+    })
+    .await;
+    assert_eq!(
+        rescuer.counter("depthbook_ingest_leases_held").await,
+        f64::from(SHARDS)
+    );
+
+    // Let the rescuer store more, then check it all.
+    resynced(&db, ingest::now_ms(), 40, Instant::now()).await;
+    drop(collectors);
+    check_no_duplicates(&db).await;
+    check_continuity(&db).await;
+    check_rows_inside_epochs(&db).await;
+    let seen = instants::check_every_instant(&db, &sim).await;
+    assert!(seen.equal > 500, "{seen:?}");
+    assert!(
+        seen.refused > 0,
+        "the takeovers' gaps are refused: {seen:?}"
+    );
+}
+
+/// At the writer: a batch produced under a lease whose generation moved on is rolled back by
+/// the database, the process's leases are revoked, and later rows of it are not even tried.
+#[allow(clippy::too_many_lines)] // one scenario, step by step
+async fn a_stale_generation_is_fenced_by_the_database(path: StoragePath) {
+    let Some((tdb, db)) = migrated_on(path, "fence").await else {
+        return;
+    };
+    let url = tdb.url.clone();
+    let metrics = ingest::metrics::Metrics::new();
+    let cfg = LeaseConfig {
+        shards: 1,
+        instances: 1,
+        ttl: Duration::from_secs(60),
+        name: "w".into(),
+    };
+    let mut leases = Leases::init(&db, cfg, metrics.clone())
+        .await
+        .expect("leases");
+    leases.tick(&db).await.expect("a round");
+    let view = leases.view();
+    let generation = *view.borrow().shards.get(&0).expect("shard 0 held");
+    let spool = tempfile::tempdir().expect("spool");
+    let wcfg = ingest::writer::WriterConfig {
+        database_url: url.clone(),
+        max_rows: 100,
+        max_delay: Duration::ZERO,
+        queue: 100,
+        spool_dir: spool.path().to_owned(),
+        instance: "fence-test".into(),
+        held: Some(view.clone()),
+        session_name: None,
+    };
+    let (unfenced, handles) = ingest::writer::start(wcfg, metrics.clone());
+    let writer = unfenced.fenced(Some(Fence {
+        shard: 0,
+        generation,
+    }));
+    drop(unfenced); // the writers stop once every sender is gone
+    let iid: i32 = db
+        .query_one(
+            "INSERT INTO instruments (venue, symbol, base, quote, status, tick_size, step_size)
+             VALUES ('spot', 'FENCEUSDT', 'FENCE', 'USDT', 'TRADING', 0.01, 0.001) RETURNING id",
+            &[],
+        )
+        .await
+        .expect("instrument")
+        .get(0);
+    let row = |detail: &str| {
+        Row::Sync(SyncRow {
+            time: ingest::now_ms(),
+            instrument_id: iid,
+            epoch: None,
+            kind: SyncKind::Resync,
+            first_update_id: None,
+            last_update_id: None,
+            detail: Some(detail.into()),
+        })
+    };
+    let stored = |detail: &'static str| {
+        let db = &db;
+        async move {
+            count(
+                db,
+                &format!("SELECT count(*) FROM sync_events WHERE detail = '{detail}'"),
+            )
+            .await
+        }
+    };
+    writer.send(row("held")).await;
+    wait_until("the held lease's row committed", || async {
+        stored("held").await == 1
+    })
+    .await;
+
+    // Another collector takes the shard: the generation moves on.
+    db.execute(
+        "UPDATE collector_leases SET owner = 'other', generation = generation + 1",
+        &[],
+    )
+    .await
+    .expect("takeover");
+    writer.send(row("stale")).await;
+    let fenced = metrics
+        .leases
+        .fenced_batches
+        .with_label_values(&["sync_events"]);
+    wait_until("the stale batch fenced", || async { fenced.get() == 1 }).await;
+    assert_eq!(view.borrow().revocations, 1, "every lease is taken again");
+    assert!(view.borrow().shards.is_empty());
+    writer.send(row("after")).await;
+    drop(writer);
+    for h in handles {
+        h.await.expect("writer ends");
+    }
+    assert_eq!(stored("stale").await, 0, "a fenced batch stores nothing");
+    assert_eq!(stored("after").await, 0, "nor does what follows it");
+    let lost = metrics
+        .leases
+        .fenced_rows
+        .with_label_values(&["sync_events"]);
+    assert_eq!(lost.get(), 2);
+    let ledger = count(
+        &db,
+        "SELECT count(*) FROM ingest_batches WHERE batch_id LIKE 'fence-test-%'",
+    )
+    .await;
+    assert_eq!(ledger, 1, "only the held batch is in the ledger");
+}
+
+/// A collector started with another shard count than the database's refuses to run.
+async fn a_different_shard_count_is_refused(path: StoragePath) {
+    let Some((_tdb, db)) = migrated_on(path, "shards").await else {
+        return;
+    };
+    let cfg = |shards| LeaseConfig {
+        shards,
+        instances: 1,
+        ttl: Duration::from_secs(3),
+        name: "x".into(),
+    };
+    let metrics = ingest::metrics::Metrics::new();
+    Leases::init(&db, cfg(4), metrics.clone())
+        .await
+        .expect("first");
+    let err = Leases::init(&db, cfg(8), metrics)
+        .await
+        .expect_err("another count");
+    assert!(err.to_string().contains("--shards 8"), "{err}");
+}
+
+pgembed::storage_tests!(
+    collectors_take_over_each_other_and_stale_ones_are_fenced,
+    a_stale_generation_is_fenced_by_the_database,
+    a_different_shard_count_is_refused
+);
