@@ -214,6 +214,45 @@ fn raise_fd_limit() {
     }
 }
 
+/// The parts asked for, into `r`.
+async fn run_parts(
+    cli: &Cli,
+    plan: &Plan,
+    server: &stack::Server,
+    bin_dir: &std::path::Path,
+    work: &std::path::Path,
+    r: &mut report::Report,
+) -> Result<()> {
+    if cli.parts.contains(&Part::Throughput) {
+        r.throughput = Some(throughput::run(server, plan, bin_dir, work).await?);
+    }
+    if cli.parts.contains(&Part::Nominal) {
+        r.nominal = Some(
+            nominal::run(server, plan, bin_dir, work)
+                .await
+                .context("nominal load")?,
+        );
+    }
+    if cli.parts.contains(&Part::Sizing) {
+        r.sizing = sizing::run(server, bin_dir, work).await.context("sizing")?;
+    }
+    if cli.parts.contains(&Part::Shards) {
+        r.shards = Some(
+            shards::run(server, plan, bin_dir, work)
+                .await
+                .context("several collectors")?,
+        );
+    }
+    if cli.parts.contains(&Part::Parse) {
+        let criterion_dir = cli
+            .criterion_dir
+            .clone()
+            .unwrap_or_else(|| bin_dir.join("../criterion"));
+        r.parse = report::read_criterion(&criterion_dir);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -239,10 +278,6 @@ async fn main() -> Result<()> {
             );
         }
     }
-    let criterion_dir = cli
-        .criterion_dir
-        .clone()
-        .unwrap_or_else(|| bin_dir.join("../criterion"));
     let work = tempfile::Builder::new()
         .prefix("depthbook-bench-")
         .tempdir()
@@ -264,31 +299,7 @@ async fn main() -> Result<()> {
         plan: plan.clone(),
         ..Default::default()
     };
-    if cli.parts.contains(&Part::Throughput) {
-        r.throughput = Some(throughput::run(&server, &plan, &bin_dir, work.path()).await?);
-    }
-    if cli.parts.contains(&Part::Nominal) {
-        r.nominal = Some(
-            nominal::run(&server, &plan, &bin_dir, work.path())
-                .await
-                .context("nominal load")?,
-        );
-    }
-    if cli.parts.contains(&Part::Sizing) {
-        r.sizing = sizing::run(&server, &bin_dir, work.path())
-            .await
-            .context("sizing")?;
-    }
-    if cli.parts.contains(&Part::Shards) {
-        r.shards = Some(
-            shards::run(&server, &plan, &bin_dir, work.path())
-                .await
-                .context("several collectors")?,
-        );
-    }
-    if cli.parts.contains(&Part::Parse) {
-        r.parse = report::read_criterion(&criterion_dir);
-    }
+    run_parts(&cli, &plan, &server, &bin_dir, work.path(), &mut r).await?;
     let text = r.render();
     if let Some(dir) = cli.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

@@ -137,7 +137,7 @@ fn mb(b: u64) -> String {
     format!("{:.0} MB", b as f64 / 1024.0 / 1024.0)
 }
 
-pub fn k(v: f64) -> String {
+fn k(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else {

@@ -98,8 +98,13 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         let proc = stack::spawn_ingest(bin_dir, &args(plan, &url, &sim, &name)?, &dir)?;
         collectors.push(Collector { name, proc });
     }
+    let books = 2 * n as i64;
     wait(plan, "every shard held and every book synced", || async {
-        all_held(&db, None).await && unsynced(&db, 0.0).await == Some(0)
+        let listed = db
+            .query_one("SELECT count(*) FROM instruments WHERE active", &[])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == books);
+        listed && all_held(&db, None).await && unsynced(&db, 0.0).await == Some(0)
     })
     .await?;
     let sync_secs = started.elapsed().as_secs_f64();
@@ -315,7 +320,7 @@ impl Shards {
             o,
             "{} symbols ({} per venue, `sim` at ×1 rates) split into {SHARDS} shards over {} `ingest` processes \
              (`--shards {SHARDS} --instances {} --lease-ttl-ms {TTL_MS}`), all on this machine with one PostgreSQL. \
-             Every shard held and every book synced {:.0} s after start. Window: {:.0} s, {} rows/s committed in all; \
+             Every shard held and every book synced {:.0} s after start. Window: {:.0} s, {:.0} rows/s committed in all; \
              PostgreSQL {} of one core.\n",
             self.symbols,
             self.symbols / 2,
@@ -323,7 +328,7 @@ impl Shards {
             self.processes,
             self.sync_secs,
             self.window_secs,
-            crate::report::k(self.rows_per_sec),
+            self.rows_per_sec,
             self.cpu_postgres.map_or("n/a".into(), |c| format!("{c:.0} %")),
         );
         let _ = writeln!(
@@ -333,11 +338,11 @@ impl Shards {
         for p in &self.per_process {
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} | {} | {:.1} % | {:.0} MB |",
+                "| {} | {} | {:.0} | {:.0} | {:.1} % | {:.0} MB |",
                 p.name,
                 p.shards,
                 p.books,
-                crate::report::k(p.messages_per_sec),
+                p.messages_per_sec,
                 p.cpu,
                 p.peak_rss as f64 / 1024.0 / 1024.0
             );

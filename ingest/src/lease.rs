@@ -33,9 +33,9 @@ pub struct Fence {
 pub struct Held {
     /// Shard → generation.
     pub shards: BTreeMap<u32, i64>,
-    /// Raised by a writer whose batch the database fenced: every lease is then treated as lost
-    /// and taken again under a new generation, so no later batch continues past the rows the
-    /// fenced one dropped.
+    /// Raised by a writer whose batch the database fenced after it removed the leases, still
+    /// held, whose rows the batch dropped: those are taken again under a new generation (their
+    /// symbols start new epochs), so no later batch continues past the rows dropped.
     pub revocations: u64,
 }
 
@@ -56,12 +56,22 @@ impl Held {
 /// revoke.
 pub type HeldView = Arc<watch::Sender<Held>>;
 
-/// Drops every lease of this process (a batch was fenced); see [`Held::revocations`].
-pub fn revoke_all(view: &HeldView) {
-    view.send_modify(|h| {
-        h.shards.clear();
+/// Drops the leases of `fences` this process still holds (a batch with rows of them was
+/// fenced); see [`Held::revocations`]. Returns whether any was.
+pub fn revoke(view: &HeldView, fences: &[Fence]) -> bool {
+    view.send_if_modified(|h| {
+        let held: Vec<u32> = fences
+            .iter()
+            .filter(|f| h.holds(**f))
+            .map(|f| f.shard)
+            .collect();
+        if held.is_empty() {
+            return false;
+        }
+        h.shards.retain(|s, _| !held.contains(s));
         h.revocations += 1;
-    });
+        true
+    })
 }
 
 /// The shard of a symbol: FNV-1a (64 bit) of `venue/SYMBOL`, modulo the shard count. Fixed
@@ -196,11 +206,17 @@ impl Leases {
 
     /// One round: notice a revocation, renew what is held, take what is free, publish.
     pub async fn tick(&mut self, db: &Client) -> Result<(), LeaseError> {
-        let revocations = self.view.borrow().revocations;
-        if revocations != self.seen_revocations {
-            tracing::warn!(owner = %self.owner, "a batch was fenced: taking every lease again");
-            self.seen_revocations = revocations;
-            self.mine.clear();
+        let view = self.view.borrow().clone();
+        if view.revocations != self.seen_revocations {
+            self.seen_revocations = view.revocations;
+            let revoked: Vec<u32> = self
+                .mine
+                .keys()
+                .copied()
+                .filter(|s| !view.shards.contains_key(s))
+                .collect();
+            tracing::warn!(owner = %self.owner, ?revoked, "a batch was fenced: taking these leases again");
+            self.mine.retain(|s, _| view.shards.contains_key(s));
         }
         self.renew(db).await?;
         self.acquire(db).await?;
@@ -496,14 +512,18 @@ mod tests {
     }
 
     #[test]
-    fn a_revocation_empties_the_view_and_is_counted() {
+    fn a_revocation_drops_only_the_leases_still_held_and_is_counted() {
         let view: HeldView = Arc::new(watch::Sender::new(Held::default()));
         view.send_modify(|h| {
             h.shards.insert(0, 1);
+            h.shards.insert(1, 4);
         });
-        revoke_all(&view);
+        let f = |shard, generation| Fence { shard, generation };
+        assert!(!revoke(&view, &[f(0, 0)]), "a generation already gone");
+        assert_eq!(view.borrow().revocations, 0);
+        assert!(revoke(&view, &[f(0, 1), f(2, 1)]));
         let h = view.borrow();
-        assert!(h.shards.is_empty());
+        assert_eq!(h.shards.keys().copied().collect::<Vec<_>>(), [1]);
         assert_eq!(h.revocations, 1);
     }
 }

@@ -69,7 +69,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     let (db, db_conn) = pgconn::connect(&cfg.database_url)
         .await
         .context("connecting to the database")?;
-    let mut leases = match &cfg.leases {
+    let leases = match &cfg.leases {
         Some(lc) => Some(Leases::init(&db, lc.clone(), metrics.clone()).await?),
         None => None,
     };
@@ -77,12 +77,21 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     recover(&cfg, &db, &writer_cfg, &metrics, leases.is_none()).await?;
     serve_metrics(cfg.metrics_bind, &metrics, &shutdown).await?;
     let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
-    let assignment = match leases.as_mut() {
-        Some(l) => {
+    // The first leases are taken, then kept by their task from here on: starting the venues
+    // (loading a universe of thousands of symbols) may take longer than a lease lives.
+    let lease_stop = CancellationToken::new();
+    let mut leases = match leases {
+        Some(mut l) => {
             l.tick(&db).await.context("taking the first leases")?;
             tracing::info!(owner = l.owner(), held = ?l.view().borrow().shards, "leases");
-            shards_of(l.shards(), &l.view().borrow())
+            let held = (l.shards(), l.view().subscribe());
+            let task = tokio::spawn(l.run(cfg.database_url.clone(), lease_stop.clone()));
+            Some((held, task))
         }
+        None => None,
+    };
+    let assignment = match leases.as_mut() {
+        Some(((count, rx), _)) => shards_of(*count, &rx.borrow_and_update()),
         None => Assignment::All,
     };
     // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
@@ -113,12 +122,6 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         metrics.clone(),
         shutdown.clone(),
     );
-    let lease_stop = CancellationToken::new();
-    let leases = leases.map(|l| {
-        let held = (l.shards(), l.view().subscribe());
-        let task = tokio::spawn(l.run(cfg.database_url.clone(), lease_stop.clone()));
-        (held, task)
-    });
     let held = leases.as_ref().map(|(h, _)| h.clone());
     follow_universe(&cfg, &mut managers, &metrics, &shutdown, held).await;
     tracing::info!("shutting down: stopping the streams, flushing every row");

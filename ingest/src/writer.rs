@@ -334,9 +334,9 @@ impl TableWriter {
     }
 
     /// A batch that must never be written: its leases are dead for this table from now on, and
-    /// (when the database refused it, `stale` = the shards that moved on, and it had rows of a
-    /// lease still held here) the whole process takes its leases again, so that no later batch
-    /// continues past the rows dropped here.
+    /// (when the database refused it, `stale` = the shards that moved on) the leases of it this
+    /// process still holds are taken again, so that no later batch continues past the rows
+    /// dropped here.
     fn fenced(&mut self, b: &Batch, stale: Option<&[u32]>) {
         let name = self.table.name();
         self.dead.extend(b.fences.iter().copied());
@@ -357,11 +357,11 @@ impl TableWriter {
                 ?stale,
                 "batch fenced: a lease was taken over"
             );
-            // Rows of a lease still held here were dropped with it; a batch of leases already
-            // known lost (a spool replayed after a takeover) changes nothing.
-            let held = |v: &crate::lease::HeldView| b.fences.iter().any(|f| v.borrow().holds(*f));
-            if let Some(view) = self.cfg.held.as_ref().filter(|v| held(v)) {
-                crate::lease::revoke_all(view);
+            // Rows of leases still held here were dropped with it: those leases are taken
+            // again. Leases already known lost (a spool replayed after a takeover) change
+            // nothing.
+            if let Some(view) = &self.cfg.held {
+                crate::lease::revoke(view, &b.fences);
             }
         }
     }
