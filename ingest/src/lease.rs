@@ -87,6 +87,19 @@ pub fn shard_of(venue: Venue, symbol: &str, shards: u32) -> u32 {
     (hash % u64::from(shards.max(1))) as u32
 }
 
+/// The collectors holding a live lease of this database, if any: a collector without
+/// `--shards` must not start beside them (it would write their symbols unfenced, twice).
+pub async fn live_holders(db: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    let row = db
+        .query_one(
+            "SELECT string_agg(DISTINCT split_part(owner, '/', 1), ', ')
+             FROM collector_leases WHERE expires_at > now()",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// `--shards`, `--instances`, `--lease-ttl-ms`, `--collector-name`.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {

@@ -69,25 +69,14 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     let (db, db_conn) = pgconn::connect(&cfg.database_url)
         .await
         .context("connecting to the database")?;
-    let leases = match &cfg.leases {
-        Some(lc) => Some(Leases::init(&db, lc.clone(), metrics.clone()).await?),
-        None => None,
-    };
+    let leases = init_leases(&cfg, &db, &metrics).await?;
     let writer_cfg = writer_config(&cfg, leases.as_ref());
     recover(&cfg, &db, &writer_cfg, &metrics, leases.is_none()).await?;
     serve_metrics(cfg.metrics_bind, &metrics, &shutdown).await?;
     let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
-    // The first leases are taken, then kept by their task from here on: starting the venues
-    // (loading a universe of thousands of symbols) may take longer than a lease lives.
     let lease_stop = CancellationToken::new();
     let mut leases = match leases {
-        Some(mut l) => {
-            l.tick(&db).await.context("taking the first leases")?;
-            tracing::info!(owner = l.owner(), held = ?l.view().borrow().shards, "leases");
-            let held = (l.shards(), l.view().subscribe());
-            let task = tokio::spawn(l.run(cfg.database_url.clone(), lease_stop.clone()));
-            Some((held, task))
-        }
+        Some(l) => Some(start_leases(l, &db, &cfg.database_url, &lease_stop).await?),
         None => None,
     };
     let assignment = match leases.as_mut() {
@@ -138,6 +127,49 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         let _ = task.await;
     }
     flushed
+}
+
+/// This process's leases (`--shards`); without, a refusal to run beside collectors that hold
+/// some (it would write their symbols a second time, unfenced).
+async fn init_leases(
+    cfg: &RunConfig,
+    db: &tokio_postgres::Client,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Leases>> {
+    if let Some(lc) = &cfg.leases {
+        return Ok(Some(Leases::init(db, lc.clone(), metrics.clone()).await?));
+    }
+    let holders = crate::lease::live_holders(db)
+        .await
+        .context("reading collector_leases")?;
+    if let Some(holders) = holders {
+        anyhow::bail!(
+            "collectors {holders} hold shard leases of this database: start this one with the \
+             same --shards as theirs, or stop them first"
+        );
+    }
+    Ok(None)
+}
+
+/// The leases this process holds (shard count, view) and the task keeping them.
+type LeaseTask = (
+    (u32, tokio::sync::watch::Receiver<Held>),
+    tokio::task::JoinHandle<()>,
+);
+
+/// Takes the first leases, then keeps them in their own task from here on: starting the venues
+/// (loading a universe of thousands of symbols) may take longer than a lease lives.
+async fn start_leases(
+    mut l: Leases,
+    db: &tokio_postgres::Client,
+    url: &str,
+    stop: &CancellationToken,
+) -> Result<LeaseTask> {
+    l.tick(db).await.context("taking the first leases")?;
+    tracing::info!(owner = l.owner(), held = ?l.view().borrow().shards, "leases");
+    let held = (l.shards(), l.view().subscribe());
+    let task = tokio::spawn(l.run(url.to_owned(), stop.clone()));
+    Ok((held, task))
 }
 
 fn shards_of(count: u32, held: &Held) -> Assignment {

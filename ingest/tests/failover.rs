@@ -485,8 +485,45 @@ async fn a_different_shard_count_is_refused(path: StoragePath) {
     assert!(err.to_string().contains("--shards 8"), "{err}");
 }
 
+/// A collector without `--shards` refuses to start while others hold leases of the database:
+/// it would write their symbols a second time, unfenced.
+async fn a_collector_without_shards_refuses_to_start_beside_leases(path: StoragePath) {
+    let Some((tdb, db)) = migrated_on(path, "unsharded").await else {
+        return;
+    };
+    let cfg = LeaseConfig {
+        shards: 2,
+        instances: 1,
+        ttl: Duration::from_secs(60),
+        name: "leaseholder".into(),
+    };
+    let mut leases = Leases::init(&db, cfg, ingest::metrics::Metrics::new())
+        .await
+        .expect("leases");
+    leases.tick(&db).await.expect("a round");
+    let sim = sim().await;
+    let spool = tempfile::tempdir().expect("spool");
+    let run = ingest::run::run(
+        run_config(&tdb.url, &sim, spool.path()),
+        ingest::metrics::Metrics::new(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let err = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("refused at once")
+        .expect_err("refused");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("leaseholder") && text.contains("--shards"),
+        "{text}"
+    );
+    let epochs = count(&db, "SELECT count(*) FROM sync_events").await;
+    assert_eq!(epochs, 0, "nothing was collected");
+}
+
 pgembed::storage_tests!(
     collectors_take_over_each_other_and_stale_ones_are_fenced,
     a_stale_generation_is_fenced_by_the_database,
-    a_different_shard_count_is_refused
+    a_different_shard_count_is_refused,
+    a_collector_without_shards_refuses_to_start_beside_leases
 );
