@@ -102,13 +102,22 @@ impl Collector {
         assert!(ok, "kill {sig} {pid}");
     }
 
-    /// A counter of its `/metrics`, summed over labels.
+    /// A metric of its `/metrics`, summed over labels (0 for a labelled counter not yet
+    /// counted). A page that cannot be read fails the test rather than reading as 0.
     async fn counter(&self, name: &str) -> f64 {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let Ok(resp) = reqwest::get(&url).await else {
-            return 0.0;
-        };
-        let text = resp.text().await.unwrap_or_default();
+        let text = reqwest::get(&url)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("the collector serves /metrics")
+            .text()
+            .await
+            .expect("its metrics page");
+        assert!(
+            text.contains("depthbook_ingest_leases_held"),
+            "{}: not a collector's metrics page",
+            self.name
+        );
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
