@@ -48,6 +48,7 @@ impl Server {
                     schema::Flavor::TimescaleApache => pgembed::Timescale::Apache,
                     schema::Flavor::Postgres => pgembed::Timescale::Off,
                 },
+                replica_of: None,
             })
         })
         .await??;

@@ -14,6 +14,11 @@ struct Cli {
     /// Database URL of a read-only login role (a member of depthbook_reader).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// A read replica (a streaming hot standby of the same database) for every query; the live
+    /// subscriptions still LISTEN on `--database-url`, where ingest's NOTIFY happens. Empty: the
+    /// queries go to `--database-url` too.
+    #[arg(long, env = "API_READ_DATABASE_URL", hide_env_values = true)]
+    read_database_url: Option<String>,
     #[arg(long, env = "API_BIND", default_value = "0.0.0.0:8080")]
     bind: SocketAddr,
     /// Require `Authorization: Bearer TOKEN` on /graphql, /data and /stats.
@@ -52,7 +57,11 @@ async fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_new(&cli.log).context("bad --log filter")?,
         )
         .init();
-    let manager = pgconn::manager(&cli.database_url).context("DATABASE_URL")?;
+    let listen = pgconn::manager(&cli.database_url).context("DATABASE_URL")?;
+    let manager = match cli.read_database_url.as_deref() {
+        Some(url) if !url.is_empty() => pgconn::manager(url).context("API_READ_DATABASE_URL")?,
+        _ => listen,
+    };
     let pool = bb8::Pool::builder()
         .max_size(cli.pool_size)
         .connection_timeout(Duration::from_secs(5))

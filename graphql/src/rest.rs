@@ -271,30 +271,42 @@ pub async fn stats(State(s): State<AppState>) -> Response {
     resp
 }
 
-/// `GET /health`: 200 when the database answers and data is fresh, else 503.
+/// `GET /health`: 200 when the database answers and data is fresh, else 503. On a read replica
+/// the age of the newest batch includes the replica's lag, which is also reported.
 pub async fn health(State(s): State<AppState>) -> Response {
     #[derive(Serialize)]
     struct H {
         healthy: bool,
         database: bool,
         last_commit_age_seconds: Option<f64>,
+        /// The queries read a hot standby (`--read-database-url`).
+        replica: Option<bool>,
+        /// How far behind the primary the standby's replay is, by the last commit it replayed.
+        replica_lag_seconds: Option<f64>,
     }
     let probe = async {
         let c = s.pool.get().await.ok()?;
         let row = c
             .query_one(
-                "SELECT extract(epoch FROM now() - max(committed_at))::float8 FROM ingest_batches",
+                "SELECT extract(epoch FROM now() - max(committed_at))::float8, \
+                        pg_is_in_recovery(), \
+                        extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 \
+                 FROM ingest_batches",
                 &[],
             )
             .await
             .ok()?;
-        Some(row.get::<_, Option<f64>>(0))
+        Some((
+            row.get::<_, Option<f64>>(0),
+            row.get::<_, bool>(1),
+            row.get::<_, Option<f64>>(2),
+        ))
     };
-    let (database, age) = match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await
-    {
-        Ok(Some(age)) => (true, age),
-        _ => (false, None),
-    };
+    let (database, age, replica, lag) =
+        match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+            Ok(Some((age, replica, lag))) => (true, age, Some(replica), lag.filter(|_| replica)),
+            _ => (false, None, None, None),
+        };
     let healthy = database && age.is_some_and(|a| a <= s.fresh_within.as_secs_f64());
     json(
         if healthy {
@@ -306,6 +318,8 @@ pub async fn health(State(s): State<AppState>) -> Response {
             healthy,
             database,
             last_commit_age_seconds: age,
+            replica,
+            replica_lag_seconds: lag,
         },
     )
 }

@@ -58,6 +58,9 @@ fn caddy_binary() -> Option<PathBuf> {
 /// Caddy with the project's Caddyfile in front of `api` and `grafana` (host:port each).
 fn start_caddy(caddy: &Path, api: &str, grafana: &str) -> Caddy {
     let state = tempfile::tempdir().expect("caddy's state");
+    // The Caddyfile looks the API's name up (every replica it resolves to); an address
+    // resolves to itself.
+    let (api_host, api_port) = api.rsplit_once(':').expect("host:port");
     let (http, https) = (free_port(), free_port());
     let caddyfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../caddy/Caddyfile");
     let child = Command::new(caddy)
@@ -67,7 +70,8 @@ fn start_caddy(caddy: &Path, api: &str, grafana: &str) -> Caddy {
         .env("HTTP_PORT", http.to_string())
         .env("HTTPS_PORT", https.to_string())
         .env("CADDY_ADMIN", format!("127.0.0.1:{}", free_port()))
-        .env("API_UPSTREAM", api)
+        .env("API_HOST", api_host)
+        .env("API_PORT", api_port)
         .env("GRAFANA_UPSTREAM", grafana)
         .env("XDG_DATA_HOME", state.path().join("data"))
         .env("XDG_CONFIG_HOME", state.path().join("config"))

@@ -95,6 +95,7 @@ async fn restartable_server(
         ephemeral: true,
         settings: vec![],
         timescaledb: path.preload(),
+        replica_of: None,
     };
     let server = start_server(&opts).await;
     let admin = connect(&server.url("postgres")).await;

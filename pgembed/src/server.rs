@@ -35,6 +35,9 @@ pub struct Options {
     pub settings: Vec<(String, String)>,
     /// Whether and how TimescaleDB is preloaded.
     pub timescaledb: Timescale,
+    /// A streaming hot standby of the server on this loopback port: a new data directory is a
+    /// `pg_basebackup` of it instead of an `initdb`. Preload the same TimescaleDB edition.
+    pub replica_of: Option<u16>,
 }
 
 /// TimescaleDB on a private server.
@@ -145,6 +148,52 @@ fn run(mut cmd: Command) -> Result<(), Error> {
     })
 }
 
+fn initdb(
+    binaries: &Binaries,
+    owner: Option<(u32, u32)>,
+    dir: &Path,
+    data: &Path,
+    ephemeral: bool,
+) -> Command {
+    let mut cmd = command(binaries.bin("initdb"), owner, dir);
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C"]);
+    if ephemeral {
+        cmd.arg("--no-sync");
+    }
+    cmd
+}
+
+/// A copy of the server on `primary` that starts as its streaming standby (`-R` writes
+/// `standby.signal` and `primary_conninfo`); initdb's loopback `replication` trust lets it in.
+fn base_backup(
+    binaries: &Binaries,
+    owner: Option<(u32, u32)>,
+    dir: &Path,
+    data: &Path,
+    primary: u16,
+    ephemeral: bool,
+) -> Command {
+    let mut cmd = command(binaries.bin("pg_basebackup"), owner, dir);
+    cmd.arg("-D")
+        .arg(data)
+        .args(["-h", "127.0.0.1", "-U", SUPERUSER]);
+    cmd.args([
+        "-p",
+        &primary.to_string(),
+        "-R",
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+    ]);
+    if ephemeral {
+        cmd.arg("--no-sync");
+    }
+    cmd
+}
+
 fn free_port() -> Result<u16, Error> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?;
     Ok(l.local_addr()
@@ -230,20 +279,18 @@ impl PgServer {
         chown(&dir, owner)?;
         let data = dir.join("pgdata");
         if !data.join("PG_VERSION").is_file() {
-            let mut initdb = command(binaries.bin("initdb"), owner, &dir);
-            initdb.arg("-D").arg(&data).args([
-                "-U",
-                SUPERUSER,
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ]);
-            if opts.ephemeral {
-                initdb.arg("--no-sync");
+            if let Some(primary) = opts.replica_of {
+                run(base_backup(
+                    &binaries,
+                    owner,
+                    &dir,
+                    &data,
+                    primary,
+                    opts.ephemeral,
+                ))?;
+            } else {
+                run(initdb(&binaries, owner, &dir, &data, opts.ephemeral))?;
             }
-            run(initdb)?;
         }
         let log = dir.join("postgres.log");
         let mut last_err = None;

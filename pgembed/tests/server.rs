@@ -102,6 +102,67 @@ async fn a_persistent_dir_survives_a_restart() {
         .expect("join");
 }
 
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    c
+}
+
+/// A replica starts from a base backup of its primary, answers read-only and keeps replaying
+/// what the primary commits afterwards.
+#[tokio::test]
+async fn a_replica_follows_its_primary() {
+    let start = |replica_of| {
+        tokio::task::spawn_blocking(move || {
+            PgServer::start(Options {
+                ephemeral: true,
+                replica_of,
+                ..Options::default()
+            })
+        })
+    };
+    let primary = start(None).await.expect("join").expect("primary starts");
+    let p = connect(&primary.url("postgres")).await;
+    p.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1)")
+        .await
+        .expect("write");
+    let replica = start(Some(primary.port()))
+        .await
+        .expect("join")
+        .expect("replica starts");
+    let r = connect(&replica.url("postgres")).await;
+    let in_recovery: bool = r
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("recovery")
+        .get(0);
+    assert!(in_recovery);
+    let err = r.batch_execute("INSERT INTO t VALUES (9)").await;
+    assert!(err.is_err(), "a standby refuses writes");
+    p.batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .expect("write");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let sum: i64 = r
+            .query_one("SELECT sum(x) FROM t", &[])
+            .await
+            .expect("read")
+            .get(0);
+        if sum == 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "replayed: sum {sum}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop((p, r));
+    tokio::task::spawn_blocking(move || drop((replica, primary)))
+        .await
+        .expect("join");
+}
+
 #[tokio::test]
 async fn test_databases_are_separate() {
     let a = pgembed::test_database("sep_a").await.expect("db a");

@@ -57,10 +57,24 @@ pub async fn start_api(reader_url: &str, token: Option<String>) -> String {
 
 /// `start_api` with at most `max_exports` export downloads at once.
 pub async fn start_api_with(reader_url: &str, token: Option<String>, max_exports: usize) -> String {
-    let manager = pgconn::manager(reader_url).expect("url");
-    let pool = bb8::Pool::builder().max_size(8).build_unchecked(manager);
+    start_api_on(reader_url, reader_url, token, max_exports).await
+}
+
+/// The API as `graphql --database-url LISTEN_URL --read-database-url READ_URL` runs it: the
+/// live hub LISTENs on `listen_url`, every query reads `read_url`.
+pub async fn start_api_on(
+    listen_url: &str,
+    read_url: &str,
+    token: Option<String>,
+    max_exports: usize,
+) -> String {
+    let manager = pgconn::manager(read_url).expect("url");
+    let pool = bb8::Pool::builder()
+        .max_size(8)
+        .connection_timeout(Duration::from_secs(5))
+        .build_unchecked(manager);
     let hub = Hub::default();
-    tokio::spawn(hub.clone().run(reader_url.to_owned()));
+    tokio::spawn(hub.clone().run(listen_url.to_owned()));
     let limits = Limits {
         max_page: 1000,
         max_range: Duration::from_secs(86_400),

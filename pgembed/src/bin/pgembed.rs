@@ -66,6 +66,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         ephemeral,
         settings: Vec::new(),
         timescaledb: cli.timescaledb.into(),
+        replica_of: None,
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
