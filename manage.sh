@@ -14,10 +14,12 @@ PROFILE=${DEPTHBOOK_PROFILE:-release}
 PG_PORT=${PGEMBED_PORT:-54329}
 API_PORT=${API_PORT:-8080}
 METRICS_PORT=${INGEST_METRICS_PORT:-9100}
+EXTRA_METRICS_PORT=${INGEST_EXTRA_METRICS_PORT:-9111}
+# Shards of the symbol universe when several collectors share it; the same for every one.
+SHARDS=${INGEST_SHARDS:-16}
 DAILY_PORT=${DAILY_METRICS_PORT:-9102}
 SIM_SPOT_PORT=${SIM_SPOT_PORT:-18080}
 SIM_USDM_PORT=${SIM_USDM_PORT:-18081}
-SERVICES=(sim ingest daily graphql)
 
 usage() {
   cat <<USAGE
@@ -30,7 +32,14 @@ usage: manage.sh COMMAND [ARGS]
   logs SERVICE     the last lines of a service's log (postgres, sim, ingest, daily, graphql)
   monitor          key numbers every 5 s until Ctrl-C
   restart [SVC]    restart one service, or all
-  scale N          collect the top N symbols per venue (restarts ingest)
+  scale symbols N  collect the top N symbols per venue (restarts the collectors; scale N too)
+  scale collectors N
+                   N collectors sharing the symbols by shard leases (local: N ingest processes,
+                   metrics on INGEST_METRICS_PORT, then INGEST_EXTRA_METRICS_PORT, +1, …;
+                   compose: this machine's collector is one of N — give every machine the
+                   same INGEST_SHARDS and INGEST_INSTANCES, README: Several collectors)
+  scale api N      N API processes (local: on API_PORT, API_PORT+1, …; compose: N graphql
+                   containers that caddy takes in turn)
   backup [--list]  dump the database and prove the dump restores (ops/backup.sh: into a scratch
                    database, then prunes to the newest 7); --list: the dumps and what they hold
   restore FILE     restore a backup (stops ingest and graphql meanwhile)
@@ -41,7 +50,8 @@ usage: manage.sh COMMAND [ARGS]
 
 environment: DEPTHBOOK_MODE (local|compose), DEPTHBOOK_DATA, DEPTHBOOK_PROFILE (release|dev),
 DEPTHBOOK_HOST (deploy target, user@host), PGEMBED_PORT, API_PORT, INGEST_METRICS_PORT,
-SIM_SPOT_PORT, SIM_USDM_PORT, INGEST_TOP
+INGEST_EXTRA_METRICS_PORT, INGEST_SHARDS (with several collectors), SIM_SPOT_PORT,
+SIM_USDM_PORT, INGEST_TOP
 USAGE
 }
 
@@ -66,6 +76,18 @@ build() {
 pidfile() { echo "$DATA/$1.pid"; }
 running() { [ -f "$(pidfile "$1")" ] && kill -0 "$(cat "$(pidfile "$1")")" 2>/dev/null; }
 admin_url() { cat "$DATA/database_url"; }
+
+# Several copies of a service: `ingest`, `ingest-2`, …; how many is $DATA/collectors or
+# $DATA/api_replicas (1 when absent).
+copies() { cat "$DATA/$1" 2>/dev/null || echo 1; }
+copy_name() { if [ "$2" = 1 ]; then echo "$1"; else echo "$1-$2"; fi; }
+# Every copy of a service with a pid file, running or not.
+copies_started() {
+  local f
+  for f in "$DATA/$1.pid" "$DATA/$1"-*.pid; do [ -f "$f" ] && basename "$f" .pid; done
+  return 0
+}
+collector_port() { if [ "$1" = 1 ]; then echo "$METRICS_PORT"; else echo $((EXTRA_METRICS_PORT + $1 - 2)); fi; }
 api_url() { admin_url | sed "s|postgres://postgres@|postgres://depthbook_api:local@|"; }
 
 # start NAME COMMAND...: background process with its log and pid file.
@@ -121,15 +143,37 @@ start_sim() {
   wait_http sim "http://127.0.0.1:$SIM_SPOT_PORT/api/v3/ping"
 }
 
-start_ingest() {
-  local args=(run --no-migrate --metrics-bind "127.0.0.1:$METRICS_PORT" --spool-dir "$DATA/spool"
+# start_collector I N: collector I of N, with a spool of its own; several share the symbols by
+# shard leases.
+start_collector() {
+  local i=$1 n=$2 name port spool
+  name=$(copy_name ingest "$i")
+  port=$(collector_port "$i")
+  spool="$DATA/spool"
+  [ "$i" = 1 ] || spool="$DATA/spool-$i"
+  local args=(run --no-migrate --metrics-bind "127.0.0.1:$port" --spool-dir "$spool"
     --top "$(cat "$DATA/scale" 2>/dev/null || echo "${INGEST_TOP:-200}")")
+  if [ "$n" -gt 1 ]; then
+    args+=(--shards "$SHARDS" --instances "$n" --collector-name "local-$i")
+  fi
   if [ -f "$DATA/sim" ]; then
     args+=(--spot-rest-url "http://127.0.0.1:$SIM_SPOT_PORT" --spot-ws-url "ws://127.0.0.1:$SIM_SPOT_PORT"
       --usdm-rest-url "http://127.0.0.1:$SIM_USDM_PORT" --usdm-ws-url "ws://127.0.0.1:$SIM_USDM_PORT")
   fi
-  DATABASE_URL=$(admin_url) start ingest "$(bin ingest)" "${args[@]}"
-  wait_http ingest "http://127.0.0.1:$METRICS_PORT/metrics"
+  DATABASE_URL=$(admin_url) start "$name" "$(bin ingest)" "${args[@]}"
+  wait_http "$name" "http://127.0.0.1:$port/metrics"
+}
+
+start_ingest() {
+  local n i
+  n=$(copies collectors)
+  for i in $(seq "$n"); do start_collector "$i" "$n"; done
+}
+
+# Every collector stops (SIGTERM: each flushes, then releases its leases).
+stop_ingest() {
+  local name
+  for name in $(copies_started ingest); do stop "$name"; done
 }
 
 # The daily files are the cold tier: retention drops a day only once they hold it, verified.
@@ -140,8 +184,30 @@ start_daily() {
 }
 
 start_graphql() {
-  DATABASE_URL=$(api_url) start graphql "$(bin graphql)" --bind "127.0.0.1:$API_PORT"
-  wait_http graphql "http://127.0.0.1:$API_PORT/metrics"
+  local i name port
+  for i in $(seq "$(copies api_replicas)"); do
+    name=$(copy_name graphql "$i")
+    port=$((API_PORT + i - 1))
+    DATABASE_URL=$(api_url) start "$name" "$(bin graphql)" --bind "127.0.0.1:$port"
+    wait_http "$name" "http://127.0.0.1:$port/metrics"
+  done
+}
+
+stop_graphql() {
+  local name
+  for name in $(copies_started graphql); do stop "$name"; done
+}
+
+# local_scale WHAT N: symbols, collectors or api; what runs restarts with it.
+local_scale() {
+  mkdir -p "$DATA"
+  case "$1" in
+    symbols) echo "$2" >"$DATA/scale"; if running ingest; then stop_ingest; start_ingest; fi ;;
+    collectors) if running ingest; then stop_ingest; echo "$2" >"$DATA/collectors"; start_ingest
+      else echo "$2" >"$DATA/collectors"; fi ;;
+    api) if running graphql; then stop_graphql; echo "$2" >"$DATA/api_replicas"; start_graphql
+      else echo "$2" >"$DATA/api_replicas"; fi ;;
+  esac
 }
 
 local_up() {
@@ -160,8 +226,11 @@ local_up() {
 }
 
 local_status() {
-  local rc=0 svc
-  for svc in postgres "${SERVICES[@]}"; do
+  local rc=0 svc i names=(postgres sim)
+  for i in $(seq "$(copies collectors)"); do names+=("$(copy_name ingest "$i")"); done
+  names+=(daily)
+  for i in $(seq "$(copies api_replicas)"); do names+=("$(copy_name graphql "$i")"); done
+  for svc in "${names[@]}"; do
     if running "$svc"; then
       echo "$svc: running (pid $(cat "$(pidfile "$svc")"))"
     elif [ "$svc" = sim ] && [ ! -f "$DATA/sim" ]; then
@@ -171,7 +240,10 @@ local_status() {
       rc=3
     fi
   done
-  if running ingest; then echo "ingest health: $(curl -s "http://127.0.0.1:$METRICS_PORT/health")"; fi
+  for i in $(seq "$(copies collectors)"); do
+    svc=$(copy_name ingest "$i")
+    if running "$svc"; then echo "$svc health: $(curl -s "http://127.0.0.1:$(collector_port "$i")/health")"; fi
+  done
   if running graphql; then echo "graphql health: $(curl -s "http://127.0.0.1:$API_PORT/health")"; fi
   if running postgres; then DATABASE_URL=$(admin_url) "$(bin ingest)" migrate --plan; fi
   return $rc
@@ -179,7 +251,10 @@ local_status() {
 
 local_down() {
   local svc
-  for svc in graphql daily ingest sim postgres; do stop "$svc"; done
+  stop_graphql
+  stop daily
+  stop_ingest
+  for svc in sim postgres; do stop "$svc"; done
 }
 
 pg_bin() {
@@ -211,8 +286,8 @@ local_restore() {
   local was_ingest=0 was_graphql=0
   running ingest && was_ingest=1
   running graphql && was_graphql=1
-  stop graphql
-  stop ingest
+  stop_graphql
+  stop_ingest
   local url
   url=$(admin_url)
   # grep reads the whole list (no -q): under pipefail, grep leaving early would fail
@@ -248,8 +323,8 @@ local_monitor() {
 
 local_restart() {
   case "${1:-all}" in
-    ingest) stop ingest; start_ingest ;;
-    graphql) stop graphql; start_graphql ;;
+    ingest) stop_ingest; start_ingest ;;
+    graphql) stop_graphql; start_graphql ;;
     daily) stop daily; start_daily ;;
     sim) stop sim; start_sim ;;
     all) local_down; local_up "$([ -f "$DATA/sim" ] && echo --sim)" ;;
@@ -263,6 +338,31 @@ compose() {
   if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
 }
 
+# set_env KEY VALUE: in .env, replaced or added.
+set_env() {
+  sed -i "s|^$1=.*|$1=$2|" .env
+  grep -q "^$1=" .env || echo "$1=$2" >>.env
+}
+
+env_value() { sed -n "s|^$1=||p" .env | tail -n1; }
+
+compose_scale() {
+  case "$1" in
+    symbols) set_env INGEST_TOP "$2"; compose up -d ingest ;;
+    collectors)
+      # One collector per machine (its spool is its own): this one joins N; the others need
+      # the same INGEST_SHARDS and INGEST_INSTANCES (terraform's collector_regions sets them).
+      local shards
+      shards=$(env_value INGEST_SHARDS)
+      if [ "$2" -gt 1 ] && [ "${shards:-0}" = 0 ]; then set_env INGEST_SHARDS "$SHARDS"; fi
+      set_env INGEST_INSTANCES "$2"
+      [ -n "$(env_value INGEST_COLLECTOR_NAME)" ] || set_env INGEST_COLLECTOR_NAME "$(hostname)"
+      compose up -d ingest
+      echo "this collector: 1 of $2, $(env_value INGEST_SHARDS) shards; start the others with the same INGEST_SHARDS=$(env_value INGEST_SHARDS) INGEST_INSTANCES=$2" ;;
+    api) set_env API_REPLICAS "$2"; compose up -d --scale graphql="$2" graphql ;;
+  esac
+}
+
 compose_cmd() {
   need docker "install Docker (https://docs.docker.com/engine/install/)"
   [ -f "$ROOT/.env" ] || die "no .env: cp .env.example .env and set the passwords"
@@ -274,10 +374,7 @@ compose_cmd() {
     monitor) watch -n 5 "docker compose ps; docker compose exec -T graphql ingest healthcheck http://127.0.0.1:8080/health" ;;
     ca) compose exec -T caddy cat /data/caddy/pki/authorities/local/root.crt ;;
     restart) if [ -n "${2:-}" ]; then compose restart "$2"; else compose restart; fi ;;
-    scale)
-      sed -i "s/^INGEST_TOP=.*/INGEST_TOP=$2/" .env
-      grep -q '^INGEST_TOP=' .env || echo "INGEST_TOP=$2" >>.env
-      compose up -d ingest ;;
+    scale) compose_scale "$2" "$3" ;;
     backup)
       # The backup service's script, once now (dump, restore drill, pruning), or its list.
       if [ "${2:-}" = --list ]; then compose run --rm -T backup --list
@@ -313,7 +410,11 @@ case "$cmd" in
   *) usage >&2; die "unknown command: $cmd" ;;
 esac
 case "$cmd" in
-  scale) [[ "${1:-}" =~ ^[1-9][0-9]*$ ]] || die "scale needs a positive number of symbols" ;;
+  scale)
+    # `scale N` is `scale symbols N`, as before collectors and API copies could scale.
+    [[ "${1:-}" =~ ^[0-9]+$ ]] && set -- symbols "$1"
+    case "${1:-}" in symbols | collectors | api) ;; *) die "scale what? symbols, collectors or api (manage.sh help)" ;; esac
+    [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || die "scale $1 needs a positive number" ;;
   logs) [ -n "${1:-}" ] || die "logs needs a service (postgres, sim, ingest, graphql)" ;;
 esac
 
@@ -328,7 +429,7 @@ case "$cmd" in
   logs) [ -f "$DATA/$1.log" ] || die "no log for $1 in $DATA"; tail -n 100 "$DATA/$1.log" ;;
   monitor) local_monitor ;;
   restart) local_restart "${1:-all}" ;;
-  scale) mkdir -p "$DATA"; echo "$1" >"$DATA/scale"; if running ingest; then stop ingest; start_ingest; fi ;;
+  scale) local_scale "$1" "$2" ;;
   backup) local_backup "${1:-}" ;;
   restore) local_restore "${1:-}" ;;
   deploy) die "deploy works in compose mode: DEPTHBOOK_MODE=compose DEPTHBOOK_HOST=user@host manage.sh deploy" ;;

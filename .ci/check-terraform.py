@@ -1,5 +1,5 @@
 """CI: terraform/ parses (python-hcl2), every var.X used is declared, every declared variable
-is used, every templatefile variable is passed, and the files keep `terraform fmt`'s layout
+is used, every templatefile's variables are passed (and used), and the files keep `terraform fmt`'s layout
 where we can check it without terraform (2-space indent, no tabs, no trailing spaces)."""
 import pathlib
 import re
@@ -24,14 +24,18 @@ for v in sorted(used - declared):
 for v in sorted(declared - used):
     problems.append(f"variable {v} is declared but never used")
 main = (root / "main.tf").read_text()
-passed = set(re.findall(r"^\s+([a-z_]+)\s+=", main.split("templatefile(")[1].split("})")[0], re.M))
-cloud_init = (root / "cloud-init.yaml").read_text()
-template = set(re.findall(r"\$\{([a-z_]+)\}", cloud_init)) | set(re.findall(r"%\{ if ([a-z_]+) ", cloud_init))
-for v in sorted(template - passed):
-    problems.append(f"cloud-init.yaml uses ${{{v}}} that templatefile does not pass")
-for v in sorted(passed - template):
-    problems.append(f"templatefile passes {v} that cloud-init.yaml does not use")
+calls = re.findall(r'templatefile\("\$\{path\.module\}/([^"]+)", \{(.*?)\n\s*\}\)', main, re.S)
+if not calls:
+    problems.append("main.tf: no templatefile call found")
+for name, body in calls:
+    passed = set(re.findall(r"^\s+([a-z_]+)\s+=", body, re.M))
+    text = (root / name).read_text()
+    template = set(re.findall(r"\$\{([a-z_]+)\}", text)) | set(re.findall(r"%\{ if ([a-z_]+) ", text))
+    for v in sorted(template - passed):
+        problems.append(f"{name} uses ${{{v}}} that templatefile does not pass")
+    for v in sorted(passed - template):
+        problems.append(f"templatefile passes {v} that {name} does not use")
 if problems:
     print("\n".join(problems))
     sys.exit(1)
-print(f"terraform: {len(declared)} variables declared and used, cloud-init template complete")
+print(f"terraform: {len(declared)} variables declared and used, {len(calls)} templates complete")

@@ -107,7 +107,48 @@ resource "digitalocean_droplet" "app" {
     daily_bucket_region    = var.region
     spaces_access_id       = var.spaces_access_id
     spaces_secret_key      = var.spaces_secret_key
+    shards                 = local.shards
+    instances              = local.collectors
+    collector_name         = var.region
   })
+}
+
+locals {
+  # Every collector: the app droplet's and one per collector region, sharing `shards` leases
+  # (0: the app droplet's collector collects every symbol, without leases).
+  collectors = length(var.collector_regions) + 1
+  shards     = length(var.collector_regions) == 0 ? 0 : max(var.shards, local.collectors)
+}
+
+# Extra collectors in other regions: ingest only, against the managed database's public
+# address over TLS, admitted by its firewall.
+resource "digitalocean_droplet" "collector" {
+  count      = length(var.collector_regions)
+  name       = "${var.name}-collector-${var.collector_regions[count.index]}-${count.index + 1}"
+  image      = "ubuntu-24-04-x64"
+  size       = var.collector_size
+  region     = var.collector_regions[count.index]
+  ssh_keys   = [digitalocean_ssh_key.admin.id]
+  monitoring = true
+  user_data = templatefile("${path.module}/collector-init.yaml", {
+    repo_url               = var.repo_url
+    repo_ref               = var.repo_ref
+    ingest_top             = var.ingest_top
+    database_url           = local.self_hosted ? "" : "postgres://${digitalocean_database_cluster.pg[0].user}:${digitalocean_database_cluster.pg[0].password}@${digitalocean_database_cluster.pg[0].host}:${digitalocean_database_cluster.pg[0].port}/${digitalocean_database_db.depthbook[0].name}?sslmode=require"
+    api_db_password        = random_password.api_db.result
+    grafana_db_password    = random_password.grafana_db.result
+    grafana_admin_password = random_password.grafana_admin.result
+    api_token              = random_password.api_token.result
+    shards                 = local.shards
+    instances              = local.collectors
+    collector_name         = "${var.collector_regions[count.index]}-${count.index + 1}"
+  })
+  lifecycle {
+    precondition {
+      condition     = !local.self_hosted
+      error_message = "collector_regions needs database = managed: collectors in other regions reach the database over TLS, which the self-hosted container does not offer."
+    }
+  }
 }
 
 # The database admits the droplet only.
@@ -117,6 +158,13 @@ resource "digitalocean_database_firewall" "pg" {
   rule {
     type  = "droplet"
     value = digitalocean_droplet.app.id
+  }
+  dynamic "rule" {
+    for_each = digitalocean_droplet.collector[*].id
+    content {
+      type  = "droplet"
+      value = rule.value
+    }
   }
 }
 
@@ -176,10 +224,34 @@ resource "digitalocean_firewall" "app" {
   }
 }
 
+# Collectors take no inbound traffic but SSH.
+resource "digitalocean_firewall" "collector" {
+  count       = length(var.collector_regions) > 0 ? 1 : 0
+  name        = "${var.name}-collectors"
+  droplet_ids = digitalocean_droplet.collector[*].id
+
+  inbound_rule {
+    protocol         = "tcp"
+    port_range       = "22"
+    source_addresses = var.admin_cidrs
+  }
+  outbound_rule {
+    protocol              = "tcp"
+    port_range            = "1-65535"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+  outbound_rule {
+    protocol              = "udp"
+    port_range            = "53"
+    destination_addresses = ["0.0.0.0/0", "::/0"]
+  }
+}
+
 resource "digitalocean_project_resources" "depthbook" {
   project = digitalocean_project.depthbook.id
   resources = concat(
     [digitalocean_droplet.app.urn],
+    digitalocean_droplet.collector[*].urn,
     digitalocean_volume.data[*].urn,
     digitalocean_database_cluster.pg[*].urn,
   )

@@ -45,3 +45,8 @@ output "daily_bucket" {
   description = "Where the daily research set is copied (empty: the droplet's daily volume only)."
   value       = var.daily_bucket == "" ? "" : "s3://${var.daily_bucket}/depthbook"
 }
+
+output "collector_ips" {
+  description = "Public addresses of the extra collectors (collector_regions), in order."
+  value       = digitalocean_droplet.collector[*].ipv4_address
+}

@@ -127,3 +127,21 @@ variable "db_disk_gb" {
   type        = number
   default     = 25
 }
+
+variable "collector_regions" {
+  description = "Regions of extra collector droplets, e.g. [\"ams3\", \"sgp1\"]: each runs only ingest and shares the symbols with the app droplet's collector by shard leases (README, Several collectors). Needs database = managed (they reach it over TLS at its public address)."
+  type        = list(string)
+  default     = []
+}
+
+variable "collector_size" {
+  description = "Droplet size of each extra collector (about 10 % of a core and 65 MB per 500 books, bench/REPORT.md §8)."
+  type        = string
+  default     = "s-1vcpu-2gb"
+}
+
+variable "shards" {
+  description = "Shards the symbol universe is split into when collector_regions is set: the same on every collector, at least their number (README, Several collectors)."
+  type        = number
+  default     = 16
+}

@@ -1,6 +1,7 @@
 //! Several collectors (`ingest run --shards`): 2 000 symbols split over 4 `ingest` processes by
-//! lease; what each process costs, and how long a takeover takes after `kill -9` of one of them
-//! and after a clean shutdown (SIGTERM) of another.
+//! lease; what each process costs, how long a takeover takes after `kill -9` of one of them
+//! and after a clean shutdown (SIGTERM) of another, and how a collector that joins is handed
+//! its share.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -48,6 +49,21 @@ pub struct Shards {
     pub per_process: Vec<PerProcess>,
     pub killed: Takeover,
     pub terminated: Takeover,
+    pub joined: Joined,
+}
+
+/// A collector started beside the survivors: until it held its share, until every book of
+/// that share was synced again by it, and what the handover lost.
+#[derive(Debug, Clone, Copy)]
+pub struct Joined {
+    pub shards: i64,
+    pub leases_secs: f64,
+    pub books_secs: f64,
+    pub books: i64,
+    /// Rows the givers left out as fenced (a handover drains first: 0).
+    pub fenced_rows: f64,
+    /// Epochs the joiner had to close for the givers (they close their own: 0).
+    pub closed_for_givers: i64,
 }
 
 struct Collector {
@@ -113,6 +129,17 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         measure(server, plan, &db, &collectors).await?;
     let killed = take_over(plan, &db, &mut collectors, libc::SIGKILL).await?;
     let terminated = take_over(plan, &db, &mut collectors, libc::SIGTERM).await?;
+    let joiner = {
+        let dir = work.join("joined");
+        std::fs::create_dir_all(&dir)?;
+        let a = args(plan, &url, &sim, "joined")?;
+        Collector {
+            name: "joined".into(),
+            proc: stack::spawn_ingest(bin_dir, &a, &dir)?,
+        }
+    };
+    let joined = join(plan, &db, &collectors, &joiner).await?;
+    collectors.push(joiner);
     for c in collectors {
         c.proc.stop().await?;
     }
@@ -131,6 +158,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         per_process,
         killed,
         terminated,
+        joined,
     })
 }
 
@@ -298,6 +326,68 @@ async fn take_over(
     })
 }
 
+/// Times the handover to `joiner`, just started beside `givers`.
+async fn join(
+    plan: &Plan,
+    db: &tokio_postgres::Client,
+    givers: &[Collector],
+    joiner: &Collector,
+) -> Result<Joined> {
+    let http = reqwest::Client::new();
+    let fenced = |http: reqwest::Client| async move {
+        let mut sum = 0.0;
+        for g in givers {
+            let text = stack::scrape(&http, g.proc.addr).await?;
+            sum += stack::metric_sum(&text, "depthbook_ingest_fenced_rows_total");
+        }
+        Ok::<f64, anyhow::Error>(sum)
+    };
+    let fenced_before = fenced(http.clone()).await?;
+    let since = crate::measure::db_now(db).await?;
+    let t = Instant::now();
+    let live = givers.len() + 1;
+    let target = SHARDS.div_ceil(plan.shard_processes as u32) as usize;
+    let share = (SHARDS as usize).div_ceil(live).min(target) as i64;
+    let held = "SELECT count(*) FROM collector_leases
+                WHERE split_part(owner, '/', 1) = $1 AND expires_at > now()";
+    let name = joiner.name.as_str();
+    wait(plan, "the joiner handed its share", || async {
+        db.query_one(held, &[&name])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) >= share)
+    })
+    .await?;
+    let leases_secs = t.elapsed().as_secs_f64();
+    let books = books_of(db, name).await?;
+    let n = books.len() as i64;
+    let synced = "SELECT count(DISTINCT s.instrument_id) FROM sync_events s
+                  WHERE s.instrument_id = ANY($1) AND s.kind = 'synced' AND s.time >= to_timestamp($2)";
+    wait(plan, "the joiner's books synced", || async {
+        db.query_one(synced, &[&books, &since])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) >= n)
+    })
+    .await?;
+    let books_secs = t.elapsed().as_secs_f64();
+    let fenced_rows = fenced(http).await? - fenced_before;
+    let closed_for_givers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM sync_events WHERE kind = 'stopped' AND detail = $1
+               AND time >= to_timestamp($2)",
+            &[&ingest::epochs::LEASE_TAKEN_OVER, &since],
+        )
+        .await?
+        .get(0);
+    Ok(Joined {
+        shards: share,
+        leases_secs,
+        books_secs,
+        books: n,
+        fenced_rows,
+        closed_for_givers,
+    })
+}
+
 /// The lease table as text, for an error.
 async fn leases_now(db: &tokio_postgres::Client) -> String {
     match db
@@ -366,6 +456,19 @@ impl Shards {
                 t.leases_secs, t.books_secs, t.books
             );
         }
-        let _ = writeln!(o);
+        let j = self.joined;
+        let _ = writeln!(
+            o,
+            "\n**Joining.** A collector started beside the {} survivors was handed its share of {} shards {:.2} s after it started, \
+             and had synced its {} books {:.2} s after; the givers stopped those books and wrote what they had queued before letting go: \
+             {:.0} rows fenced, {} epochs left for the joiner to close.\n",
+            self.processes - 2,
+            j.shards,
+            j.leases_secs,
+            j.books,
+            j.books_secs,
+            j.fenced_rows,
+            j.closed_for_givers,
+        );
     }
 }

@@ -8,9 +8,9 @@
 //! it has rows of, and the writer's transaction checks and locks it (`writer`), so a collector
 //! that lost a lease never commits into it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use binance::Venue;
 use tokio::sync::watch;
@@ -33,6 +33,12 @@ pub struct Fence {
 pub struct Held {
     /// Shard → generation.
     pub shards: BTreeMap<u32, i64>,
+    /// Held shards being handed over: their symbols stop, while the rows they queued still
+    /// commit under the lease.
+    pub leaving: BTreeSet<u32>,
+    /// Leaving shards whose symbols have stopped and whose rows are all written: the lease
+    /// task lets them go.
+    pub drained: BTreeSet<u32>,
     /// Raised by a writer whose batch the database fenced after it removed the leases, still
     /// held, whose rows the batch dropped: those are taken again under a new generation (their
     /// symbols start new epochs), so no later batch continues past the rows dropped.
@@ -45,7 +51,11 @@ impl Held {
         self.shards.get(&fence.shard) == Some(&fence.generation)
     }
 
+    /// The lease to collect `shard` under: none when not held, or being handed over.
     pub fn fence(&self, shard: u32) -> Option<Fence> {
+        if self.leaving.contains(&shard) {
+            return None;
+        }
         self.shards
             .get(&shard)
             .map(|&generation| Fence { shard, generation })
@@ -156,6 +166,8 @@ pub struct Leases {
     view: HeldView,
     /// What the lease task holds (the view may have been revoked since).
     mine: BTreeMap<u32, i64>,
+    /// Held shards being handed over, since when ([`Held::leaving`]).
+    leaving: BTreeMap<u32, Instant>,
     seen_revocations: u64,
     metrics: Arc<Metrics>,
 }
@@ -200,6 +212,7 @@ impl Leases {
             owner,
             view: Arc::new(watch::Sender::new(Held::default())),
             mine: BTreeMap::new(),
+            leaving: BTreeMap::new(),
             seen_revocations: 0,
             metrics,
         })
@@ -232,7 +245,13 @@ impl Leases {
             self.mine.retain(|s, _| view.shards.contains_key(s));
         }
         self.renew(db).await?;
-        self.acquire(db).await?;
+        let mine = &self.mine;
+        self.leaving.retain(|s, _| mine.contains_key(s));
+        self.let_go_drained(db).await?;
+        let others = self.others(db).await?;
+        let share = share(self.cfg.shards, others.len() + 1).min(self.cfg.target());
+        self.acquire(db, share).await?;
+        self.rebalance(&others);
         self.publish();
         Ok(())
     }
@@ -277,8 +296,8 @@ impl Leases {
         self.mine.iter().map(|(&s, &g)| (s as i32, g)).unzip()
     }
 
-    /// Takes free leases up to this collector's share, and orphaned ones beyond it.
-    async fn acquire(&mut self, db: &Client) -> Result<(), LeaseError> {
+    /// Takes free leases up to this collector's `share`, and orphaned ones beyond it.
+    async fn acquire(&mut self, db: &Client, share: usize) -> Result<(), LeaseError> {
         let round = self.cfg.ttl.as_secs_f64() / 3.0;
         let rows = db
             .query_typed(
@@ -304,7 +323,7 @@ impl Leases {
             }
             // A lease still written to this owner but not held: revoked here, taken again.
             let own = row.owner.as_deref() == Some(self.owner.as_str());
-            let wanted = own || (row.free && (self.mine.len() < self.cfg.target() || row.orphaned));
+            let wanted = own || (row.free && (self.mine.len() < share || row.orphaned));
             if wanted {
                 self.take(db, &row).await?;
             }
@@ -347,7 +366,9 @@ impl Leases {
             Err(e) => return Err(e.into()),
         };
         let instruments = self.instruments_of(db, shard).await?;
-        let closed = crate::epochs::close_open(db, Some(&instruments)).await?;
+        let closed =
+            crate::epochs::close_open(db, Some(&instruments), crate::epochs::LEASE_TAKEN_OVER)
+                .await?;
         tracing::info!(owner = %self.owner, shard, generation, closed_epochs = closed, "lease taken");
         self.mine.insert(shard, generation);
         self.metrics.leases.takeovers.inc();
@@ -407,11 +428,16 @@ impl Leases {
     fn publish(&self) {
         let seen = self.seen_revocations;
         let mine = &self.mine;
+        let leaving: BTreeSet<u32> = self.leaving.keys().copied().collect();
         self.view.send_if_modified(|h| {
-            if h.revocations != seen || h.shards == *mine {
+            let drained: BTreeSet<u32> = h.drained.intersection(&leaving).copied().collect();
+            let same = h.shards == *mine && h.leaving == leaving && h.drained == drained;
+            if h.revocations != seen || same {
                 return false;
             }
             h.shards = mine.clone();
+            h.leaving = leaving;
+            h.drained = drained;
             true
         });
         self.metrics.leases.held.set(self.mine.len() as i64);
@@ -420,19 +446,118 @@ impl Leases {
     /// Lets go of every lease (a clean shutdown, after the writers flushed), so a standby
     /// takes over at once instead of after the TTL.
     pub async fn release(&mut self, db: &Client) -> Result<(), LeaseError> {
-        let (shards, generations) = self.pairs();
+        let all: Vec<u32> = self.mine.keys().copied().collect();
+        // Long expired: any collector may take them, beyond its share too.
+        self.let_go(db, &all, -3600.0).await
+    }
+
+    /// Ends the leases of `shards` in the database, expired `age` seconds ago, with no owner:
+    /// whoever takes one has no sessions of ours to end (we let go cleanly).
+    async fn let_go(&mut self, db: &Client, shards: &[u32], age: f64) -> Result<(), LeaseError> {
+        let (shards, generations): (Vec<i32>, Vec<i64>) = shards
+            .iter()
+            .filter_map(|s| self.mine.get(s).map(|&g| (*s as i32, g)))
+            .unzip();
         db.execute_typed(
-            "UPDATE collector_leases l SET expires_at = now() - interval '1 hour'
+            "UPDATE collector_leases l
+             SET owner = NULL, expires_at = now() + make_interval(secs => $4)
              FROM unnest($2::integer[], $3::bigint[]) AS m(shard, generation)
              WHERE l.shard = m.shard AND l.generation = m.generation AND l.owner = $1",
             &[
                 (&self.owner, Type::TEXT),
                 (&shards, Type::INT4_ARRAY),
                 (&generations, Type::INT8_ARRAY),
+                (&age, Type::FLOAT8),
             ],
         )
         .await?;
-        self.mine.clear();
+        self.mine.retain(|s, _| !shards.contains(&(*s as i32)));
+        Ok(())
+    }
+
+    /// The leases each other live collector holds, whether it holds any or not. Live: one of
+    /// its sessions (named by [`session_name`]) ran a query within the last two lease rounds,
+    /// as its lease task does every round; a stopped or cut-off process's sessions fall
+    /// silent, so it is not handed leases it cannot take. (Another role's `query_start` is
+    /// hidden: a collector running as a different role counts as absent, and nothing moves.)
+    async fn others(&self, db: &Client) -> Result<Vec<usize>, LeaseError> {
+        let rounds = self.cfg.ttl.as_secs_f64() * 2.0 / 3.0;
+        let rows = db
+            .query_typed(
+                "SELECT (SELECT count(*) FROM collector_leases l
+                         WHERE l.owner = o.owner AND l.expires_at > now())
+                 FROM (SELECT DISTINCT substr(application_name, length($1) + 1) AS owner
+                       FROM pg_stat_activity
+                       WHERE starts_with(application_name, $1)
+                         AND query_start > now() - make_interval(secs => $3)) o
+                 WHERE o.owner <> $2",
+                &[
+                    (&session_name(""), Type::TEXT),
+                    (&self.owner, Type::TEXT),
+                    (&rounds, Type::FLOAT8),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| usize::try_from(r.get::<_, i64>(0)).unwrap_or(0))
+            .collect())
+    }
+
+    /// Starts handing leases over to live collectors below their share (one that just
+    /// started, or came back): this one keeps ⌈shards/live⌉. The leases stay held while their
+    /// symbols stop and what they queued is written ([`Held::leaving`]); then they are let go
+    /// ([`Leases::let_go_drained`]). One handover at a time.
+    fn rebalance(&mut self, others: &[usize]) {
+        if !self.leaving.is_empty() {
+            return;
+        }
+        let give = handover(self.mine.len(), self.cfg.shards, self.cfg.target(), others);
+        let shards: Vec<u32> = self.mine.keys().rev().take(give).copied().collect();
+        if shards.is_empty() {
+            return;
+        }
+        tracing::info!(owner = %self.owner, ?shards, live = others.len() + 1, "handing leases over");
+        let now = Instant::now();
+        self.leaving.extend(shards.into_iter().map(|s| (s, now)));
+    }
+
+    /// Lets go of the leaving shards that drained, or that had two TTLs to and did not (what
+    /// they still queue is then left out, as fenced): with a fresh expiry, so for a lease round
+    /// only a collector below its share takes them; if none does, they are orphaned and anyone
+    /// takes them back. Their symbols start new epochs with their new collector, after the
+    /// 'stopped' events this one wrote: a recorded gap of a few seconds each.
+    async fn let_go_drained(&mut self, db: &Client) -> Result<(), LeaseError> {
+        let drained = self.view.borrow().drained.clone();
+        let deadline = self.cfg.ttl * 2;
+        let ready: Vec<u32> = self
+            .leaving
+            .iter()
+            .filter(|(s, since)| drained.contains(s) || since.elapsed() > deadline)
+            .map(|(s, _)| *s)
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        // Out of the view first: nothing of theirs is written once the database lets go.
+        let seen = self.seen_revocations;
+        self.view.send_if_modified(|h| {
+            if h.revocations != seen {
+                return false;
+            }
+            for s in &ready {
+                h.shards.remove(s);
+                h.leaving.remove(s);
+                h.drained.remove(s);
+            }
+            true
+        });
+        self.let_go(db, &ready, 0.0).await?;
+        for s in &ready {
+            self.leaving.remove(s);
+        }
+        tracing::info!(owner = %self.owner, shards = ?ready, "leases handed over");
+        self.metrics.leases.handovers.inc_by(ready.len() as u64);
         Ok(())
     }
 
@@ -447,7 +572,7 @@ impl Leases {
                 _ = tick.tick() => {}
             }
             if db.as_ref().is_none_or(Client::is_closed) {
-                db = connect(&url).await;
+                db = connect(&url, &session_name(&self.owner)).await;
             }
             let Some(c) = db.as_ref() else { continue };
             if let Err(e) = self.tick(c).await {
@@ -457,7 +582,7 @@ impl Leases {
                 db = None;
             }
         }
-        if let Some(c) = connect(&url).await {
+        if let Some(c) = connect(&url, &session_name(&self.owner)).await {
             if let Err(e) = self.release(&c).await {
                 tracing::warn!(error = %e, "releasing the leases failed; they expire on their own");
             }
@@ -465,12 +590,39 @@ impl Leases {
     }
 }
 
-async fn connect(url: &str) -> Option<Client> {
-    match pgconn::connect(url).await {
-        Ok((c, conn)) => {
-            tokio::spawn(conn);
-            Some(c)
-        }
+/// The lease task's session, named as the writers' are: while it is connected, other
+/// collectors count this one as live ([`Leases::rebalance`]), holding leases or not.
+/// How many of `mine` leases to hand over: what this collector holds beyond its share
+/// ⌈shards/live⌉ (`others`: what each other live collector holds), no more than the others
+/// have room for below their share and their `target` (every collector runs the same
+/// `--instances`), so a lease is never let go that nobody will take.
+fn handover(mine: usize, shards: u32, target: usize, others: &[usize]) -> usize {
+    let fair = share(shards, others.len() + 1);
+    let room: usize = others
+        .iter()
+        .map(|&n| fair.min(target).saturating_sub(n))
+        .sum();
+    mine.saturating_sub(fair).min(room)
+}
+
+/// ⌈shards/live⌉: what each of `live` collectors holds when they share evenly.
+fn share(shards: u32, live: usize) -> usize {
+    (shards as usize).div_ceil(live.max(1))
+}
+
+async fn connect(url: &str, session: &str) -> Option<Client> {
+    let named = async {
+        let (c, _conn) = pgconn::connect(url).await.map_err(|e| e.to_string())?;
+        c.execute(
+            "SELECT set_config('application_name', $1, false)",
+            &[&session],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok::<_, String>(c)
+    };
+    match named.await {
+        Ok(c) => Some(c),
         Err(e) => {
             tracing::warn!(error = %e, "lease round: database unreachable");
             None
@@ -538,5 +690,20 @@ mod tests {
         let h = view.borrow();
         assert_eq!(h.shards.keys().copied().collect::<Vec<_>>(), [1]);
         assert_eq!(h.revocations, 1);
+    }
+
+    #[test]
+    fn a_collector_hands_over_its_excess_only_to_collectors_with_room() {
+        // 16 shards, target 8 (two instances): alone it keeps all; with a newcomer, 8 go.
+        assert_eq!(handover(16, 16, 8, &[]), 0);
+        assert_eq!(handover(16, 16, 8, &[0]), 8);
+        // Balanced already, or within rounding: nothing moves (no ping-pong).
+        assert_eq!(handover(8, 16, 8, &[8]), 0);
+        assert_eq!(handover(6, 16, 6, &[5, 5]), 0);
+        // Three live, one of them new: the excess over ⌈16/3⌉ = 6, bounded by the room.
+        assert_eq!(handover(10, 16, 6, &[6, 0]), 4);
+        assert_eq!(handover(10, 16, 6, &[6, 4]), 2);
+        // A newcomer whose target is smaller than the share takes only up to its target.
+        assert_eq!(handover(16, 16, 4, &[0]), 4);
     }
 }

@@ -11,6 +11,7 @@ pub mod copy;
 pub mod decode;
 pub mod epochs;
 pub mod feed;
+pub mod follow;
 pub mod lease;
 pub mod metrics;
 pub mod notify;

@@ -97,6 +97,7 @@ impl Reg {
 pub struct LeaseMetrics {
     pub held: IntGauge,
     pub takeovers: IntCounter,
+    pub handovers: IntCounter,
     pub fenced_batches: IntCounterVec,
     pub fenced_rows: IntCounterVec,
 }
@@ -111,6 +112,10 @@ impl LeaseMetrics {
             takeovers: r.add(IntCounter::new(
                 "lease_takeovers_total",
                 "Shard leases taken (each raises the shard's generation)",
+            )),
+            handovers: r.add(IntCounter::new(
+                "lease_handovers_total",
+                "Shard leases let go to a collector below its share",
             )),
             fenced_batches: r.counter(
                 "fenced_batches_total",

@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use binance::Venue;
 use tokio_util::sync::CancellationToken;
 
-use crate::lease::{Held, LeaseConfig, Leases};
+use crate::follow::LeaseFollow;
+use crate::lease::{LeaseConfig, Leases};
 use crate::metrics::Metrics;
 use crate::rest_client::Rest;
 use crate::snapshots::SnapshotQueue;
@@ -75,12 +76,15 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     serve_metrics(cfg.metrics_bind, &metrics, &shutdown).await?;
     let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
     let lease_stop = CancellationToken::new();
-    let mut leases = match leases {
-        Some(l) => Some(start_leases(l, &db, &cfg.database_url, &lease_stop).await?),
-        None => None,
+    let (mut follow, lease_task) = match leases {
+        Some(l) => {
+            let (f, task) = start_leases(l, &db, &cfg.database_url, &lease_stop, &writer).await?;
+            (Some(f), Some(task))
+        }
+        None => (None, None),
     };
-    let assignment = match leases.as_mut() {
-        Some(((count, rx), _)) => shards_of(*count, &rx.borrow_and_update()),
+    let assignment = match follow.as_mut() {
+        Some(f) => f.assignment().0,
         None => Assignment::All,
     };
     // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
@@ -111,8 +115,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         metrics.clone(),
         shutdown.clone(),
     );
-    let held = leases.as_ref().map(|(h, _)| h.clone());
-    follow_universe(&cfg, &mut managers, &metrics, &shutdown, held).await;
+    follow_universe(&cfg, &mut managers, &metrics, &shutdown, follow).await;
     tracing::info!("shutting down: stopping the streams, flushing every row");
     feed_stop.cancel();
     for m in managers {
@@ -123,8 +126,10 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     drop(writer);
     let flushed = flush(writer_handles, cfg.shutdown_grace).await;
     lease_stop.cancel();
-    if let Some((_, task)) = leases {
-        let _ = task.await;
+    if let Some(task) = lease_task {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the lease task failed; the leases expire on their own");
+        }
     }
     flushed
 }
@@ -151,12 +156,6 @@ async fn init_leases(
     Ok(None)
 }
 
-/// The leases this process holds (shard count, view) and the task keeping them.
-type LeaseTask = (
-    (u32, tokio::sync::watch::Receiver<Held>),
-    tokio::task::JoinHandle<()>,
-);
-
 /// Takes the first leases, then keeps them in their own task from here on: starting the venues
 /// (loading a universe of thousands of symbols) may take longer than a lease lives.
 async fn start_leases(
@@ -164,19 +163,13 @@ async fn start_leases(
     db: &tokio_postgres::Client,
     url: &str,
     stop: &CancellationToken,
-) -> Result<LeaseTask> {
+    writer: &Writer,
+) -> Result<(LeaseFollow, tokio::task::JoinHandle<()>)> {
     l.tick(db).await.context("taking the first leases")?;
     tracing::info!(owner = l.owner(), held = ?l.view().borrow().shards, "leases");
-    let held = (l.shards(), l.view().subscribe());
+    let follow = LeaseFollow::new(l.shards(), l.view(), writer.clone());
     let task = tokio::spawn(l.run(url.to_owned(), stop.clone()));
-    Ok((held, task))
-}
-
-fn shards_of(count: u32, held: &Held) -> Assignment {
-    Assignment::Shards {
-        count,
-        held: held.clone(),
-    }
+    Ok((follow, task))
 }
 
 fn writer_config(cfg: &RunConfig, leases: Option<&Leases>) -> WriterConfig {
@@ -216,7 +209,7 @@ async fn recover(
     if !close_all {
         return Ok(());
     }
-    let closed = crate::epochs::close_open(db, None)
+    let closed = crate::epochs::close_open(db, None, crate::epochs::FOUND_AT_START)
         .await
         .context("closing epochs left open")?;
     if closed > 0 {
@@ -438,7 +431,7 @@ async fn follow_universe(
     managers: &mut [VenueManager],
     metrics: &Metrics,
     shutdown: &CancellationToken,
-    mut held: Option<(u32, tokio::sync::watch::Receiver<Held>)>,
+    mut follow: Option<LeaseFollow>,
 ) {
     let mut refresh = tokio::time::interval_at(
         tokio::time::Instant::now() + cfg.universe_refresh,
@@ -446,8 +439,8 @@ async fn follow_universe(
     );
     loop {
         let leases_moved = async {
-            match held.as_mut() {
-                Some((_, rx)) => rx.changed().await.is_ok(),
+            match follow.as_mut() {
+                Some(f) => f.changed().await,
                 None => std::future::pending().await,
             }
         };
@@ -455,9 +448,10 @@ async fn follow_universe(
             _ = shutdown.cancelled() => return,
             _ = refresh.tick() => {}
             true = leases_moved => {
-                if let Some((count, rx)) = held.as_mut() {
-                    let assignment = shards_of(*count, &rx.borrow_and_update());
-                    follow_leases(managers, &assignment, metrics);
+                if let Some(f) = follow.as_mut() {
+                    let (assignment, leaving) = f.assignment();
+                    let stopped = follow_leases(managers, &assignment, metrics);
+                    f.drain(leaving, stopped);
                 }
                 continue;
             }
@@ -471,7 +465,10 @@ async fn follow_universe(
         };
         for m in managers.iter_mut() {
             let venue = m.venue.as_str();
-            match m.refresh(&db, &cfg.selection).await {
+            let refreshed = m.refresh(&db, &cfg.selection).await;
+            // A delisted symbol's task ends on its own; nothing waits on it.
+            m.take_stopped();
+            match refreshed {
                 Ok((0, 0)) => {}
                 Ok((added, removed)) => tracing::info!(venue, added, removed, "universe changed"),
                 Err(e) => {
@@ -487,17 +484,25 @@ async fn follow_universe(
     }
 }
 
-/// Starts the symbols of shards just taken, stops those of shards lost.
-fn follow_leases(managers: &mut [VenueManager], assignment: &Assignment, metrics: &Metrics) {
+/// Starts the symbols of shards just taken, stops those of shards lost or leaving; returns
+/// the stopped symbols' tasks (each token cancelled when its task has ended).
+fn follow_leases(
+    managers: &mut [VenueManager],
+    assignment: &Assignment,
+    metrics: &Metrics,
+) -> Vec<CancellationToken> {
+    let mut stopped = Vec::new();
     for m in managers.iter_mut() {
         let (added, removed) = m.assign(assignment.clone(), None);
         if added + removed > 0 {
             tracing::info!(venue = m.venue.as_str(), added, removed, "leases moved");
         }
+        stopped.extend(m.take_stopped());
     }
     metrics
         .expected_books
         .store(expected_books(managers), Ordering::Relaxed);
+    stopped
 }
 
 /// Waits for the writers to commit (or spool) what they hold, within `grace`.

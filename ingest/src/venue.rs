@@ -33,6 +33,8 @@ struct ShardHandle {
 struct Active {
     inst: Instrument,
     stop: CancellationToken,
+    /// Cancelled once its task has ended (its 'stopped' event queued).
+    done: CancellationToken,
     /// (shard index, stream name)
     streams: Vec<(usize, String)>,
     /// Tells its task the depth window of its tier.
@@ -80,6 +82,9 @@ pub struct VenueManager {
     universe: Vec<Instrument>,
     assignment: Assignment,
     pub handles: Vec<JoinHandle<()>>,
+    /// Symbols stopped since [`VenueManager::take_stopped`]: each token is cancelled once its
+    /// task has ended.
+    stopped: Vec<CancellationToken>,
 }
 
 impl std::fmt::Debug for VenueManager {
@@ -141,7 +146,13 @@ impl VenueManager {
             universe: Vec::new(),
             assignment: Assignment::All,
             handles: Vec::new(),
+            stopped: Vec::new(),
         }
+    }
+
+    /// The symbols stopped since the last call, as tokens cancelled when each task has ended.
+    pub fn take_stopped(&mut self) -> Vec<CancellationToken> {
+        std::mem::take(&mut self.stopped)
     }
 
     pub fn symbols(&self) -> usize {
@@ -159,7 +170,7 @@ impl VenueManager {
             if self.active.contains_key(&lower) {
                 continue;
             }
-            let (stop, depth_levels) = self.start_task(&inst, fence);
+            let (stop, done, depth_levels) = self.start_task(&inst, fence);
             let mut streams = Vec::new();
             for kind in StreamKind::ALL.into_iter().filter(|k| k.on(self.venue)) {
                 let name = kind.name(&lower);
@@ -182,6 +193,7 @@ impl VenueManager {
                 Active {
                     inst,
                     stop,
+                    done,
                     streams,
                     depth_levels,
                     fence,
@@ -218,13 +230,17 @@ impl VenueManager {
         self.update_gauges();
     }
 
-    /// The symbol's task and route, its rows fenced with `fence`: its stop token and the
-    /// sender of its depth window.
+    /// The symbol's task and route, its rows fenced with `fence`: its stop token, a token
+    /// cancelled when it has ended, and the sender of its depth window.
     fn start_task(
         &mut self,
         inst: &Instrument,
         fence: Option<Fence>,
-    ) -> (CancellationToken, watch::Sender<Option<u32>>) {
+    ) -> (
+        CancellationToken,
+        CancellationToken,
+        watch::Sender<Option<u32>>,
+    ) {
         let (tx, rx) = mpsc::channel(SYMBOL_QUEUE);
         let writer = self.writer.fenced(fence);
         if let Ok(mut routes) = self.ctx.routes.write() {
@@ -242,8 +258,13 @@ impl VenueManager {
             shutdown: stop.clone(),
             depth_levels: levels_rx,
         };
-        self.handles.push(tokio::spawn(task.run(rx)));
-        (stop, depth_levels)
+        let done = CancellationToken::new();
+        let ended = done.clone().drop_guard();
+        self.handles.push(tokio::spawn(async move {
+            let _ended = ended;
+            task.run(rx).await;
+        }));
+        (stop, done, depth_levels)
     }
 
     /// Stops collecting `symbol` (delisted or dropped from the top N): its streams are
@@ -265,6 +286,7 @@ impl VenueManager {
             routes.remove(&lower);
         }
         a.stop.cancel();
+        self.stopped.push(a.done);
         tracing::info!(venue = self.venue.as_str(), symbol = %a.inst.symbol, "stopped collecting");
         self.update_gauges();
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement, Transaction};
 
@@ -48,9 +48,13 @@ pub struct WriterConfig {
 
 /// A row and the lease it was produced under.
 #[derive(Debug)]
-struct Item {
-    row: Row,
-    fence: Option<Fence>,
+enum Item {
+    Row {
+        row: Row,
+        fence: Option<Fence>,
+    },
+    /// Answered once every row queued before it is committed, spooled or left out as fenced.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// Why a batch did not commit.
@@ -77,11 +81,27 @@ impl Writer {
         if let Some((_, tx)) = self.txs.iter().find(|(tt, _)| *tt == t) {
             // A closed writer means shutdown is under way; the row is dropped with it.
             let _ = tx
-                .send(Item {
+                .send(Item::Row {
                     row,
                     fence: self.fence,
                 })
                 .await;
+        }
+    }
+
+    /// Waits until every row queued before this call is committed (or spooled, or left out
+    /// as fenced): a barrier through each table's queue, behind what it holds.
+    pub async fn flush(&self) {
+        let mut acks = Vec::new();
+        for (_, tx) in self.txs.iter() {
+            let (barrier, ack) = oneshot::channel();
+            if tx.send(Item::Barrier(barrier)).await.is_ok() {
+                acks.push(ack);
+            }
+        }
+        for ack in acks {
+            // A writer that stopped meanwhile finished with its queue.
+            let _ = ack.await;
         }
     }
 
@@ -145,6 +165,8 @@ struct Collected {
     notes: Option<Notes>,
     /// The queue closed: this is the last batch.
     closed: bool,
+    /// A barrier right behind the batch's rows, answered once the batch is written.
+    barrier: Option<oneshot::Sender<()>>,
 }
 
 struct TableWriter {
@@ -200,6 +222,9 @@ impl TableWriter {
             if c.batch.rows > 0 {
                 self.write(c.batch, c.notes).await;
             }
+            if let Some(barrier) = c.barrier {
+                let _ = barrier.send(());
+            }
             if c.closed {
                 break;
             }
@@ -221,7 +246,15 @@ impl TableWriter {
         let mut lost = 0;
         let mut next = Some(first);
         let mut closed = false;
-        while let Some(Item { row, fence }) = next.take() {
+        let mut barrier = None;
+        while let Some(item) = next.take() {
+            let (row, fence) = match item {
+                Item::Row { row, fence } => (row, fence),
+                Item::Barrier(b) => {
+                    barrier = Some(b);
+                    break;
+                }
+            };
             match (fence, held.as_ref()) {
                 (Some(f), Some(h)) if !h.holds(f) => lost += 1,
                 _ => {
@@ -277,6 +310,7 @@ impl TableWriter {
             batch,
             notes,
             closed,
+            barrier,
         }
     }
 
@@ -639,8 +673,8 @@ mod tests {
         TableWriter::new(Table::SyncEvents, cfg, Metrics::new())
     }
 
-    fn fenced_row(time: u64, fence: Option<Fence>) -> Item {
-        let row = Row::Sync(SyncRow {
+    fn sync_row(time: u64) -> Row {
+        Row::Sync(SyncRow {
             time,
             instrument_id: 1,
             epoch: None,
@@ -648,8 +682,14 @@ mod tests {
             first_update_id: None,
             last_update_id: None,
             detail: None,
-        });
-        Item { row, fence }
+        })
+    }
+
+    fn fenced_row(time: u64, fence: Option<Fence>) -> Item {
+        Item::Row {
+            row: sync_row(time),
+            fence,
+        }
     }
 
     fn row(time: u64) -> Item {
@@ -694,6 +734,46 @@ mod tests {
             .fenced_rows
             .with_label_values(&["sync_events"]);
         assert_eq!(lost.get(), 2);
+    }
+
+    /// A barrier ends the batch it follows and comes back with it; what was queued after it
+    /// stays for the next batch.
+    #[tokio::test]
+    async fn a_barrier_ends_its_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = writer(100, Duration::ZERO, dir.path());
+        let (tx, mut rx) = mpsc::channel(16);
+        let (barrier, _ack) = oneshot::channel();
+        tx.send(row(20)).await.expect("queued");
+        tx.send(Item::Barrier(barrier)).await.expect("queued");
+        tx.send(row(30)).await.expect("queued");
+        let c = w.collect(row(10), &mut rx).await;
+        assert_eq!((c.batch.rows, c.batch.last_ms), (2, 20));
+        assert!(c.barrier.is_some());
+        let next = w
+            .collect(rx.recv().await.expect("the row after"), &mut rx)
+            .await;
+        assert_eq!((next.batch.rows, next.batch.first_ms), (1, 30));
+        assert!(next.barrier.is_none());
+    }
+
+    /// `flush` returns once what was queued before it is written: here, with no database,
+    /// spooled.
+    #[tokio::test]
+    async fn flush_waits_for_what_was_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = writer(100, Duration::ZERO, dir.path()).cfg;
+        let (w, handles) = start(cfg, Metrics::new());
+        for t in 1..=3 {
+            w.send(sync_row(t)).await;
+        }
+        w.flush().await;
+        let spool = Spool::open(dir.path().join(Table::SyncEvents.name()));
+        assert!(!spool.is_empty(), "the rows before the barrier are spooled");
+        drop(w);
+        for h in handles {
+            h.await.expect("writer ends");
+        }
     }
 
     /// Group commit: a batch is what is queued (up to the cap), taken without any wait.

@@ -182,8 +182,9 @@ async fn busiest(db: &Client, among: &[&str]) -> String {
 }
 
 /// No depth row lies after its epoch's end and before the next sync, other than the events
-/// that bridged that sync's snapshot (`u` past the snapshot's id; they may be stamped a moment
-/// before the sync itself): a stale collector's rows would.
+/// that bridged that sync's snapshot (they may be stamped a moment before the sync itself; `u`
+/// past the snapshot's id on spot, `U <= id <= u` on USD-M, so `u` may equal it there): a stale
+/// collector's rows would.
 async fn check_rows_inside_epochs(db: &Client) {
     let outside = "FROM depth_updates d
          JOIN sync_events e ON e.instrument_id = d.instrument_id AND e.kind IN ('gap', 'stopped')
@@ -191,7 +192,9 @@ async fn check_rows_inside_epochs(db: &Client) {
          LEFT JOIN LATERAL (SELECT s.time, s.first_update_id FROM sync_events s
                             WHERE s.instrument_id = d.instrument_id AND s.kind = 'synced'
                               AND s.time > e.time ORDER BY s.time LIMIT 1) n ON true
-         WHERE n.time IS NULL OR (n.time > d.time AND d.update_id <= n.first_update_id)";
+         JOIN instruments i ON i.id = d.instrument_id
+         WHERE n.time IS NULL OR (n.time > d.time AND (d.update_id < n.first_update_id
+               OR (d.update_id = n.first_update_id AND i.venue = 'spot')))";
     let rows = db
         .query(
             &format!(
@@ -316,10 +319,19 @@ async fn collectors_take_over_each_other_and_stale_ones_are_fenced(path: Storage
         stopped.counter("depthbook_ingest_fenced_rows_total").await > 0.0
     })
     .await;
-    wait_until("the resumed collector gave its symbols up", || async {
-        stopped.counter("depthbook_ingest_leases_held").await == 0.0
+    // Live again, it is handed its share back by the one holding every shard.
+    let (n, half) = (other, f64::from(SHARDS / 2));
+    wait_until("the resumed collector handed its share back", || async {
+        stopped.counter("depthbook_ingest_leases_held").await == half
+            && n.counter("depthbook_ingest_leases_held").await == half
     })
     .await;
+    assert!(
+        other
+            .counter("depthbook_ingest_lease_handovers_total")
+            .await
+            >= half
+    );
     assert_eq!(
         other.counter("depthbook_ingest_fenced_rows_total").await,
         0.0,
@@ -336,19 +348,21 @@ async fn collectors_take_over_each_other_and_stale_ones_are_fenced(path: Storage
     eprintln!(
         "cut from the database: leases taken over in {lease:?}, books synced again in {books:?}"
     );
+    assert_eq!(
+        rescuer.counter("depthbook_ingest_leases_held").await,
+        f64::from(SHARDS),
+        "the rescuer holds every shard while the other is cut off"
+    );
     cut.proxy.heal();
     wait_until("the cut collector's spooled rows fenced", || async {
         cut.counter("depthbook_ingest_fenced_rows_total").await > fenced_before
     })
     .await;
-    wait_until("the cut collector gave its symbols up", || async {
-        cut.counter("depthbook_ingest_leases_held").await == 0.0
+    wait_until("the healed collector handed its share back", || async {
+        cut.counter("depthbook_ingest_leases_held").await == half
+            && rescuer.counter("depthbook_ingest_leases_held").await == half
     })
     .await;
-    assert_eq!(
-        rescuer.counter("depthbook_ingest_leases_held").await,
-        f64::from(SHARDS)
-    );
 
     // Let the rescuer store more, then check it all.
     resynced(&db, ingest::now_ms(), 40, Instant::now()).await;
@@ -530,7 +544,92 @@ async fn a_collector_without_shards_refuses_to_start_beside_leases(path: Storage
     assert_eq!(epochs, 0, "nothing was collected");
 }
 
+/// A collector that joins while another holds every shard is handed its share, and the
+/// handover loses nothing: the giver ends the epochs it hands over with its own 'stopped'
+/// events (none is left for the taker to close), nothing of it is fenced, and every stored book
+/// equals the truth at every instant.
+#[allow(clippy::too_many_lines)] // one scenario, step by step
+async fn a_joining_collector_is_handed_its_share_without_loss(path: StoragePath) {
+    let Some((tdb, db)) = migrated_on(path, "handover").await else {
+        return;
+    };
+    let sim = sim().await;
+    // Who holds how many shards, read from the database (a process just started serves no
+    // metrics yet).
+    let a = Collector::start("a", &tdb.url, &sim).await;
+    let d = &db;
+    let holding = |name: &'static str| async move {
+        holders(d)
+            .await
+            .values()
+            .filter(|o| o.as_deref() == Some(name))
+            .count()
+    };
+    wait_until("the first collector holds every shard", || async {
+        holding("a").await == SHARDS as usize
+    })
+    .await;
+    resynced(&db, 0, 20, Instant::now()).await;
+
+    let b = Collector::start("b", &tdb.url, &sim).await;
+    let half = SHARDS as usize / 2;
+    let t = Instant::now();
+    wait_until("the newcomer is handed half the shards", || async {
+        holding("a").await == half && holding("b").await == half
+    })
+    .await;
+    let books = resynced(&db, ingest::now_ms(), 20, t).await;
+    eprintln!("handover: every book collected again {books:?} after the newcomer started");
+    assert_eq!(
+        a.counter("depthbook_ingest_lease_handovers_total").await,
+        half as f64
+    );
+    assert_eq!(
+        a.counter("depthbook_ingest_fenced_rows_total").await,
+        0.0,
+        "the giver wrote everything it had queued"
+    );
+
+    // The books of the shards handed over (the giver's highest) ended with its own events.
+    let handed: Vec<i32> = holders(&db)
+        .await
+        .into_iter()
+        .filter(|(_, o)| o.as_deref() == Some("b"))
+        .map(|(s, _)| s)
+        .collect();
+    let books: i64 = db
+        .query("SELECT venue, symbol FROM instruments WHERE active", &[])
+        .await
+        .expect("instruments")
+        .iter()
+        .filter(|r| {
+            let venue = Venue::from_name(r.get(0)).expect("a venue");
+            let shard = ingest::lease::shard_of(venue, r.get(1), SHARDS);
+            handed.contains(&(shard as i32))
+        })
+        .count() as i64;
+    assert!(books > 0, "the shards handed over hold books: {handed:?}");
+    let stopped = |detail: &str| {
+        format!("SELECT count(*) FROM sync_events WHERE kind = 'stopped' AND detail = '{detail}'")
+    };
+    assert_eq!(count(&db, &stopped("shutdown")).await, books);
+    assert_eq!(
+        count(&db, &stopped(ingest::epochs::LEASE_TAKEN_OVER)).await,
+        0,
+        "no epoch was left for the taker to close"
+    );
+
+    resynced(&db, ingest::now_ms(), 20, Instant::now()).await;
+    drop((a, b));
+    check_no_duplicates(&db).await;
+    check_continuity(&db).await;
+    check_rows_inside_epochs(&db).await;
+    let seen = instants::check_every_instant(&db, &sim).await;
+    assert!(seen.equal > 300, "{seen:?}");
+}
+
 pgembed::storage_tests!(
+    a_joining_collector_is_handed_its_share_without_loss,
     collectors_take_over_each_other_and_stale_ones_are_fenced,
     a_stale_generation_is_fenced_by_the_database,
     a_different_shard_count_is_refused,
