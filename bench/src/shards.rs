@@ -459,10 +459,13 @@ impl Shards {
         let j = self.joined;
         let _ = writeln!(
             o,
-            "\n**Joining.** A collector started beside the {} survivors was handed its share of {} shards {:.2} s after it started, \
-             and had synced its {} books {:.2} s after; the givers stopped those books and wrote what they had queued before letting go: \
+            "\n**Joining.** A collector started beside {} was handed its share of {} shards {:.2} s after it started, \
+             and had synced its {} books {:.2} s after it started; the givers stopped those books and wrote what they had queued before letting go: \
              {:.0} rows fenced, {} epochs left for the joiner to close.\n",
-            self.processes - 2,
+            match self.processes - 2 {
+                1 => "the one survivor".to_owned(),
+                n => format!("the {n} survivors"),
+            },
             j.shards,
             j.leases_secs,
             j.books,
