@@ -84,7 +84,12 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
         None => (None, None),
     };
     let assignment = match follow.as_mut() {
-        Some(f) => f.assignment().0,
+        Some(f) => {
+            // Shards already leaving have no symbols started here: drained once the queues are.
+            let (assignment, leaving) = f.assignment();
+            f.drain(leaving, Vec::new());
+            assignment
+        }
         None => Assignment::All,
     };
     // Tasks that read from the exchange stop on `feed_stop`; symbol tasks then record their
