@@ -168,6 +168,11 @@ pub struct Leases {
     mine: BTreeMap<u32, i64>,
     /// Held shards being handed over, since when ([`Held::leaving`]).
     leaving: BTreeMap<u32, Instant>,
+    /// Shards let go in a handover, when: not taken back for two TTLs, so the collector they
+    /// were meant for has many rounds to take them (a giver that took them back as soon as
+    /// they counted as orphaned, a round later, could race a slow taker, and hand them over
+    /// again and again).
+    handed: BTreeMap<u32, Instant>,
     seen_revocations: u64,
     metrics: Arc<Metrics>,
 }
@@ -213,6 +218,7 @@ impl Leases {
             view: Arc::new(watch::Sender::new(Held::default())),
             mine: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            handed: BTreeMap::new(),
             seen_revocations: 0,
             metrics,
         })
@@ -317,8 +323,10 @@ impl Leases {
                 orphaned: r.get(4),
             })
             .collect();
+        let cooldown = self.cfg.ttl * 2;
+        self.handed.retain(|_, at| at.elapsed() < cooldown);
         for row in rows {
-            if self.mine.contains_key(&row.shard) {
+            if self.mine.contains_key(&row.shard) || self.handed.contains_key(&row.shard) {
                 continue;
             }
             // A lease still written to this owner but not held: revoked here, taken again.
@@ -553,8 +561,10 @@ impl Leases {
             true
         });
         self.let_go(db, &ready, 0.0).await?;
+        let now = Instant::now();
         for s in &ready {
             self.leaving.remove(s);
+            self.handed.insert(*s, now);
         }
         tracing::info!(owner = %self.owner, shards = ?ready, "leases handed over");
         self.metrics.leases.handovers.inc_by(ready.len() as u64);
