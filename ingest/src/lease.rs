@@ -532,9 +532,10 @@ impl Leases {
 
     /// Lets go of the leaving shards that drained, or that had two TTLs to and did not (what
     /// they still queue is then left out, as fenced): with a fresh expiry, so for a lease round
-    /// only a collector below its share takes them; if none does, they are orphaned and anyone
-    /// takes them back. Their symbols start new epochs with their new collector, after the
-    /// 'stopped' events this one wrote: a recorded gap of a few seconds each.
+    /// only a collector below its share takes them; if none does, they are orphaned and any
+    /// other collector may take them, this one only after two TTLs (`handed`). Their symbols
+    /// start new epochs with their new collector, after the 'stopped' events this one wrote: a
+    /// recorded gap of a few seconds each.
     async fn let_go_drained(&mut self, db: &Client) -> Result<(), LeaseError> {
         let drained = self.view.borrow().drained.clone();
         let deadline = self.cfg.ttl * 2;
