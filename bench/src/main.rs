@@ -14,6 +14,7 @@ mod report;
 mod shards;
 mod sizing;
 mod stack;
+mod standby;
 mod throughput;
 mod windows;
 
@@ -74,7 +75,7 @@ struct Cli {
         long,
         env = "BENCH_PARTS",
         value_delimiter = ',',
-        default_value = "throughput,nominal,parse,sizing,shards"
+        default_value = "throughput,nominal,parse,sizing,shards,standby"
     )]
     parts: Vec<Part>,
 
@@ -96,6 +97,8 @@ enum Part {
     Sizing,
     /// Several collectors by lease: per-process cost and takeover times.
     Shards,
+    /// Two collectors standing by for each other (`--standby`): cost, and a `kill -9`.
+    Standby,
 }
 
 fn parse_storage(s: &str) -> Result<schema::Flavor, String> {
@@ -241,6 +244,13 @@ async fn run_parts(
             shards::run(server, plan, bin_dir, work)
                 .await
                 .context("several collectors")?,
+        );
+    }
+    if cli.parts.contains(&Part::Standby) {
+        r.standby = Some(
+            standby::run(server, plan, bin_dir, work)
+                .await
+                .context("hot standby")?,
         );
     }
     if cli.parts.contains(&Part::Parse) {

@@ -131,6 +131,7 @@ pub struct Report {
     pub parse: Option<Parse>,
     pub sizing: Option<crate::sizing::Sizing>,
     pub shards: Option<crate::shards::Shards>,
+    pub standby: Option<crate::standby::Standby>,
 }
 
 fn mb(b: u64) -> String {
@@ -213,6 +214,9 @@ impl Report {
             s.render(&mut o);
         }
         if let Some(s) = &self.shards {
+            s.render(&mut o);
+        }
+        if let Some(s) = &self.standby {
             s.render(&mut o);
         }
         self.reproduce(&mut o);

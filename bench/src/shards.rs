@@ -15,8 +15,8 @@ use crate::procstat::{self, CpuWindow};
 use crate::stack::{self, IngestArgs, Proc, Server};
 use crate::Plan;
 
-const SHARDS: u32 = 8;
-const TTL_MS: u64 = 3000;
+pub(crate) const SHARDS: u32 = 8;
+pub(crate) const TTL_MS: u64 = 3000;
 
 /// One collector over the measurement window.
 #[derive(Debug, Clone)]
@@ -24,6 +24,8 @@ pub struct PerProcess {
     pub name: String,
     pub shards: i64,
     pub books: f64,
+    /// Books synced standing by (`--standby`).
+    pub standby_books: f64,
     pub messages_per_sec: f64,
     pub cpu: f64,
     pub peak_rss: u64,
@@ -43,10 +45,7 @@ pub struct Shards {
     pub symbols: usize,
     pub processes: usize,
     pub sync_secs: f64,
-    pub window_secs: f64,
-    pub rows_per_sec: f64,
-    pub cpu_postgres: Option<f64>,
-    pub per_process: Vec<PerProcess>,
+    pub window: Window,
     pub killed: Takeover,
     pub terminated: Takeover,
     pub joined: Joined,
@@ -66,12 +65,12 @@ pub struct Joined {
     pub closed_for_givers: i64,
 }
 
-struct Collector {
-    name: String,
-    proc: Proc,
+pub(crate) struct Collector {
+    pub name: String,
+    pub proc: Proc,
 }
 
-fn args(plan: &Plan, url: &str, sim: &Sim, name: &str) -> Result<IngestArgs> {
+pub(crate) fn args(plan: &Plan, url: &str, sim: &Sim, name: &str) -> Result<IngestArgs> {
     let (spot, usdm) = (
         sim.spot.as_ref().context("spot")?,
         sim.usdm.as_ref().context("usdm")?,
@@ -98,22 +97,11 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     let name = "bench_shards";
     let url = server.fresh_database(name).await?;
     let n = plan.shard_symbols;
-    let sim = Sim::start(SimConfig {
-        seed: 18,
-        spot: Some(stack::sim_venue(Venue::Spot, n, 1.0)),
-        usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
-    })
-    .await?;
+    let sim = sim(n).await?;
     let db = stack::connect(&url).await?;
     let started = Instant::now();
-    let mut collectors = Vec::new();
-    for i in 0..plan.shard_processes {
-        let name = format!("c{i}");
-        let dir = work.join(&name);
-        std::fs::create_dir_all(&dir)?;
-        let proc = stack::spawn_ingest(bin_dir, &args(plan, &url, &sim, &name)?, &dir)?;
-        collectors.push(Collector { name, proc });
-    }
+    let names = (0..plan.shard_processes).map(|i| format!("c{i}"));
+    let mut collectors = spawn(bin_dir, work, names, |name| args(plan, &url, &sim, name))?;
     let books = 2 * n as i64;
     wait(plan, "every shard held and every book synced", || async {
         let listed = db
@@ -125,8 +113,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     .await?;
     let sync_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(plan.warmup).await;
-    let (per_process, rows_per_sec, cpu_postgres, window_secs) =
-        measure(server, plan, &db, &collectors).await?;
+    let window = measure(server, plan, &db, &collectors).await?;
     let killed = take_over(plan, &db, &mut collectors, libc::SIGKILL).await?;
     let terminated = take_over(plan, &db, &mut collectors, libc::SIGTERM).await?;
     let joiner = {
@@ -140,6 +127,36 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     };
     let joined = join(plan, &db, &collectors, &joiner).await?;
     collectors.push(joiner);
+    tear_down(server, plan, name, collectors, (sim, db)).await?;
+    Ok(Shards {
+        symbols: 2 * n,
+        processes: plan.shard_processes,
+        sync_secs,
+        window,
+        killed,
+        terminated,
+        joined,
+    })
+}
+
+/// The simulator of §8 and §9: `n` symbols per venue at ×1 rates.
+pub(crate) async fn sim(n: usize) -> Result<Sim> {
+    Ok(Sim::start(SimConfig {
+        seed: 18,
+        spot: Some(stack::sim_venue(Venue::Spot, n, 1.0)),
+        usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
+    })
+    .await?)
+}
+
+/// Stops the collectors and the simulator; drops the database unless it is kept.
+pub(crate) async fn tear_down(
+    server: &Server,
+    plan: &Plan,
+    name: &str,
+    collectors: Vec<Collector>,
+    (sim, db): (Sim, tokio_postgres::Client),
+) -> Result<()> {
     for c in collectors {
         c.proc.stop().await?;
     }
@@ -148,21 +165,27 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     if !plan.keep {
         server.drop_database(name).await?;
     }
-    Ok(Shards {
-        symbols: 2 * n,
-        processes: plan.shard_processes,
-        sync_secs,
-        window_secs,
-        rows_per_sec,
-        cpu_postgres,
-        per_process,
-        killed,
-        terminated,
-        joined,
-    })
+    Ok(())
 }
 
-async fn wait<F, Fut>(plan: &Plan, what: &str, mut f: F) -> Result<()>
+/// Starts a collector per name, each with its own work directory and `args(name)`.
+pub(crate) fn spawn(
+    bin_dir: &Path,
+    work: &Path,
+    names: impl Iterator<Item = String>,
+    args: impl Fn(&str) -> Result<IngestArgs>,
+) -> Result<Vec<Collector>> {
+    let mut collectors = Vec::new();
+    for name in names {
+        let dir = work.join(&name);
+        std::fs::create_dir_all(&dir)?;
+        let proc = stack::spawn_ingest(bin_dir, &args(&name)?, &dir)?;
+        collectors.push(Collector { name, proc });
+    }
+    Ok(collectors)
+}
+
+pub(crate) async fn wait<F, Fut>(plan: &Plan, what: &str, mut f: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -179,7 +202,7 @@ where
 }
 
 /// Every shard has a live holder (other than `not`).
-async fn all_held(db: &tokio_postgres::Client, not: Option<&str>) -> bool {
+pub(crate) async fn all_held(db: &tokio_postgres::Client, not: Option<&str>) -> bool {
     let not = not.unwrap_or("");
     db.query_one(
         "SELECT count(*) = (SELECT count(*) FROM collector_leases) FROM collector_leases
@@ -191,7 +214,7 @@ async fn all_held(db: &tokio_postgres::Client, not: Option<&str>) -> bool {
 }
 
 /// Active instruments without a book synced (an open epoch) since `since` (Unix seconds).
-async fn unsynced(db: &tokio_postgres::Client, since: f64) -> Option<i64> {
+pub(crate) async fn unsynced(db: &tokio_postgres::Client, since: f64) -> Option<i64> {
     db.query_one(
         "SELECT count(*) FROM instruments i WHERE i.active AND NOT EXISTS (
            SELECT 1 FROM sync_events s WHERE s.instrument_id = i.id AND s.kind = 'synced'
@@ -205,14 +228,36 @@ async fn unsynced(db: &tokio_postgres::Client, since: f64) -> Option<i64> {
     .map(|r| r.get(0))
 }
 
-type Measured = (Vec<PerProcess>, f64, Option<f64>, f64);
+/// The collectors over a measurement window, and what was committed meanwhile.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub secs: f64,
+    pub rows_per_sec: f64,
+    pub cpu_postgres: Option<f64>,
+    pub per_process: Vec<PerProcess>,
+}
 
-async fn measure(
+impl Window {
+    /// "Window: …" and the per-process table.
+    pub(crate) fn render(&self, o: &mut String, standby: bool) {
+        let _ = writeln!(
+            o,
+            "Window: {:.0} s, {:.0} rows/s committed in all; PostgreSQL {} of one core.\n",
+            self.secs,
+            self.rows_per_sec,
+            self.cpu_postgres
+                .map_or("n/a".into(), |c| format!("{c:.0} %")),
+        );
+        render_processes(o, &self.per_process, standby);
+    }
+}
+
+pub(crate) async fn measure(
     server: &Server,
     plan: &Plan,
     db: &tokio_postgres::Client,
     collectors: &[Collector],
-) -> Result<Measured> {
+) -> Result<Window> {
     let http = reqwest::Client::new();
     let mut before = Vec::new();
     for c in collectors {
@@ -239,6 +284,7 @@ async fn measure(
             name: c.name.clone(),
             shards: m("leases_held") as i64,
             books: m("books_synced"),
+            standby_books: m("standby_books"),
             messages_per_sec: (m("messages_total") - before) / secs,
             cpu: cpu.percent()?,
             peak_rss: procstat::peak_rss(c.proc.pid)?,
@@ -250,11 +296,16 @@ async fn measure(
         .map(|c| c.1)
         .sum();
     let cpu_pg = pg.map(|w| w.percent()).transpose()?;
-    Ok((out, rows as f64 / secs, cpu_pg, secs))
+    Ok(Window {
+        secs,
+        rows_per_sec: rows as f64 / secs,
+        cpu_postgres: cpu_pg,
+        per_process: out,
+    })
 }
 
 /// The active instruments of `victim`'s shards, by the collectors' own hash.
-async fn books_of(db: &tokio_postgres::Client, victim: &str) -> Result<Vec<i32>> {
+pub(crate) async fn books_of(db: &tokio_postgres::Client, victim: &str) -> Result<Vec<i32>> {
     let shards: Vec<u32> = db
         .query(
             "SELECT shard FROM collector_leases WHERE split_part(owner, '/', 1) = $1 AND expires_at > now()",
@@ -389,7 +440,7 @@ async fn join(
 }
 
 /// The lease table as text, for an error.
-async fn leases_now(db: &tokio_postgres::Client) -> String {
+pub(crate) async fn leases_now(db: &tokio_postgres::Client) -> String {
     match db
         .query(
             "SELECT format('shard %s: %s gen %s expires in %s', shard, owner, generation, expires_at - now())
@@ -403,6 +454,36 @@ async fn leases_now(db: &tokio_postgres::Client) -> String {
     }
 }
 
+/// The per-process table; `standby`: with the books each stands by for.
+pub(crate) fn render_processes(o: &mut String, processes: &[PerProcess], standby: bool) {
+    let (head, rule) = if standby {
+        ("| books written | books standing by ", "|---|---")
+    } else {
+        ("| books ", "|---")
+    };
+    let _ = writeln!(
+        o,
+        "| process | shards {head}| msg/s | CPU (% of one core) | peak RSS |\n|---|---{rule}|---|---|---|"
+    );
+    for p in processes {
+        let standing = if standby {
+            format!(" {:.0} |", p.standby_books)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0} |{standing} {:.0} | {:.1} % | {:.0} MB |",
+            p.name,
+            p.shards,
+            p.books,
+            p.messages_per_sec,
+            p.cpu,
+            p.peak_rss as f64 / 1024.0 / 1024.0
+        );
+    }
+}
+
 impl Shards {
     pub fn render(&self, o: &mut String) {
         let _ = writeln!(o, "## 8. Several collectors\n");
@@ -410,33 +491,14 @@ impl Shards {
             o,
             "{} symbols ({} per venue, `sim` at ×1 rates) split into {SHARDS} shards over {} `ingest` processes \
              (`--shards {SHARDS} --instances {} --lease-ttl-ms {TTL_MS}`), all on this machine with one PostgreSQL. \
-             Every shard held and every book synced {:.0} s after start. Window: {:.0} s, {:.0} rows/s committed in all; \
-             PostgreSQL {} of one core.\n",
+             Every shard held and every book synced {:.0} s after start.",
             self.symbols,
             self.symbols / 2,
             self.processes,
             self.processes,
             self.sync_secs,
-            self.window_secs,
-            self.rows_per_sec,
-            self.cpu_postgres.map_or("n/a".into(), |c| format!("{c:.0} %")),
         );
-        let _ = writeln!(
-            o,
-            "| process | shards | books | msg/s | CPU (% of one core) | peak RSS |\n|---|---|---|---|---|---|"
-        );
-        for p in &self.per_process {
-            let _ = writeln!(
-                o,
-                "| {} | {} | {:.0} | {:.0} | {:.1} % | {:.0} MB |",
-                p.name,
-                p.shards,
-                p.books,
-                p.messages_per_sec,
-                p.cpu,
-                p.peak_rss as f64 / 1024.0 / 1024.0
-            );
-        }
+        self.window.render(o, false);
         let _ = writeln!(
             o,
             "\n**Takeover.** The collector holding the most shards was signalled; *leases* is until every shard had a live holder again, \

@@ -206,7 +206,7 @@ pub struct IngestArgs {
     pub database_url: String,
     pub venues: Vec<(Venue, String, String)>,
     pub top: usize,
-    /// Extra `--flag value` pairs.
+    /// Extra `--flag value` pairs (an empty value: `--flag` alone).
     pub extra: Vec<(String, String)>,
 }
 
@@ -238,7 +238,10 @@ pub fn spawn_ingest(bin_dir: &Path, a: &IngestArgs, work: &Path) -> Result<Proc>
             .arg("1000000");
     }
     for (k, v) in &a.extra {
-        cmd.arg(format!("--{k}")).arg(v);
+        cmd.arg(format!("--{k}"));
+        if !v.is_empty() {
+            cmd.arg(v);
+        }
     }
     Proc::spawn("ingest", cmd, addr, &work.join("ingest.log"))
 }

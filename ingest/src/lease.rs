@@ -19,6 +19,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::standby::Standby;
 
 /// A shard and the generation of its lease under which rows were produced: what a batch must
 /// still match in `collector_leases` to commit.
@@ -120,6 +121,8 @@ pub struct LeaseConfig {
     pub ttl: Duration,
     /// The collector's name; its owner id adds this run's start, so a restart is a new owner.
     pub name: String,
+    /// `--standby`: stand by for the shards held elsewhere, keeping their rows this long.
+    pub standby: Option<Duration>,
 }
 
 impl LeaseConfig {
@@ -175,6 +178,7 @@ pub struct Leases {
     handed: BTreeMap<u32, Instant>,
     seen_revocations: u64,
     metrics: Arc<Metrics>,
+    standby: Option<Arc<Standby>>,
 }
 
 impl Leases {
@@ -212,8 +216,10 @@ impl Leases {
         // Within PostgreSQL's 63 bytes of application_name (`session_name`).
         let name: String = cfg.name.chars().take(32).collect();
         let owner = format!("{name}/{:x}", crate::now_ms());
+        let standby = cfg.standby.map(|keep| Arc::new(Standby::new(keep)));
         Ok(Leases {
             cfg,
+            standby,
             owner,
             view: Arc::new(watch::Sender::new(Held::default())),
             mine: BTreeMap::new(),
@@ -234,6 +240,11 @@ impl Leases {
 
     pub fn shards(&self) -> u32 {
         self.cfg.shards
+    }
+
+    /// What its standby symbols share (`--standby`).
+    pub fn standby(&self) -> Option<Arc<Standby>> {
+        self.standby.clone()
     }
 
     /// One round: notice a revocation, renew what is held, take what is free, publish.
@@ -374,10 +385,15 @@ impl Leases {
             Err(e) => return Err(e.into()),
         };
         let instruments = self.instruments_of(db, shard).await?;
+        let warm = self.resume_warm(db, &instruments).await?;
+        let cold: Vec<i32> = instruments
+            .into_iter()
+            .filter(|i| !warm.contains(i))
+            .collect();
         let closed =
-            crate::epochs::close_open(db, Some(&instruments), crate::epochs::LEASE_TAKEN_OVER)
-                .await?;
-        tracing::info!(owner = %self.owner, shard, generation, closed_epochs = closed, "lease taken");
+            crate::epochs::close_open(db, Some(&cold), crate::epochs::LEASE_TAKEN_OVER).await?;
+        let warm = warm.len();
+        tracing::info!(owner = %self.owner, shard, generation, closed_epochs = closed, warm, "lease taken");
         self.mine.insert(shard, generation);
         self.metrics.leases.takeovers.inc();
         Ok(())
@@ -413,6 +429,23 @@ impl Leases {
             )
             .await?;
         Ok(taken.first().map(|r| r.get::<_, i64>(0)))
+    }
+
+    /// With `--standby`: the resume points of the shard's warm books, read for their tasks to
+    /// continue their epochs (see `standby`); returns those instruments, whose epochs are not
+    /// to be closed. Resume points an earlier takeover left unused are forgotten.
+    async fn resume_warm(&self, db: &Client, instruments: &[i32]) -> Result<Vec<i32>, LeaseError> {
+        let Some(standby) = &self.standby else {
+            return Ok(Vec::new());
+        };
+        for i in instruments {
+            standby.take_resume(*i);
+        }
+        let warm = standby.warm_among(instruments);
+        if !warm.is_empty() {
+            standby.put_resume(crate::standby::resume_points(db, &warm).await?);
+        }
+        Ok(warm)
     }
 
     async fn instruments_of(&self, db: &Client, shard: u32) -> Result<Vec<i32>, LeaseError> {

@@ -228,6 +228,35 @@ struct RunArgs {
     /// This collector's name in `collector_leases` (default: the host's name).
     #[arg(long, env = "INGEST_COLLECTOR_NAME")]
     collector_name: Option<String>,
+    /// Hot standby: also collect the shards other collectors hold, books synced and rows kept
+    /// in memory, so taking one over continues its books' epochs with no gap.
+    #[arg(long, env = "INGEST_STANDBY")]
+    standby: bool,
+    /// How long a standby symbol keeps its rows: a takeover continues a book only if this
+    /// reaches back to the last row its previous holder committed (at least twice the lease
+    /// TTL; more memory for more safety).
+    #[arg(long, env = "INGEST_STANDBY_KEEP_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    standby_keep_secs: u64,
+}
+
+/// `--standby` needs leases, and a buffer that outlives a takeover.
+fn check_standby(a: &RunArgs) -> Result<()> {
+    if !a.standby {
+        return Ok(());
+    }
+    if a.shards == 0 {
+        anyhow::bail!("--standby stands by for shards other collectors hold: it needs --shards");
+    }
+    let keep_ms = a.standby_keep_secs.saturating_mul(1000);
+    if keep_ms < 2 * a.lease_ttl_ms {
+        anyhow::bail!(
+            "--standby-keep-secs {} is shorter than two lease TTLs ({} ms): a takeover could \
+             never continue a book",
+            a.standby_keep_secs,
+            2 * a.lease_ttl_ms
+        );
+    }
+    Ok(())
 }
 
 /// `--shards` and its companions; `None` with `--shards 0`.
@@ -246,6 +275,9 @@ fn lease_config(a: &RunArgs) -> Option<ingest::lease::LeaseConfig> {
         instances: a.instances,
         ttl: std::time::Duration::from_millis(a.lease_ttl_ms),
         name,
+        standby: a
+            .standby
+            .then(|| std::time::Duration::from_secs(a.standby_keep_secs)),
     })
 }
 
@@ -402,6 +434,7 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         .map(|s| s.trim().to_ascii_uppercase())
         .filter(|s| !s.is_empty())
         .collect();
+    check_standby(a)?;
     let cfg = ingest::run::RunConfig {
         database_url: url,
         venues,

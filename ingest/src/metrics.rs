@@ -100,6 +100,9 @@ pub struct LeaseMetrics {
     pub handovers: IntCounter,
     pub fenced_batches: IntCounterVec,
     pub fenced_rows: IntCounterVec,
+    /// `--standby`: books synced for shards held elsewhere, and takeovers of them.
+    pub standby_books: IntGaugeVec,
+    pub promotions: IntCounterVec,
 }
 
 impl LeaseMetrics {
@@ -126,6 +129,16 @@ impl LeaseMetrics {
                 "fenced_rows_total",
                 "Rows not written because their shard's lease was lost",
                 TABLE,
+            ),
+            standby_books: r.gauge(
+                "standby_books",
+                "Books synced for shards another collector holds (--standby)",
+                VENUE,
+            ),
+            promotions: r.counter(
+                "standby_promotions_total",
+                "Standby books of shards taken over: their epoch continued, or restarted",
+                &["how"],
             ),
         }
     }

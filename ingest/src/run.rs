@@ -76,6 +76,7 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     serve_metrics(cfg.metrics_bind, &metrics, &shutdown).await?;
     let (writer, writer_handles) = writer::start(writer_cfg, metrics.clone());
     let lease_stop = CancellationToken::new();
+    let standby = leases.as_ref().and_then(Leases::standby);
     let (mut follow, lease_task) = match leases {
         Some(l) => {
             let (f, task) = start_leases(l, &db, &cfg.database_url, &lease_stop, &writer).await?;
@@ -97,16 +98,11 @@ pub async fn run(cfg: RunConfig, metrics: Arc<Metrics>, shutdown: CancellationTo
     let feed_stop = CancellationToken::new();
     let mut managers = Vec::new();
     for venue in &cfg.venues {
-        let m = start_venue(
-            &cfg,
-            *venue,
-            &db,
-            &writer,
-            &metrics,
-            &feed_stop,
-            &assignment,
-        );
-        managers.push(m.await?);
+        let (m, instruments) =
+            start_venue(&cfg, *venue, &db, &writer, &metrics, &feed_stop).await?;
+        let mut m = m.with_standby(standby.clone());
+        m.assign(assignment.clone(), Some(instruments));
+        managers.push(m);
     }
     metrics
         .expected_books
@@ -253,8 +249,7 @@ async fn start_venue(
     writer: &Writer,
     metrics: &Arc<Metrics>,
     feed_stop: &CancellationToken,
-    assignment: &Assignment,
-) -> Result<VenueManager> {
+) -> Result<(VenueManager, Vec<universe::Instrument>)> {
     let (rest_url, ws_url, weight) = match venue {
         Venue::Spot => (&cfg.spot_rest, &cfg.spot_ws, cfg.spot_weight_limit),
         Venue::Usdm => (&cfg.usdm_rest, &cfg.usdm_ws, cfg.usdm_weight_limit),
@@ -281,7 +276,7 @@ async fn start_venue(
             top_levels: cfg.top_levels,
         },
     };
-    let mut m = VenueManager::new(
+    let m = VenueManager::new(
         venue,
         settings,
         rest,
@@ -290,8 +285,7 @@ async fn start_venue(
         metrics.clone(),
         feed_stop.clone(),
     );
-    m.assign(assignment.clone(), Some(instruments));
-    Ok(m)
+    Ok((m, instruments))
 }
 
 fn expected_books(managers: &[VenueManager]) -> usize {

@@ -15,10 +15,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::rest_client::RestError;
 use crate::row::{CheckpointKind, CheckpointRow, DepthRow, Row, SyncKind, SyncRow, TopRow};
 use crate::snapshots::{SnapshotQueue, SnapshotResult};
+use crate::standby::{OpenEpoch, Resume, Standby};
 use crate::universe::Instrument;
 use crate::writer::Writer;
 use crate::{now_ms, FeedMsg};
@@ -92,6 +94,22 @@ impl SinceCheckpoint {
     }
 }
 
+/// A standby symbol task's part: the shared state, and the message that makes it live.
+#[derive(Debug)]
+pub struct Role {
+    pub shared: Arc<Standby>,
+    /// `None` once answered or abandoned.
+    pub promote: Option<oneshot::Receiver<Promotion>>,
+}
+
+/// A standby symbol's shard was taken: write under `fence` from `resume` on.
+#[derive(Debug)]
+pub struct Promotion {
+    pub fence: Fence,
+    /// `None`: its book was not warm at the takeover, which closed its open epoch.
+    pub resume: Option<Resume>,
+}
+
 /// A symbol's task.
 #[derive(Debug)]
 pub struct SymbolTask {
@@ -103,6 +121,8 @@ pub struct SymbolTask {
     pub shutdown: CancellationToken,
     /// The depth window its tier asks for now (`Instrument::depth_levels` when it started).
     pub depth_levels: watch::Receiver<Option<u32>>,
+    /// While it stands by for a shard another collector holds (`--standby`).
+    pub standby: Option<Role>,
 }
 
 /// What a task knows between messages.
@@ -110,6 +130,9 @@ struct State {
     machine: SyncMachine,
     /// The epoch the book is in; `None` while it is not synced.
     epoch: Option<i64>,
+    /// The book's update id when its epoch began, and when its current window did.
+    epoch_from: u64,
+    window_since: u64,
     /// The snapshot asked for and not answered yet.
     pending: Option<oneshot::Receiver<SnapshotResult>>,
     /// Not before this time may a snapshot be asked for again (after a failure).
@@ -143,6 +166,8 @@ impl SymbolTask {
         let mut st = State {
             machine: SyncMachine::new(rules, MAX_BUFFER),
             epoch: None,
+            epoch_from: 0,
+            window_since: 0,
             pending: None,
             retry_at: None,
             rate_limited_noted: false,
@@ -175,6 +200,7 @@ impl SymbolTask {
                     self.on_snapshot(&mut st, res).await;
                 }
                 _ = top_tick.tick() => self.on_tick(&mut st).await,
+                Some(p) = promotion(&mut self.standby) => self.on_promote(&mut st, p).await,
                 Ok(()) = self.depth_levels.changed() => {
                     let w = *self.depth_levels.borrow_and_update();
                     on_window(&mut st, w);
@@ -308,6 +334,7 @@ impl SymbolTask {
                 };
                 if let Some(w) = st.next_window.take() {
                     st.window = w;
+                    st.window_since = ev.final_update_id;
                     self.checkpoint(st).await;
                 } else if st.since.rows_due(self.cfg.checkpoint_rows) {
                     self.checkpoint(st).await;
@@ -353,12 +380,64 @@ impl SymbolTask {
             .start_epoch(&st.machine, st.window, snapshot_id, applied)
             .await;
         st.epoch = Some(epoch);
+        st.epoch_from = st.machine.book_id().unwrap_or(snapshot_id);
+        st.window_since = st.epoch_from;
         st.since = SinceCheckpoint::after(&st.machine, st.window, rows);
         self.set_synced(true);
     }
 
+    /// Its shard was taken over: it continues the open epoch the database holds, writing what
+    /// it kept past its resume points, if its book covers everything since; otherwise that
+    /// epoch ends at its last stored update and the book, if synced, starts a new one at once.
+    async fn on_promote(&mut self, st: &mut State, p: Promotion) {
+        if st.epoch.is_some() {
+            self.set_synced(false);
+        }
+        self.standby = None;
+        let resume = p.resume.unwrap_or_default();
+        let dropped = self.writer.dropped_depth().await;
+        let go_on = resume.open.as_ref().filter(|o| continues(st, o, dropped));
+        let how = if let Some(o) = go_on {
+            let keep = |row: &mut Row| resume.keep_continuing(o, row);
+            self.writer.go_live(p.fence, keep).await;
+            st.epoch = Some(o.epoch);
+            self.set_synced(true);
+            "continued"
+        } else {
+            self.writer
+                .go_live(p.fence, |row| resume.keep_feed(row))
+                .await;
+            if let Some(o) = &resume.open {
+                let why = Some(crate::epochs::LEASE_TAKEN_OVER.to_owned());
+                let (t, id) = (o.last_time, Some(o.last_update));
+                self.sync_event(t, Some(o.epoch), SyncKind::Stopped, id, None, why)
+                    .await;
+            }
+            st.epoch = None;
+            if let (true, Some(id)) = (st.machine.is_synced(), st.machine.book_id()) {
+                self.begin(st, id, &[]).await;
+            }
+            "restarted"
+        };
+        self.metrics
+            .leases
+            .promotions
+            .with_label_values(&[how])
+            .inc();
+        tracing::info!(venue = self.venue(), symbol = %self.inst.symbol, how, "standby book promoted");
+    }
+
     fn set_synced(&self, on: bool) {
         let venue = self.venue();
+        if let Some(role) = &self.standby {
+            role.shared.set_warm(self.inst.id, on);
+            let g = self
+                .metrics
+                .leases
+                .standby_books
+                .with_label_values(&[venue]);
+            return if on { g.inc() } else { g.dec() };
+        }
         let g = self.metrics.books_synced.with_label_values(&[venue]);
         if on {
             g.inc()
@@ -524,6 +603,32 @@ impl SymbolTask {
             self.set_synced(false);
         }
     }
+}
+
+/// The standby's promotion, once (never, for a task that is not standing by).
+async fn promotion(role: &mut Option<Role>) -> Option<Promotion> {
+    let rx = role.as_mut().and_then(|r| r.promote.as_mut());
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    let p = rx.await.ok();
+    if let Some(r) = role.as_mut() {
+        r.promote = None;
+    }
+    p
+}
+
+/// Can a standby book continue `open`? Its epoch began at or before the last stored event, it
+/// has reached it, nothing since was let go for age, and it keeps the same depth window.
+fn continues(st: &State, open: &OpenEpoch, dropped: u64) -> bool {
+    let last = open.last_update;
+    st.epoch.is_some()
+        && st.next_window.is_none()
+        && st.epoch_from <= last
+        && st.machine.book_id().is_some_and(|b| b >= last)
+        && dropped <= last
+        && st.window == open.window
+        && st.window_since <= last
 }
 
 /// The tier's window changed: a book not synced takes it at its next sync, a synced one at its

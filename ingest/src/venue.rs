@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use binance::streams::StreamKind;
 use binance::Venue;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,8 @@ use crate::lease::{Fence, Held};
 use crate::metrics::Metrics;
 use crate::rest_client::Rest;
 use crate::snapshots::SnapshotQueue;
-use crate::symbol::{SymbolConfig, SymbolTask};
+use crate::standby::Standby;
+use crate::symbol::{Promotion, Role, SymbolConfig, SymbolTask};
 use crate::universe::{self, Instrument, Selection, UniverseError};
 use crate::writer::Writer;
 
@@ -39,8 +40,10 @@ struct Active {
     streams: Vec<(usize, String)>,
     /// Tells its task the depth window of its tier.
     depth_levels: watch::Sender<Option<u32>>,
-    /// The lease it is collected under.
+    /// The lease it is collected under (`None` while it stands by).
     fence: Option<Fence>,
+    /// Makes a standby symbol live, once.
+    promote: Option<oneshot::Sender<Promotion>>,
 }
 
 /// Which of the universe's symbols this process collects.
@@ -85,6 +88,8 @@ pub struct VenueManager {
     /// Symbols stopped since [`VenueManager::take_stopped`]: each token is cancelled once its
     /// task has ended.
     stopped: Vec<CancellationToken>,
+    /// `--standby`: the symbols of shards held elsewhere are collected too, standing by.
+    standby: Option<Arc<Standby>>,
 }
 
 impl std::fmt::Debug for VenueManager {
@@ -147,7 +152,14 @@ impl VenueManager {
             assignment: Assignment::All,
             handles: Vec::new(),
             stopped: Vec::new(),
+            standby: None,
         }
+    }
+
+    /// Stands by for the shards it does not hold (`--standby`).
+    pub fn with_standby(mut self, standby: Option<Arc<Standby>>) -> VenueManager {
+        self.standby = standby;
+        self
     }
 
     /// The symbols stopped since the last call, as tokens cancelled when each task has ended.
@@ -155,8 +167,12 @@ impl VenueManager {
         std::mem::take(&mut self.stopped)
     }
 
+    /// The symbols it collects (not those standing by).
     pub fn symbols(&self) -> usize {
-        self.active.len()
+        self.active
+            .values()
+            .filter(|a| a.fence.is_some() || self.standby.is_none())
+            .count()
     }
 
     /// Starts collecting `insts`, each under its lease: one task each, their streams on
@@ -170,7 +186,7 @@ impl VenueManager {
             if self.active.contains_key(&lower) {
                 continue;
             }
-            let (stop, done, depth_levels) = self.start_task(&inst, fence);
+            let (stop, done, depth_levels, promote) = self.start_task(&inst, fence);
             let mut streams = Vec::new();
             for kind in StreamKind::ALL.into_iter().filter(|k| k.on(self.venue)) {
                 let name = kind.name(&lower);
@@ -197,6 +213,7 @@ impl VenueManager {
                     streams,
                     depth_levels,
                     fence,
+                    promote,
                 },
             );
         }
@@ -230,8 +247,9 @@ impl VenueManager {
         self.update_gauges();
     }
 
-    /// The symbol's task and route, its rows fenced with `fence`: its stop token, a token
-    /// cancelled when it has ended, and the sender of its depth window.
+    /// The symbol's task and route, its rows fenced with `fence` (standing by without one,
+    /// with `--standby`): its stop token, a token cancelled when it has ended, the sender of
+    /// its depth window, and its promotion's sender while it stands by.
     fn start_task(
         &mut self,
         inst: &Instrument,
@@ -240,9 +258,10 @@ impl VenueManager {
         CancellationToken,
         CancellationToken,
         watch::Sender<Option<u32>>,
+        Option<oneshot::Sender<Promotion>>,
     ) {
         let (tx, rx) = mpsc::channel(SYMBOL_QUEUE);
-        let writer = self.writer.fenced(fence);
+        let (writer, standby, promote) = self.task_writer(inst, fence);
         if let Ok(mut routes) = self.ctx.routes.write() {
             let route = Route::new(inst.id, tx, writer.clone());
             routes.insert(inst.symbol.to_ascii_lowercase(), Arc::new(route));
@@ -257,6 +276,7 @@ impl VenueManager {
             metrics: self.metrics.clone(),
             shutdown: stop.clone(),
             depth_levels: levels_rx,
+            standby,
         };
         let done = CancellationToken::new();
         let ended = done.clone().drop_guard();
@@ -264,7 +284,38 @@ impl VenueManager {
             let _ended = ended;
             task.run(rx).await;
         }));
-        (stop, done, depth_levels)
+        (stop, done, depth_levels, promote)
+    }
+
+    /// The writer of a symbol task collecting under `fence`, and with `--standby` its role and
+    /// promotion's sender. A live symbol of a shard just taken whose resume point waits (its
+    /// standby task ended before it was promoted) starts promoted, so the open epoch is ended.
+    fn task_writer(
+        &self,
+        inst: &Instrument,
+        fence: Option<Fence>,
+    ) -> (Writer, Option<Role>, Option<oneshot::Sender<Promotion>>) {
+        let Some(shared) = self.standby.clone() else {
+            return (self.writer.fenced(fence), None, None);
+        };
+        let resume = fence.and_then(|_| shared.take_resume(inst.id));
+        if fence.is_some() && resume.is_none() {
+            return (self.writer.fenced(fence), None, None);
+        }
+        let writer = self.writer.standby(shared.keep);
+        let (tx, rx) = oneshot::channel();
+        let tx = match fence {
+            Some(fence) => {
+                let _ = tx.send(Promotion { fence, resume });
+                None
+            }
+            None => Some(tx),
+        };
+        let role = Role {
+            shared,
+            promote: Some(rx),
+        };
+        (writer, Some(role), tx)
     }
 
     /// Stops collecting `symbol` (delisted or dropped from the top N): its streams are
@@ -321,17 +372,51 @@ impl VenueManager {
         self.apply()
     }
 
+    /// Standby symbols of shards just taken go live where they are (their tasks continue).
+    fn promote(&mut self, wanted: &HashMap<String, (Instrument, Option<Fence>)>) {
+        let Some(shared) = &self.standby else {
+            return;
+        };
+        for (lower, (inst, fence)) in wanted {
+            let (Some(fence), Some(a)) = (fence, self.active.get_mut(lower)) else {
+                continue;
+            };
+            let Some(tx) = a.promote.take().filter(|_| a.fence.is_none()) else {
+                continue;
+            };
+            let resume = shared.take_resume(inst.id);
+            let promotion = Promotion {
+                fence: *fence,
+                resume,
+            };
+            match tx.send(promotion) {
+                Ok(()) => a.fence = Some(*fence),
+                // Its task ended: it restarts live, with the resume point put back.
+                Err(p) => {
+                    if let Some(r) = p.resume {
+                        shared.put_resume([(inst.id, r)].into());
+                    }
+                }
+            }
+        }
+    }
+
     /// Starts and stops symbols to match the universe and the assignment; a symbol whose lease
     /// was taken again under a new generation restarts (a new epoch). Returns (added, removed).
     fn apply(&mut self) -> (usize, usize) {
+        let standby = self.standby.is_some();
         let wanted: HashMap<String, (Instrument, Option<Fence>)> = self
             .universe
             .iter()
             .filter_map(|i| {
-                let fence = self.assignment.fence(self.venue, &i.symbol)?;
+                let fence = match self.assignment.fence(self.venue, &i.symbol) {
+                    None if standby => None,
+                    f => f?,
+                };
                 Some((i.symbol.to_ascii_lowercase(), (i.clone(), fence)))
             })
             .collect();
+        self.promote(&wanted);
         let gone: Vec<String> = self
             .active
             .iter()

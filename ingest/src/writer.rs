@@ -18,6 +18,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement, Transaction};
 
 use crate::copy::CopyBuf;
+use crate::hold::Hold;
 use crate::lease::{Fence, Held, HeldView};
 use crate::metrics::Metrics;
 use crate::notify::Notes;
@@ -72,21 +73,82 @@ enum CommitError {
 pub struct Writer {
     txs: Arc<Vec<(Table, mpsc::Sender<Item>)>>,
     fence: Option<Fence>,
+    /// A standby symbol's: its rows are kept in memory until it goes live.
+    hold: Option<Arc<Hold>>,
 }
 
 impl Writer {
-    /// Queues a row; waits when the table's queue is full (backpressure).
+    /// Queues a row; waits when the table's queue is full (backpressure). A standby writer
+    /// keeps it instead.
     pub async fn send(&self, row: Row) {
+        match &self.hold {
+            None => self.queue(row, self.fence).await,
+            Some(hold) => {
+                let mut st = hold.state.lock().await;
+                if st.kept.is_some() {
+                    hold.keep(&mut st, row);
+                } else {
+                    // Queued under the lock: after every row kept before going live.
+                    self.queue(row, st.fence).await;
+                }
+            }
+        }
+    }
+
+    async fn queue(&self, row: Row, fence: Option<Fence>) {
         let t = row.table();
         if let Some((_, tx)) = self.txs.iter().find(|(tt, _)| *tt == t) {
             // A closed writer means shutdown is under way; the row is dropped with it.
-            let _ = tx
-                .send(Item::Row {
-                    row,
-                    fence: self.fence,
-                })
-                .await;
+            let _ = tx.send(Item::Row { row, fence }).await;
         }
+    }
+
+    /// A standby symbol's writer: rows kept for `keep`, none written until
+    /// [`Writer::go_live`].
+    pub fn standby(&self, keep: Duration) -> Writer {
+        Writer {
+            txs: self.txs.clone(),
+            fence: None,
+            hold: Some(Arc::new(Hold::new(keep))),
+        }
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// The highest update id of a depth row a standby writer let go for age (0: none).
+    pub async fn dropped_depth(&self) -> u64 {
+        match &self.hold {
+            Some(hold) => hold.state.lock().await.dropped_depth,
+            None => 0,
+        }
+    }
+
+    /// A standby writer goes live under `fence`: the kept rows that `keep` accepts (and may
+    /// change) are queued first, in order, then every row sent from now on. Returns how many
+    /// kept rows were queued and how many let go.
+    pub async fn go_live(
+        &self,
+        fence: Fence,
+        mut keep: impl FnMut(&mut Row) -> bool,
+    ) -> (usize, usize) {
+        let Some(hold) = &self.hold else {
+            return (0, 0);
+        };
+        let mut st = hold.state.lock().await;
+        let kept = st.kept.take().unwrap_or_default();
+        let (mut queued, mut dropped) = (0, 0);
+        for (_, mut row) in kept {
+            if keep(&mut row) {
+                self.queue(row, Some(fence)).await;
+                queued += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        st.fence = Some(fence);
+        (queued, dropped)
     }
 
     /// Waits until every row queued before this call is committed (or spooled, or left out
@@ -111,6 +173,7 @@ impl Writer {
         Writer {
             txs: self.txs.clone(),
             fence,
+            hold: None,
         }
     }
 }
@@ -132,6 +195,7 @@ pub fn start(
     let writer = Writer {
         txs: Arc::new(txs),
         fence: None,
+        hold: None,
     };
     (writer, handles)
 }

@@ -205,6 +205,7 @@ async fn every_panel_query_runs_against_collected_data(path: StoragePath) {
             instances: 1,
             ttl: std::time::Duration::from_secs(3),
             name: "dashboards".into(),
+            standby: None,
         });
     });
     let dbr = &db;
