@@ -90,6 +90,9 @@ pub struct OpenEpoch {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resume {
     pub open: Option<OpenEpoch>,
+    /// The newest stored event's update id, in any epoch: a book that starts a new epoch must
+    /// be past it.
+    pub last_depth: Option<u64>,
     pub last_top: Option<u64>,
     pub last_ticker: Option<u64>,
     pub last_trade: Option<u64>,
@@ -147,7 +150,9 @@ SELECT i.id, e.epoch, greatest(d.update_id, e.last_update_id), (extract(epoch FR
        (SELECT r.agg_trade_id FROM trades r WHERE r.instrument_id = i.id
         ORDER BY r.time DESC, r.agg_trade_id DESC LIMIT 1),
        (SELECT (extract(epoch FROM m.time) * 1000)::int8 FROM mark_prices m WHERE m.instrument_id = i.id
-        ORDER BY m.time DESC LIMIT 1)
+        ORDER BY m.time DESC LIMIT 1),
+       (SELECT n.update_id FROM depth_updates n WHERE n.instrument_id = i.id
+        ORDER BY n.time DESC, n.update_id DESC LIMIT 1)
 FROM unnest($1::integer[]) AS i(id)
 LEFT JOIN LATERAL (
     SELECT s.epoch, s.last_update_id, s.time FROM sync_events s
@@ -194,6 +199,7 @@ pub async fn resume_points(
             last_ticker: id(r.get(8)),
             last_trade: id(r.get(9)),
             last_mark: ms(r.get(10)),
+            last_depth: id(r.get(11)),
         };
         out.insert(r.get::<_, i32>(0), resume);
     }

@@ -414,8 +414,12 @@ impl SymbolTask {
                     .await;
             }
             st.epoch = None;
-            if let (true, Some(id)) = (st.machine.is_synced(), st.machine.book_id()) {
-                self.begin(st, id, &[]).await;
+            let ahead = |id: u64| resume.last_depth.is_none_or(|stored| id > stored);
+            match (st.machine.is_synced(), st.machine.book_id()) {
+                (true, Some(id)) if ahead(id) => self.begin(st, id, &[]).await,
+                // Behind what is stored: a new epoch would repeat it; sync again instead.
+                (true, _) => st.machine.reset(),
+                _ => {}
             }
             "restarted"
         };
