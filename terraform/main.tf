@@ -109,6 +109,7 @@ resource "digitalocean_droplet" "app" {
     spaces_secret_key      = var.spaces_secret_key
     shards                 = local.shards
     instances              = local.collectors
+    standby                = var.standby
     collector_name         = var.region
   })
 }
@@ -141,6 +142,7 @@ resource "digitalocean_droplet" "collector" {
     api_token              = random_password.api_token.result
     shards                 = local.shards
     instances              = local.collectors
+    standby                = var.standby
     collector_name         = "${var.collector_regions[count.index]}-${count.index + 1}"
   })
   lifecycle {

@@ -140,6 +140,12 @@ variable "collector_size" {
   default     = "s-1vcpu-2gb"
 }
 
+variable "standby" {
+  description = "With collector_regions: every collector also stands by for the shards the others hold (ingest --standby), so a collector's death leaves no gap; each then collects every symbol (README, Hot standby)."
+  type        = bool
+  default     = false
+}
+
 variable "shards" {
   description = "Shards the symbol universe is split into when collector_regions is set: the same on every collector, at least their number (README, Several collectors)."
   type        = number

@@ -418,6 +418,7 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
     let url = url
         .context("no database: pass --database-url or set DATABASE_URL")?
         .to_owned();
+    check_standby(a)?;
     if !a.no_migrate {
         let mut client = connect(Some(&url)).await?;
         let report = schema::apply(&mut client, FlavorChoice::Auto).await?;
@@ -434,7 +435,6 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         .map(|s| s.trim().to_ascii_uppercase())
         .filter(|s| !s.is_empty())
         .collect();
-    check_standby(a)?;
     let cfg = ingest::run::RunConfig {
         database_url: url,
         venues,
