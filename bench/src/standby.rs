@@ -16,7 +16,7 @@ use crate::stack::{self, Server};
 use crate::Plan;
 
 /// How long a standby symbol keeps its rows (`--standby-keep-secs`, the default).
-const KEEP_SECS: u64 = 30;
+const KEEP_SECS: u64 = 15;
 
 #[derive(Debug, Clone)]
 pub struct Standby {

@@ -235,7 +235,7 @@ struct RunArgs {
     /// How long a standby symbol keeps its rows: a takeover continues a book only if this
     /// reaches back to the last row its previous holder committed (at least twice the lease
     /// TTL; more memory for more safety).
-    #[arg(long, env = "INGEST_STANDBY_KEEP_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "INGEST_STANDBY_KEEP_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     standby_keep_secs: u64,
 }
 
