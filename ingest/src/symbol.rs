@@ -623,16 +623,18 @@ async fn promotion(role: &mut Option<Role>) -> Option<Promotion> {
 }
 
 /// Can a standby book continue `open`? Its epoch began at or before the last stored event, it
-/// has reached it, nothing since was let go for age, and it keeps the same depth window.
+/// has reached it, nothing of that event or since was let go for age (the event's levels a
+/// batch left out are written from what was kept), and it has kept the same depth window since
+/// before that event.
 fn continues(st: &State, open: &OpenEpoch, dropped: u64) -> bool {
     let last = open.last_update;
     st.epoch.is_some()
         && st.next_window.is_none()
         && st.epoch_from <= last
         && st.machine.book_id().is_some_and(|b| b >= last)
-        && dropped <= last
+        && dropped < last
         && st.window == open.window
-        && st.window_since <= last
+        && (st.window.is_none() || st.window_since < last)
 }
 
 /// The tier's window changed: a book not synced takes it at its next sync, a synced one at its
