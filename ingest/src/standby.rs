@@ -1,5 +1,5 @@
 //! Hot standby (`--standby`): a collector also collects the shards it does not hold, with
-//! books synced and their rows kept in memory for a while ([`Hold`]) instead of written. When
+//! books synced and their rows kept in memory for a while (`hold`) instead of written. When
 //! it takes such a shard over, the lease task reads where each warm book's open epoch stands in
 //! the database ([`resume_points`]) instead of closing it, and the symbol task continues that
 //! epoch: it writes what it kept past those points and goes on live. Nothing Binance sent is

@@ -145,6 +145,15 @@ async fn holders(db: &Client) -> BTreeMap<i32, Option<String>> {
     .collect()
 }
 
+/// How many shards `name` holds live.
+async fn held_by(db: &Client, name: &str) -> usize {
+    holders(db)
+        .await
+        .values()
+        .filter(|o| o.as_deref() == Some(name))
+        .count()
+}
+
 /// Waits until every shard has a live holder other than `not`; returns how long it took.
 async fn taken_over(db: &Client, not: &str, since: Instant) -> Duration {
     wait_until("every shard held by a live collector", || async {
@@ -566,14 +575,7 @@ async fn a_joining_collector_is_handed_its_share_without_loss(path: StoragePath)
     // Who holds how many shards, read from the database (a process just started serves no
     // metrics yet).
     let a = Collector::start("a", &tdb.url, &sim).await;
-    let d = &db;
-    let holding = |name: &'static str| async move {
-        holders(d)
-            .await
-            .values()
-            .filter(|o| o.as_deref() == Some(name))
-            .count()
-    };
+    let holding = |name: &'static str| held_by(&db, name);
     wait_until("the first collector holds every shard", || async {
         holding("a").await == SHARDS as usize
     })
@@ -654,9 +656,7 @@ async fn a_hot_standby_takes_over_without_a_gap(path: StoragePath) {
     // Read from the database: a process just started serves no metrics yet.
     let half = SHARDS as usize / 2;
     wait_until("the collectors share the shards", || async {
-        let h = holders(&db).await;
-        let held = |n: &str| h.values().filter(|o| o.as_deref() == Some(n)).count();
-        held("a") == half && held("b") == half
+        held_by(&db, "a").await == half && held_by(&db, "b").await == half
     })
     .await;
     let active = "SELECT count(*) FROM instruments WHERE active";
@@ -746,9 +746,7 @@ async fn a_hot_standby_takes_over_without_a_gap(path: StoragePath) {
     // ended by the giver, so the joiner's standby books start new ones at once.
     let c = Collector::start_with("c", &tdb.url, &sim, &standby).await;
     wait_until("the joiner is handed half the shards", || async {
-        let h = holders(&db).await;
-        let held = |n: &str| h.values().filter(|o| o.as_deref() == Some(n)).count();
-        held(survivor.name) == half && held("c") == half
+        held_by(&db, survivor.name).await == half && held_by(&db, "c").await == half
     })
     .await;
     resynced(&db, ingest::now_ms(), 20, Instant::now()).await;
