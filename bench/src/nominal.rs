@@ -39,6 +39,8 @@ pub struct Nominal {
     pub cpu_postgres: Option<f64>,
     pub cpu_sim: f64,
     pub peak_rss_ingest: u64,
+    /// At the window's end: what collecting costs, without the sync's peak.
+    pub rss_ingest: u64,
     pub peak_rss_graphql: u64,
     pub api_load: String,
     pub fanout: Fanout,
@@ -119,6 +121,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         cpu_postgres: w.cpu_postgres,
         cpu_sim: w.cpu_sim,
         peak_rss_ingest: w.peak_rss_ingest,
+        rss_ingest: w.rss_ingest,
         peak_rss_graphql,
         api_load,
         fanout,
@@ -258,6 +261,7 @@ struct Window {
     cpu_postgres: Option<f64>,
     cpu_sim: f64,
     peak_rss_ingest: u64,
+    rss_ingest: u64,
 }
 
 async fn measure_window(
@@ -298,6 +302,7 @@ async fn measure_window(
         cpu_postgres: windows.2.map(|w| w.percent()).transpose()?,
         cpu_sim: windows.3.percent()?,
         peak_rss_ingest: procstat::peak_rss(stack.ingest.pid)?,
+        rss_ingest: procstat::rss(stack.ingest.pid)?,
     })
 }
 

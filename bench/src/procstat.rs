@@ -29,6 +29,12 @@ pub fn peak_rss(pid: i32) -> anyhow::Result<u64> {
     Ok(status.vmhwm.unwrap_or(0) * 1024)
 }
 
+/// Resident set size now (VmRSS) in bytes.
+pub fn rss(pid: i32) -> anyhow::Result<u64> {
+    let status = Process::new(pid)?.status()?;
+    Ok(status.vmrss.unwrap_or(0) * 1024)
+}
+
 /// CPU use of one process over a window, as a share of one core.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuWindow {

@@ -17,6 +17,13 @@ const TARGET_P99_MS: f64 = 25.0;
 const TARGET_CPU_PERCENT: f64 = 15.0;
 const TARGET_RSS_BYTES: u64 = 150 * 1024 * 1024;
 const TARGET_BOOK_AT_MS: f64 = 20.0;
+// Round 2 (issue #15).
+const GOAL_CPU_S_PER_M_X1: f64 = 3.0;
+const GOAL_CPU_S_PER_M_X16: f64 = 1.5;
+const GOAL_CPU_RATIO: f64 = 0.25;
+const GOAL_RSS_BYTES: u64 = 48 * 1024 * 1024;
+const GOAL_BOOK_AT_20_MS: f64 = 5.0;
+const GOAL_BOOK_AT_1000_MS: f64 = 12.0;
 
 #[derive(Debug, Clone, Default)]
 pub struct Machine {
@@ -207,6 +214,7 @@ impl Report {
             if self.plan.smoke { "debug" } else { "release" }
         );
         self.targets(&mut o);
+        self.round_two_goals(&mut o);
         self.render_throughput(&mut o);
         self.render_nominal(&mut o);
         self.render_parse(&mut o);
@@ -221,6 +229,79 @@ impl Report {
         }
         self.reproduce(&mut o);
         o
+    }
+
+    /// Issue #15's goals, each from this run's figures (a goal this run did not measure is left
+    /// out).
+    fn round_two_goals(&self, o: &mut String) {
+        let _ = writeln!(o, "Performance goals of round 2 (issue #15):\n");
+        let _ = writeln!(o, "| Goal | Measured | |\n|---|---|---|");
+        let mut row = |goal: &str, measured: String, ok: bool| {
+            let _ = writeln!(o, "| {goal} | {measured} | {} |", verdict(ok));
+        };
+        let steps = self.throughput.as_deref().unwrap_or_default();
+        for (m, goal) in [(1.0, GOAL_CPU_S_PER_M_X1), (16.0, GOAL_CPU_S_PER_M_X16)] {
+            if let Some(s) = steps.iter().find(|s| s.multiplier == m) {
+                let per = s.cpu_seconds_per_million();
+                row(
+                    &format!("collector CPU-s per 1M messages at ×{m} ≤ {goal}"),
+                    format!(
+                        "{per:.1} ({:.1} % of a core at {} msg/s)",
+                        s.cpu_ingest,
+                        k(s.messages_per_sec)
+                    ),
+                    per <= goal,
+                );
+            }
+        }
+        if let Some(s) = self.sustained() {
+            if let Some(pg) = s.cpu_postgres.filter(|pg| *pg > 0.0) {
+                let r = s.cpu_ingest / pg;
+                row(
+                    &format!("ingest CPU ÷ PostgreSQL CPU for the same rows ≤ {GOAL_CPU_RATIO}"),
+                    format!(
+                        "{r:.2} at ×{} ({:.0} % / {pg:.0} %)",
+                        s.multiplier, s.cpu_ingest
+                    ),
+                    r <= GOAL_CPU_RATIO,
+                );
+            }
+        }
+        let Some(n) = &self.nominal else { return };
+        let all = |v: &[(String, crate::measure::Latency)], name: &str| {
+            v.iter().find(|l| l.0 == name).map(|l| l.1.p99)
+        };
+        if let Some(p99) = all(&n.latency, "all tables") {
+            let received = all(&n.receive_latency, "these tables")
+                .map_or(String::new(), |r| format!("; receive→commit {r:.0} ms"));
+            row(
+                &format!("p99 event→commit ≤ {TARGET_P99_MS:.0} ms at nominal load"),
+                format!("{p99:.0} ms{received}"),
+                p99 <= TARGET_P99_MS,
+            );
+        }
+        row(
+            &format!("ingest RSS ≤ {} at nominal load", mb(GOAL_RSS_BYTES)),
+            format!(
+                "{} at the window's end, {} peak",
+                mb(n.rss_ingest),
+                mb(n.peak_rss_ingest)
+            ),
+            n.rss_ingest <= GOAL_RSS_BYTES,
+        );
+        for (what, goal) in [
+            ("book_at, depth 20 ", GOAL_BOOK_AT_20_MS),
+            ("book_at, depth 1000 ", GOAL_BOOK_AT_1000_MS),
+        ] {
+            if let Some(t) = n.queries.iter().find(|t| t.what.starts_with(what)) {
+                row(
+                    &format!("`{}` p99 ≤ {goal:.0} ms", what.trim_end()),
+                    format!("{:.1} ms", t.p99_ms),
+                    t.p99_ms <= goal,
+                );
+            }
+        }
+        let _ = writeln!(o);
     }
 
     fn targets(&self, o: &mut String) {
@@ -302,9 +383,9 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "| × | msg/s | rows/s | depth rows/s | depth p50 / p99 / max ms | CPU ingest | CPU PostgreSQL | CPU sim | ceiling rows/s | ingest / ceiling | kept up |"
+            "| × | msg/s | rows/s | depth rows/s | depth p50 / p99 / max ms | CPU ingest | CPU PostgreSQL | CPU sim | ingest CPU-s per 1M msgs | ingest ÷ PostgreSQL CPU | ceiling rows/s | ingest / ceiling | kept up |"
         );
-        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for s in steps {
             let ceiling = format!(
                 "{} ({} rows in {:.2} s)",
@@ -329,7 +410,7 @@ impl Report {
             };
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {:.0} % | {} | {:.0} % | {} | {:.0} % | {} |",
+                "| {} | {} | {} | {} | {:.0} / {:.0} / {:.0} | {:.1} % | {} | {:.0} % | {:.1} | {} | {} | {:.0} % | {} |",
                 s.multiplier,
                 k(s.messages_per_sec),
                 k(s.rows_per_sec),
@@ -340,6 +421,10 @@ impl Report {
                 s.cpu_ingest,
                 opt_pct(s.cpu_postgres),
                 s.cpu_sim,
+                s.cpu_seconds_per_million(),
+                s.cpu_postgres
+                    .filter(|pg| *pg > 0.0)
+                    .map_or("–".to_owned(), |pg| format!("{:.2}", s.cpu_ingest / pg)),
                 ceiling,
                 100.0 * s.ratio(),
                 kept
@@ -479,31 +564,33 @@ impl Report {
         let _ = writeln!(
             o,
             "Over the same window. CPU is user + system time as a share of one core; peak RSS is the kernel's high-water \
-             mark (VmHWM) over the whole life of the process, sync included. API load meanwhile: {}.\n",
+             mark (VmHWM) over the whole life of the process, sync included; RSS at the window's end (VmRSS) is what \
+             collecting costs once every book is synced. API load meanwhile: {}.\n",
             n.api_load
         );
         let _ = writeln!(
             o,
-            "| process | CPU (% of one core) | peak RSS |\n|---|---|---|"
+            "| process | CPU (% of one core) | peak RSS | RSS at the window's end |\n|---|---|---|---|"
         );
         let _ = writeln!(
             o,
-            "| ingest | {:.1} % | {} |",
+            "| ingest | {:.1} % | {} | {} |",
             n.cpu_ingest,
-            mb(n.peak_rss_ingest)
+            mb(n.peak_rss_ingest),
+            mb(n.rss_ingest)
         );
         let _ = writeln!(
             o,
-            "| graphql | {:.1} % | {} |",
+            "| graphql | {:.1} % | {} | |",
             n.cpu_graphql,
             mb(n.peak_rss_graphql)
         );
         let _ = writeln!(
             o,
-            "| PostgreSQL (all backends) | {} | |",
+            "| PostgreSQL (all backends) | {} | | |",
             opt_pct(n.cpu_postgres)
         );
-        let _ = writeln!(o, "| sim + harness | {:.1} % | |\n", n.cpu_sim);
+        let _ = writeln!(o, "| sim + harness | {:.1} % | | |\n", n.cpu_sim);
         if n.cpu_ingest > TARGET_CPU_PERCENT {
             let _ = writeln!(
                 o,

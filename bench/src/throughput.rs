@@ -52,6 +52,14 @@ pub struct Ceiling {
 }
 
 impl Step {
+    /// Ingest's CPU time per million messages received (the collector's cost per message).
+    pub fn cpu_seconds_per_million(&self) -> f64 {
+        if self.messages_per_sec <= 0.0 {
+            return 0.0;
+        }
+        self.cpu_ingest / 100.0 / self.messages_per_sec * 1e6
+    }
+
     pub fn ratio(&self) -> f64 {
         self.rows_per_sec / self.ceiling.rows_per_sec.max(1e-9)
     }

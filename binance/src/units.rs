@@ -70,18 +70,43 @@ pub fn parse_e8_signed(s: &str) -> Result<i64, DecimalError> {
 /// Formats e8 units with exactly `decimals` fractional digits (`decimals` <= 8); digits beyond
 /// `decimals` must be zero, or they are kept (the value is never rounded).
 pub fn format_e8(v: i64, decimals: u32) -> String {
-    let neg = v < 0;
+    let mut out = String::with_capacity(24);
+    push_e8(&mut out, v, decimals);
+    out
+}
+
+/// [`format_e8`] appended to `out`: digits written directly, no allocation of its own (every
+/// price and quantity announced to the API's subscribers goes through it).
+pub fn push_e8(out: &mut String, v: i64, decimals: u32) {
     let a = v.unsigned_abs();
-    let int = a / ONE as u64;
-    let frac = a % ONE as u64;
-    let mut frac_s = format!("{frac:08}");
-    let keep = (decimals.min(SCALE) as usize).max(frac_s.trim_end_matches('0').len());
-    frac_s.truncate(keep);
-    let sign = if neg { "-" } else { "" };
-    if frac_s.is_empty() {
-        format!("{sign}{int}")
-    } else {
-        format!("{sign}{int}.{frac_s}")
+    let (mut int, mut frac) = (a / ONE as u64, a % ONE as u64);
+    if v < 0 {
+        out.push('-');
+    }
+    let mut digits = [b'0'; 20]; // u64::MAX has 20 digits
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (int % 10) as u8;
+        int /= 10;
+        if int == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    let mut fraction = [b'0'; SCALE as usize];
+    for d in fraction.iter_mut().rev() {
+        *d = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    let significant = fraction
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(0, |p| p + 1);
+    let keep = (decimals.min(SCALE) as usize).max(significant);
+    if keep > 0 {
+        out.push('.');
+        out.extend(fraction[..keep].iter().map(|&d| char::from(d)));
     }
 }
 
@@ -150,6 +175,10 @@ mod tests {
         assert_eq!(format_e8(ONE, 0), "1");
         assert_eq!(format_e8(1, 2), "0.00000001", "never rounds away digits");
         assert_eq!(format_e8(-150_000_000, 2), "-1.50");
+        assert_eq!(format_e8(0, 0), "0");
+        assert_eq!(format_e8(0, 2), "0.00");
+        assert_eq!(format_e8(i64::MAX, 0), "92233720368.54775807");
+        assert_eq!(format_e8(i64::MIN, 0), "-92233720368.54775808");
         assert_eq!(parse_e8_signed("-0.00010000"), Ok(-10_000));
         assert!(parse_e8_signed("--1").is_err());
         for v in [0, 1, 12_345, ONE, 987_654_321_012] {

@@ -124,9 +124,13 @@ impl CopyBuf {
 
     /// `numeric` from an exact `mantissa / 10^scale`.
     pub fn numeric(&mut self, mantissa: i128, scale: u32) -> &mut Self {
-        let mut tmp = Vec::with_capacity(24);
-        encode_numeric(&mut tmp, mantissa, scale);
-        self.field(&tmp)
+        // The length goes first: reserve it, encode in place, then fill it in.
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&0i32.to_be_bytes());
+        encode_numeric(&mut self.buf, mantissa, scale);
+        let len = (self.buf.len() - at - 4) as i32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self
     }
 
     pub fn opt_numeric(&mut self, v: Option<(i128, u32)>) -> &mut Self {
@@ -208,48 +212,74 @@ pub fn pad_rows(bytes: &[u8], fields: i16) -> Option<Vec<u8>> {
 
 /// PostgreSQL's binary `numeric`: base-10000 digits with a weight, sign and display scale.
 /// Trailing zeros are dropped from the display scale (as `numeric` does for "1.50000000"
-/// stored as 1.5: the value is the same).
+/// stored as 1.5: the value is the same). No allocation and, for values that fit 64 bits
+/// (every e8 price and quantity), no 128-bit division: this runs for every level stored.
 fn encode_numeric(out: &mut Vec<u8>, mantissa: i128, scale: u32) {
     let neg = mantissa < 0;
-    let mut m = mantissa.unsigned_abs();
-    let mut scale = scale;
-    while scale > 0 && m.is_multiple_of(10) && m != 0 {
-        m /= 10;
-        scale -= 1;
-    }
-    if m == 0 {
-        scale = 0;
-    }
+    let (m, scale) = strip_trailing_zeros(mantissa.unsigned_abs(), scale);
     // Align the fraction to whole base-10000 groups: pad to a multiple of 4 decimals.
     let pad = (4 - scale % 4) % 4;
-    let aligned = m * 10u128.pow(pad);
     let frac_groups = ((scale + pad) / 4) as i32;
-    let mut groups: Vec<u16> = Vec::new();
-    let mut x = aligned;
-    while x > 0 {
-        groups.push((x % 10_000) as u16);
-        x /= 10_000;
-    }
-    groups.reverse(); // most significant first
-    let mut weight = groups.len() as i32 - 1 - frac_groups;
-    // Strip leading and trailing zero groups.
-    while groups.first() == Some(&0) {
-        groups.remove(0);
-        weight -= 1;
-    }
-    while groups.last() == Some(&0) {
-        groups.pop();
-    }
-    if groups.is_empty() {
+    let mut groups = [0u16; 10]; // least significant first
+    let len = base_10000(m * 10u128.pow(pad), &mut groups);
+    let mut weight = len as i32 - 1 - frac_groups;
+    // Trailing zero groups (least significant) are dropped; leading ones never occur.
+    let low = groups[..len].iter().take_while(|g| **g == 0).count();
+    let digits = &groups[low..len];
+    if digits.is_empty() {
         weight = 0;
     }
-    out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
     out.extend_from_slice(&(weight as i16).to_be_bytes());
     out.extend_from_slice(&(if neg { NUMERIC_NEG } else { NUMERIC_POS }).to_be_bytes());
     out.extend_from_slice(&(scale as i16).to_be_bytes());
-    for g in groups {
+    for g in digits.iter().rev() {
         out.extend_from_slice(&g.to_be_bytes());
     }
+}
+
+/// `m / 10^scale` with the fewest decimals; zero has scale 0.
+fn strip_trailing_zeros(m: u128, mut scale: u32) -> (u128, u32) {
+    if m == 0 {
+        return (0, 0);
+    }
+    if let Ok(mut small) = u64::try_from(m) {
+        while scale > 0 && small.is_multiple_of(10) {
+            small /= 10;
+            scale -= 1;
+        }
+        return (u128::from(small), scale);
+    }
+    let mut m = m;
+    while scale > 0 && m.is_multiple_of(10) {
+        m /= 10;
+        scale -= 1;
+    }
+    (m, scale)
+}
+
+/// `x` in base 10000, least significant digit first, without leading zero digits; returns
+/// how many digits were written (0 for zero).
+fn base_10000(mut x: u128, groups: &mut [u16; 10]) -> usize {
+    const TEN_16: u128 = 10_000_000_000_000_000;
+    let mut n = 0;
+    // Above 64 bits, four digits at a time by one 128-bit division each.
+    while x > u128::from(u64::MAX) {
+        let mut low = (x % TEN_16) as u64;
+        for _ in 0..4 {
+            groups[n] = (low % 10_000) as u16;
+            low /= 10_000;
+            n += 1;
+        }
+        x /= TEN_16;
+    }
+    let mut small = x as u64;
+    while small > 0 {
+        groups[n] = (small % 10_000) as u16;
+        small /= 10_000;
+        n += 1;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -278,6 +308,47 @@ mod tests {
         assert_eq!(pad_rows(&old, 1), None, "a row wider than the table");
         assert_eq!(pad_rows(&old[..old.len() - 3], 3), None, "cut short");
         assert_eq!(pad_rows(b"not a copy", 3), None);
+    }
+
+    /// The value a binary `numeric` stands for, as `mantissa / 10^dscale`.
+    fn decode(v: &[i16]) -> (i128, u32) {
+        let (n, weight, sign, dscale) = (v[0] as usize, v[1] as i32, v[2], v[3] as u32);
+        let mut m: i128 = 0;
+        for d in &v[4..4 + n] {
+            m = m * 10_000 + i128::from(*d);
+        }
+        // m holds digits down to the 10000^(weight - n + 1) place; rescale to dscale decimals.
+        let exp = 4 * (weight - n as i32 + 1) + dscale as i32;
+        let m = if exp >= 0 {
+            m * 10i128.pow(exp as u32)
+        } else {
+            m / 10i128.pow((-exp) as u32)
+        };
+        (if sign == 0x4000 { -m } else { m }, dscale)
+    }
+
+    #[test]
+    fn numeric_round_trips_across_64_bits() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Every magnitude: small, e8-sized, and beyond 64 bits.
+            let m = match i % 3 {
+                0 => i128::from(x >> (x % 60)),
+                1 => i128::from(x) * i128::from(x >> 20),
+                _ => -i128::from(x % 1_000_000_000_000),
+            };
+            let scale = i % 12;
+            let (back, dscale) = decode(&enc(m, scale));
+            assert!(dscale <= scale, "{m} e-{scale}");
+            assert_eq!(
+                back * 10i128.pow(scale - dscale),
+                m,
+                "{m} e-{scale} came back as {back} e-{dscale}"
+            );
+        }
     }
 
     #[test]

@@ -69,6 +69,37 @@ pub struct FeedCtx {
     pub stale_after: Duration,
     pub subscribe_interval: Duration,
     pub shutdown: CancellationToken,
+    /// `messages` and `bytes` of this venue per stream kind, looked up once: a label lookup
+    /// hashes its values, and this runs for every message.
+    pub counted: StreamCounters,
+}
+
+/// A venue's message and byte counters, indexed by [`StreamKind`].
+#[derive(Debug)]
+pub struct StreamCounters {
+    messages: Vec<prometheus::IntCounter>,
+    bytes: Vec<prometheus::IntCounter>,
+}
+
+impl StreamCounters {
+    pub fn new(metrics: &Metrics, venue: Venue) -> StreamCounters {
+        let of = |vec: &prometheus::IntCounterVec| {
+            StreamKind::ALL
+                .iter()
+                .map(|k| vec.with_label_values(&[venue.as_str(), k.suffix()]))
+                .collect()
+        };
+        StreamCounters {
+            messages: of(&metrics.messages),
+            bytes: of(&metrics.bytes),
+        }
+    }
+
+    fn count(&self, kind: StreamKind, bytes: usize) {
+        let i = StreamKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.messages[i].inc();
+        self.bytes[i].inc_by(bytes as u64);
+    }
 }
 
 /// One connection's share of the streams.
@@ -373,14 +404,7 @@ pub async fn dispatch(ctx: &FeedCtx, text: &str) {
     let Some(route) = ctx.routes.read().ok().and_then(|r| r.get(symbol).cloned()) else {
         return;
     };
-    ctx.metrics
-        .messages
-        .with_label_values(&[venue, kind.suffix()])
-        .inc();
-    ctx.metrics
-        .bytes
-        .with_label_values(&[venue, kind.suffix()])
-        .inc_by(text.len() as u64);
+    ctx.counted.count(kind, text.len());
     match decode::event(kind, text) {
         Ok(ev) => route_event(&route, ev, received_at).await,
         Err(_) => bad(),

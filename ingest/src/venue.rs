@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::feed::{self, FeedCtx, Route, Shard, ShardCmd};
+use crate::feed::{self, FeedCtx, Route, Shard, ShardCmd, StreamCounters};
 use crate::lease::{Fence, Held};
 use crate::metrics::Metrics;
 use crate::rest_client::Rest;
@@ -132,6 +132,7 @@ impl VenueManager {
             stale_after: settings.stale_after,
             subscribe_interval: binance::rules::subscribe_interval(venue),
             shutdown: feed_stop.clone(),
+            counted: StreamCounters::new(&metrics, venue),
         });
         let per_connection = settings
             .per_connection

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Statement, Transaction};
+use tokio_postgres::{Client, Statement};
 
 use crate::copy::CopyBuf;
 use crate::hold::Hold;
@@ -476,27 +476,12 @@ impl TableWriter {
         let Some((client, copy)) = self.client.as_mut() else {
             return Ok(());
         };
-        let tx = client.transaction().await?;
-        // A live batch's id is new by construction: its ledger row follows the COPY. A spooled
-        // one may have committed before the database went away: its ledger row goes first, and
-        // the rows only if it was not there.
         let fresh = if spooled {
-            let sql = "INSERT INTO ingest_batches (batch_id, relation, rows, first_time, last_time, spooled)
-                       VALUES ($1, $2, $3, to_timestamp($4 / 1000), to_timestamp($5 / 1000), true)
-                       ON CONFLICT (batch_id) DO NOTHING";
-            ledger(&tx, sql, table, b).await? == 1
+            commit_spooled(client, copy, table, b).await?
         } else {
+            commit_live(client, copy, table, b, notes).await?;
             true
         };
-        if fresh {
-            copy_in(&tx, &*copy, b).await?;
-            let stale = finish_batch(&tx, table, b, notes, spooled).await?;
-            if !stale.is_empty() {
-                // Dropping the transaction rolls it back: nothing of the batch is stored.
-                return Err(CommitError::Fenced(stale));
-            }
-        }
-        tx.commit().await?;
         self.observe(b, fresh, started);
         Ok(())
     }
@@ -613,22 +598,86 @@ async fn prepared(
 }
 
 /// The batch's rows by binary COPY (`copy`: the table's prepared COPY statement).
-async fn copy_in(
-    tx: &Transaction<'_>,
+/// A live batch (its id is new by construction) in two round trips: `BEGIN` goes with the
+/// COPY's start, then the rows go with the ledger row, the announcements and `COMMIT` (a batch
+/// under leases waits for the fence check's answer before it commits: three). Every round trip
+/// is a wakeup of the connection and of this task: at Binance's rates each table commits every
+/// few tens of milliseconds, so they were most of ingest's CPU (bench/REPORT.md §10).
+///
+/// Pipelined statements run in order on the one session; if one fails, the transaction is
+/// aborted and the `COMMIT` behind it rolls back, and the error is returned, so the batch is
+/// spooled and written again (its ledger id makes that idempotent). On any error the caller
+/// drops the connection, which ends whatever transaction was open.
+async fn commit_live(
+    client: &Client,
     copy: &Statement,
+    table: Table,
     b: &Batch,
-) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in(copy).await?;
+    notes: Option<&Notes>,
+) -> Result<(), CommitError> {
+    let (begun, sink) = futures_util::join!(client.batch_execute("BEGIN"), client.copy_in(copy));
+    begun?;
+    let sink = sink?;
     futures_util::pin_mut!(sink);
-    sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
-    sink.finish().await?;
-    Ok(())
+    let rows = async {
+        sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
+        sink.finish().await
+    };
+    if b.fences.is_empty() {
+        let (copied, finished, committed) = futures_util::join!(
+            rows,
+            finish_batch(client, table, b, notes, false),
+            client.batch_execute("COMMIT")
+        );
+        copied?;
+        finished?;
+        return Ok(committed?);
+    }
+    let (copied, stale) = futures_util::join!(rows, finish_batch(client, table, b, notes, false));
+    copied?;
+    let stale = stale?;
+    if !stale.is_empty() {
+        // Nothing of the batch is stored.
+        client.batch_execute("ROLLBACK").await?;
+        return Err(CommitError::Fenced(stale));
+    }
+    Ok(client.batch_execute("COMMIT").await?)
+}
+
+/// A batch replayed from the spool: it may have committed before the database went away, so
+/// its ledger row goes first, and the rows only if it was not there. Returns whether they were
+/// written. Rare, so plainly one statement after another.
+async fn commit_spooled(
+    client: &mut Client,
+    copy: &Statement,
+    table: Table,
+    b: &Batch,
+) -> Result<bool, CommitError> {
+    let tx = client.transaction().await?;
+    let sql =
+        "INSERT INTO ingest_batches (batch_id, relation, rows, first_time, last_time, spooled)
+               VALUES ($1, $2, $3, to_timestamp($4 / 1000), to_timestamp($5 / 1000), true)
+               ON CONFLICT (batch_id) DO NOTHING";
+    let fresh = ledger(tx.client(), sql, table, b).await? == 1;
+    if fresh {
+        let sink = tx.copy_in(copy).await?;
+        futures_util::pin_mut!(sink);
+        sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
+        sink.finish().await?;
+        let stale = finish_batch(tx.client(), table, b, None, true).await?;
+        if !stale.is_empty() {
+            // Dropping the transaction rolls it back: nothing of the batch is stored.
+            return Err(CommitError::Fenced(stale));
+        }
+    }
+    tx.commit().await?;
+    Ok(fresh)
 }
 
 /// Runs a ledger statement whose parameters are the batch's id, relation, rows, and first and
 /// last event time in Unix ms; typed, so it goes without a prepare round trip.
 async fn ledger(
-    tx: &Transaction<'_>,
+    tx: &Client,
     sql: &str,
     table: Table,
     b: &Batch,
@@ -654,7 +703,7 @@ async fn ledger(
 /// can be read back exactly per row: each row shares its batch's `xmin` (bench/ does that).
 /// Returns the shards whose lease moved on (the batch must then be rolled back).
 async fn finish_batch(
-    tx: &Transaction<'_>,
+    tx: &Client,
     table: Table,
     b: &Batch,
     notes: Option<&Notes>,
@@ -696,7 +745,7 @@ async fn finish_batch(
 /// The batch's shards whose lease is no longer at the batch's generation. The rows are locked
 /// FOR KEY SHARE until the commit: a takeover (FOR UPDATE) waits for this batch, and once it
 /// has committed, this check sees its new generation.
-async fn stale_fences(tx: &Transaction<'_>, b: &Batch) -> Result<Vec<u32>, tokio_postgres::Error> {
+async fn stale_fences(tx: &Client, b: &Batch) -> Result<Vec<u32>, tokio_postgres::Error> {
     if b.fences.is_empty() {
         return Ok(Vec::new());
     }
