@@ -43,7 +43,7 @@ pub struct Step {
 }
 
 /// The same rows, loaded by plain COPY (one connection per table, in parallel, as ingest's
-/// writers are, but one transaction per table instead of a batch every 100 ms).
+/// writers are, but one transaction per table instead of ingest's group commits).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Ceiling {
     pub rows: u64,

@@ -74,31 +74,29 @@ pub struct FeedCtx {
     pub counted: StreamCounters,
 }
 
-/// A venue's message and byte counters, indexed by [`StreamKind`].
+/// A venue's message and byte counters per [`StreamKind`].
 #[derive(Debug)]
-pub struct StreamCounters {
-    messages: Vec<prometheus::IntCounter>,
-    bytes: Vec<prometheus::IntCounter>,
-}
+pub struct StreamCounters(Vec<(StreamKind, prometheus::IntCounter, prometheus::IntCounter)>);
 
 impl StreamCounters {
     pub fn new(metrics: &Metrics, venue: Venue) -> StreamCounters {
-        let of = |vec: &prometheus::IntCounterVec| {
+        let labels = |k: StreamKind| [venue.as_str(), k.suffix()];
+        StreamCounters(
             StreamKind::ALL
                 .iter()
-                .map(|k| vec.with_label_values(&[venue.as_str(), k.suffix()]))
-                .collect()
-        };
-        StreamCounters {
-            messages: of(&metrics.messages),
-            bytes: of(&metrics.bytes),
-        }
+                .map(|&k| {
+                    let messages = metrics.messages.with_label_values(&labels(k));
+                    (k, messages, metrics.bytes.with_label_values(&labels(k)))
+                })
+                .collect(),
+        )
     }
 
     fn count(&self, kind: StreamKind, bytes: usize) {
-        let i = StreamKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.messages[i].inc();
-        self.bytes[i].inc_by(bytes as u64);
+        if let Some((_, messages, counted)) = self.0.iter().find(|c| c.0 == kind) {
+            messages.inc();
+            counted.inc_by(bytes as u64);
+        }
     }
 }
 

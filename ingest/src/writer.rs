@@ -597,12 +597,12 @@ async fn prepared(
     Ok((client, statement))
 }
 
-/// The batch's rows by binary COPY (`copy`: the table's prepared COPY statement).
 /// A live batch (its id is new by construction) in two round trips: `BEGIN` goes with the
 /// COPY's start, then the rows go with the ledger row, the announcements and `COMMIT` (a batch
 /// under leases waits for the fence check's answer before it commits: three). Every round trip
 /// is a wakeup of the connection and of this task: at Binance's rates each table commits every
-/// few tens of milliseconds, so they were most of ingest's CPU (bench/REPORT.md §10).
+/// few tens of milliseconds, so at ×1 they were a large share of ingest's CPU (bench/REPORT.md
+/// §10).
 ///
 /// Pipelined statements run in order on the one session; if one fails, the transaction is
 /// aborted and the `COMMIT` behind it rolls back, and the error is returned, so the batch is
@@ -617,12 +617,7 @@ async fn commit_live(
 ) -> Result<(), CommitError> {
     let (begun, sink) = futures_util::join!(client.batch_execute("BEGIN"), client.copy_in(copy));
     begun?;
-    let sink = sink?;
-    futures_util::pin_mut!(sink);
-    let rows = async {
-        sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
-        sink.finish().await
-    };
+    let rows = copy_rows(sink?, b);
     if b.fences.is_empty() {
         let (copied, finished, committed) = futures_util::join!(
             rows,
@@ -660,10 +655,7 @@ async fn commit_spooled(
                ON CONFLICT (batch_id) DO NOTHING";
     let fresh = ledger(tx.client(), sql, table, b).await? == 1;
     if fresh {
-        let sink = tx.copy_in(copy).await?;
-        futures_util::pin_mut!(sink);
-        sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
-        sink.finish().await?;
+        copy_rows(tx.copy_in(copy).await?, b).await?;
         let stale = finish_batch(tx.client(), table, b, None, true).await?;
         if !stale.is_empty() {
             // Dropping the transaction rolls it back: nothing of the batch is stored.
@@ -672,6 +664,16 @@ async fn commit_spooled(
     }
     tx.commit().await?;
     Ok(fresh)
+}
+
+/// The batch's rows into a started COPY (`copy_in` of the table's prepared statement).
+async fn copy_rows(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    b: &Batch,
+) -> Result<u64, tokio_postgres::Error> {
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::copy_from_slice(&b.bytes)).await?;
+    sink.finish().await
 }
 
 /// Runs a ledger statement whose parameters are the batch's id, relation, rows, and first and
