@@ -3,6 +3,7 @@
 //! `--smoke` runs every part at tiny sizes so CI keeps the harness working (its numbers mean
 //! nothing and nothing is asserted about them).
 
+mod coldsync;
 mod export;
 mod fanout;
 mod measure;
@@ -75,7 +76,7 @@ struct Cli {
         long,
         env = "BENCH_PARTS",
         value_delimiter = ',',
-        default_value = "throughput,nominal,parse,sizing,shards,standby"
+        default_value = "throughput,nominal,coldsync,parse,sizing,shards,standby"
     )]
     parts: Vec<Part>,
 
@@ -99,6 +100,8 @@ enum Part {
     Shards,
     /// Two collectors standing by for each other (`--standby`): cost, and a `kill -9`.
     Standby,
+    /// A fresh collector syncing every book under Binance's REST budgets.
+    Coldsync,
 }
 
 fn parse_storage(s: &str) -> Result<schema::Flavor, String> {
@@ -234,6 +237,13 @@ async fn run_parts(
             nominal::run(server, plan, bin_dir, work)
                 .await
                 .context("nominal load")?,
+        );
+    }
+    if cli.parts.contains(&Part::Coldsync) {
+        r.coldsync = Some(
+            coldsync::run(server, plan, bin_dir, work)
+                .await
+                .context("cold sync")?,
         );
     }
     if cli.parts.contains(&Part::Sizing) {

@@ -34,6 +34,9 @@ pub struct Nominal {
     pub receive_latency: Vec<(String, Latency)>,
     pub gaps: f64,
     pub dropped_rows: f64,
+    /// Consumers the simulator cut for falling behind, both venues, sync and window: the
+    /// frames it lost.
+    pub sim_cut: u64,
     pub cpu_ingest: f64,
     pub cpu_graphql: f64,
     pub cpu_postgres: Option<f64>,
@@ -85,12 +88,9 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
     .await
     .context("fan-out")?;
     stack.ingest.stop().await.context("stopping ingest")?;
+    let sim_cut = stack::consumers_cut(&stack.sim);
     stack.sim.shutdown();
-    tracing::info!("storage");
-    let mut storage = Vec::new();
-    for t in ["depth_updates", "book_top", "book_ticker", "trades"] {
-        storage.push((t.to_owned(), measure::storage(&db, t).await?));
-    }
+    let storage = storage(&db).await?;
     tracing::info!("queries");
     let (queries, query_note) = time_queries(plan, &db, &http, api, iid).await?;
     stack.graphql.stop().await.context("stopping graphql")?;
@@ -116,6 +116,7 @@ pub async fn run(server: &Server, plan: &Plan, bin_dir: &Path, work: &Path) -> R
         receive_latency,
         gaps: w.counted.gaps,
         dropped_rows: w.counted.dropped_rows,
+        sim_cut,
         cpu_ingest: w.cpu_ingest,
         cpu_graphql: w.cpu_graphql,
         cpu_postgres: w.cpu_postgres,
@@ -148,20 +149,8 @@ async fn start(plan: &Plan, url: &str, bin_dir: &Path, work: &Path) -> Result<St
         usdm: Some(stack::sim_venue(Venue::Usdm, n, 1.0)),
     })
     .await?;
-    let (spot, usdm) = (
-        sim.spot.as_ref().context("spot")?,
-        sim.usdm.as_ref().context("usdm")?,
-    );
     let started = std::time::Instant::now();
-    let args = IngestArgs {
-        database_url: url.to_owned(),
-        venues: vec![
-            (Venue::Spot, spot.rest_url(), spot.ws_url()),
-            (Venue::Usdm, usdm.rest_url(), usdm.ws_url()),
-        ],
-        top: n,
-        extra: plan.ingest_args.clone(),
-    };
+    let args = IngestArgs::both_venues(&sim, url, n, &plan.ingest_args)?;
     let mut ingest = stack::spawn_ingest(bin_dir, &args, work)?;
     let mut graphql = stack::spawn_graphql(bin_dir, url, work)?;
     let http = reqwest::Client::new();
@@ -189,6 +178,16 @@ async fn start(plan: &Plan, url: &str, bin_dir: &Path, work: &Path) -> Result<St
         graphql,
         sync_secs,
     })
+}
+
+/// Bytes per row of every collected table.
+async fn storage(db: &tokio_postgres::Client) -> Result<Vec<(String, Storage)>> {
+    tracing::info!("storage");
+    let mut out = Vec::new();
+    for t in ["depth_updates", "book_top", "book_ticker", "trades"] {
+        out.push((t.to_owned(), measure::storage(db, t).await?));
+    }
+    Ok(out)
 }
 
 fn book_query() -> String {

@@ -196,6 +196,15 @@ impl Proc {
 
 /// A simulated venue at `multiplier` × Binance's rates, with a snapshot budget high enough that
 /// first syncs are not what a benchmark waits for.
+/// Consumers the simulator cut for falling behind, every venue: the frames it lost.
+pub fn consumers_cut(sim: &sim::Sim) -> u64 {
+    [&sim.spot, &sim.usdm]
+        .into_iter()
+        .flatten()
+        .map(|v| v.state().slow_consumers_cut)
+        .sum()
+}
+
 pub fn sim_venue(venue: Venue, symbols: usize, multiplier: f64) -> sim::VenueConfig {
     let mut c = sim::VenueConfig::for_venue(venue);
     c.symbols = symbols;
@@ -212,6 +221,30 @@ pub struct IngestArgs {
     pub top: usize,
     /// Extra `--flag value` pairs (an empty value: `--flag` alone).
     pub extra: Vec<(String, String)>,
+}
+
+impl IngestArgs {
+    /// Both of `sim`'s venues, their `top` symbols each.
+    pub fn both_venues(
+        sim: &sim::Sim,
+        url: &str,
+        top: usize,
+        extra: &[(String, String)],
+    ) -> Result<IngestArgs> {
+        let (spot, usdm) = (
+            sim.spot.as_ref().context("spot")?,
+            sim.usdm.as_ref().context("usdm")?,
+        );
+        Ok(IngestArgs {
+            database_url: url.to_owned(),
+            venues: vec![
+                (Venue::Spot, spot.rest_url(), spot.ws_url()),
+                (Venue::Usdm, usdm.rest_url(), usdm.ws_url()),
+            ],
+            top,
+            extra: extra.to_vec(),
+        })
+    }
 }
 
 pub fn spawn_ingest(bin_dir: &Path, a: &IngestArgs, work: &Path) -> Result<Proc> {

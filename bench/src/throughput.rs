@@ -33,6 +33,8 @@ pub struct Step {
     /// Connections lost (the simulator cuts a consumer that falls a buffer behind, as Binance
     /// does).
     pub reconnects: f64,
+    /// Consumers the simulator cut for falling behind over the whole step: the frames it lost.
+    pub sim_cut: u64,
     /// Every book synced before the window (a rate too high for that is falling behind too).
     pub synced: bool,
     pub cpu_ingest: f64,
@@ -58,6 +60,16 @@ impl Step {
             return 0.0;
         }
         self.cpu_ingest / 100.0 / self.messages_per_sec * 1e6
+    }
+
+    /// No row dropped, no gap, no frame lost by the simulator, every book synced and depth
+    /// committed in time.
+    fn keeps_up(&self) -> bool {
+        self.synced
+            && self.dropped_rows == 0.0
+            && self.gaps == 0.0
+            && self.sim_cut == 0
+            && self.depth_latency.p99 <= BEHIND_P99_MS
     }
 
     pub fn ratio(&self) -> f64 {
@@ -137,39 +149,37 @@ async fn one_step(
     let (cpu_ingest, cpu_sim) = (cpu_ingest.percent()?, cpu_sim.percent()?);
     let cpu_postgres = cpu_pg.map(|c| c.percent()).transpose()?;
     ingest.stop().await?;
+    let sim_cut = stack::consumers_cut(&sim);
     sim.shutdown();
-
     let secs = t1 - t0;
     let committed = measure::committed_rows(&db, t0, t1).await?;
     let rows: i64 = committed.iter().map(|c| c.1).sum();
-    let depth_rows = committed
-        .iter()
-        .find(|c| c.0 == "depth_updates")
-        .map_or(0, |c| c.1);
+    let depth = committed.iter().find(|c| c.0 == "depth_updates");
+    let depth_rows = depth.map_or(0, |c| c.1);
     let depth_latency = measure::latency(&db, &["depth_updates"], t0, t1).await?;
-    let (dropped_rows, gaps, reconnects) = (counted.dropped_rows, counted.gaps, counted.reconnects);
-    let kept_up =
-        synced && dropped_rows == 0.0 && gaps == 0.0 && depth_latency.p99 <= BEHIND_P99_MS;
     let ceiling = ceiling(&db, &url, t0, t1).await?;
     drop(db);
     server.drop_database(name).await?;
-    Ok(Step {
+    let mut step = Step {
         multiplier,
         symbols: plan.tp_symbols,
         messages_per_sec: counted.messages / secs,
         rows_per_sec: rows as f64 / secs,
         depth_rows_per_sec: depth_rows as f64 / secs,
         depth_latency,
-        dropped_rows,
-        gaps,
-        reconnects,
+        dropped_rows: counted.dropped_rows,
+        gaps: counted.gaps,
+        reconnects: counted.reconnects,
+        sim_cut,
         synced,
         cpu_ingest,
         cpu_postgres,
         cpu_sim,
-        kept_up,
+        kept_up: false,
         ceiling,
-    })
+    };
+    step.kept_up = step.keeps_up();
+    Ok(step)
 }
 
 /// Exports what ingest committed in the window (every table, exactly its rows, found by the

@@ -155,11 +155,17 @@ pub struct StateView {
     pub venue: &'static str,
     pub connections: usize,
     pub weight_used: u32,
+    /// Weight admitted since the start, and the budget per window.
+    pub weight_total: u64,
+    pub weight_limit: u32,
+    pub weight_window_secs: u64,
     pub frames: u64,
     pub depth_events: u64,
     pub dropped_depth_events: u64,
     pub rest_requests: u64,
     pub connections_opened: u64,
+    /// Connections cut for falling behind (frames lost to them).
+    pub slow_consumers_cut: u64,
     pub symbols: Vec<SymbolView>,
 }
 
@@ -169,11 +175,15 @@ pub fn state_view(state: &VenueState) -> StateView {
         venue: state.venue.as_str(),
         connections: state.conns.count(),
         weight_used: state.limiter.used(),
+        weight_total: state.limiter.total(),
+        weight_limit: state.limiter.limit(),
+        weight_window_secs: state.limiter.window().as_secs(),
         frames: s.frames.load(Ordering::Relaxed),
         depth_events: s.depth_events.load(Ordering::Relaxed),
         dropped_depth_events: s.dropped.load(Ordering::Relaxed),
         rest_requests: s.rest_requests.load(Ordering::Relaxed),
         connections_opened: s.connections_opened.load(Ordering::Relaxed),
+        slow_consumers_cut: s.slow_consumers.load(Ordering::Relaxed),
         symbols: state
             .symbols
             .iter()

@@ -45,6 +45,10 @@ pub struct VenueConfig {
     pub levels: usize,
     /// Depth event interval (`@100ms`).
     pub depth_interval: Duration,
+    /// Trades and book-ticker changes are generated and sent in slices of this length, as they
+    /// happen, not at the depth event's end (a whole number of slices per depth interval; a
+    /// slice longer than the interval is the interval).
+    pub publish_interval: Duration,
     /// Mean level changes per depth event for the busiest symbol.
     pub changes_per_event: f64,
     /// Multiplies all activity (benchmarks at many times Binance's rates).
@@ -92,6 +96,7 @@ impl VenueConfig {
             symbols: 10,
             levels: 2000,
             depth_interval: Duration::from_millis(100),
+            publish_interval: Duration::from_millis(10),
             changes_per_event: 12.0,
             rate_multiplier: 1.0,
             weight_limit: weight,

@@ -17,6 +17,8 @@ pub struct Limiter {
 struct LimitState {
     window_start: Instant,
     used: u32,
+    /// Weight admitted since the start, every window: what the client's requests cost.
+    total: u64,
     back_off_until: Option<Instant>,
     banned_until: Option<Instant>,
 }
@@ -38,6 +40,7 @@ impl Limiter {
             state: Mutex::new(LimitState {
                 window_start: Instant::now(),
                 used: 0,
+                total: 0,
                 back_off_until: None,
                 banned_until: None,
             }),
@@ -87,11 +90,25 @@ impl Limiter {
             });
         }
         s.used += weight;
+        s.total += u64::from(weight);
         Ok(s.used)
     }
 
     pub fn used(&self) -> u32 {
         self.state.lock().map(|s| s.used).unwrap_or(0)
+    }
+
+    /// Weight admitted since the start (refused requests cost nothing).
+    pub fn total(&self) -> u64 {
+        self.state.lock().map(|s| s.total).unwrap_or(0)
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    pub fn window(&self) -> Duration {
+        self.window
     }
 }
 
@@ -124,5 +141,10 @@ mod tests {
         );
         // A new window forgives the weight; the 429's back-off ended with the old window.
         assert_eq!(l.admit_at(10, t0 + Duration::from_secs(61)), Ok(10));
+        assert_eq!(
+            l.total(),
+            20,
+            "admitted weight of both windows, not the refused"
+        );
     }
 }

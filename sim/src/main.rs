@@ -42,6 +42,10 @@ struct Cli {
     /// Mean level changes per depth event of the busiest symbol.
     #[arg(long, env = "SIM_CHANGES_PER_EVENT", default_value_t = 12.0)]
     changes_per_event: f64,
+    /// Trades and ticker changes are generated and sent every this many milliseconds, as they
+    /// happen; depth events gather the level changes every 100 ms.
+    #[arg(long, env = "SIM_PUBLISH_INTERVAL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+    publish_interval_ms: u64,
     /// Multiplies all market activity.
     #[arg(long, env = "SIM_RATE_MULTIPLIER", default_value_t = 1.0)]
     rate_multiplier: f64,
@@ -77,6 +81,7 @@ fn venue_config(cli: &Cli, venue: Venue) -> VenueConfig {
     };
     v.symbols = cli.symbols;
     v.levels = cli.levels;
+    v.publish_interval = std::time::Duration::from_millis(cli.publish_interval_ms);
     v.changes_per_event = cli.changes_per_event;
     v.rate_multiplier = cli.rate_multiplier;
     v.max_connection_lifetime = Duration::from_secs(cli.max_connection_lifetime_secs);

@@ -134,22 +134,39 @@ impl Generator {
     /// Advances one depth interval, applying every change to `book` and numbering it after
     /// `*last_id`.
     pub fn step(&mut self, book: &mut Book, last_id: &mut u64, act: &Activity) -> Step {
-        let mut out = Step::default();
-        self.id_step = act.max_id_step;
+        self.begin_interval();
+        self.advance(book, last_id, act, 1.0)
+    }
+
+    /// Starts a depth interval: bursts and the drift move once per interval, whatever the
+    /// number of slices it is generated in.
+    pub fn begin_interval(&mut self) {
         if self.burst_left > 0 {
             self.burst_left -= 1;
         } else if self.rng.gen_bool(0.002) {
             self.burst_left = self.rng.gen_range(10..60);
         }
+        self.drift = (self.drift * 0.98 + self.rng.gen_range(-0.05..0.05)).clamp(-0.4, 0.4);
+    }
+
+    /// Generates `share` (0 < share ≤ 1) of the current depth interval's activity.
+    pub fn advance(
+        &mut self,
+        book: &mut Book,
+        last_id: &mut u64,
+        act: &Activity,
+        share: f64,
+    ) -> Step {
+        let mut out = Step::default();
+        self.id_step = act.max_id_step;
         let burst = if self.burst_left > 0 { 4.0 } else { 1.0 };
-        let mean = act.changes_per_event * act.multiplier * self.activity * burst;
+        let mean = act.changes_per_event * act.multiplier * self.activity * burst * share;
         // A spread of outcomes around the mean, including quiet intervals.
         let n = if mean < 1.0 {
             usize::from(self.rng.gen_bool(mean.max(0.0)))
         } else {
             self.rng.gen_range(0..=(2.0 * mean).round() as usize)
         };
-        self.drift = (self.drift * 0.98 + self.rng.gen_range(-0.05..0.05)).clamp(-0.4, 0.4);
         for _ in 0..n {
             self.one_change(book, last_id, act, &mut out);
         }

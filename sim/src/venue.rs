@@ -84,6 +84,9 @@ pub struct SymbolInner {
     pub replay_time_ms: Option<u64>,
     /// When the generator last published this symbol (trade and ticker times follow it).
     pub last_publish_ms: u64,
+    /// Changes generated since the last depth event, and the update id before the first:
+    /// the next depth event carries them.
+    pub pending: (u64, Vec<Change>),
     pub last_price: i64,
     pub volume_e8: i64,
     pub trade_count: u64,
@@ -103,6 +106,9 @@ pub struct Stats {
     pub connections_opened: AtomicU64,
     /// Depth snapshots served (every other one inside an event, when configured).
     pub snapshots: AtomicU64,
+    /// Connections cut because they fell `broadcast_capacity` frames behind: the frames they
+    /// missed are the only ones the simulator loses without a fault.
+    pub slow_consumers: AtomicU64,
 }
 
 /// Everything one venue's server shares.
@@ -180,6 +186,7 @@ impl VenueState {
                         last_event: None,
                         replay_time_ms: None,
                         last_publish_ms: 0,
+                        pending: (start_id, Vec::new()),
                         last_price,
                         volume_e8: 0,
                         trade_count: 0,
@@ -269,28 +276,43 @@ impl VenueState {
         }
     }
 
-    /// Publishes one generator step of one symbol as Binance frames.
+    /// Publishes one slice of a symbol's activity: its trades and ticker changes at once, its
+    /// level changes with the depth event that ends the interval (`ends_interval`).
     pub fn publish(
         &self,
         sym: &SymbolState,
         inner: &mut SymbolInner,
         step: Step,
-        prev_last_id: u64,
+        ends_interval: bool,
     ) {
         let e = now_ms();
-        // Trades and ticker changes happen through the time since the previous step, not all at
-        // its end: the k-th of n is stamped at its share of that time, the last at `e` (never
-        // before the previous step, so times only grow).
-        let interval_ms = self.cfg.depth_interval.as_millis() as u64;
-        let since = e - e
-            .saturating_sub(interval_ms)
-            .max(inner.last_publish_ms)
-            .min(e);
+        // Several trades or ticker changes of one slice happened through it, not at its end:
+        // the k-th of n is stamped at its share of the slice, the last at `e` (never before the
+        // previous slice, so times only grow).
+        let slice_ms = self.slice().as_millis() as u64;
+        let since = e - e.saturating_sub(slice_ms).max(inner.last_publish_ms).min(e);
         inner.last_publish_ms = e;
         let times = Spread { end: e, since };
         self.publish_trades(&sym.spec, inner, &step.trades, times);
         self.publish_tops(&sym.spec, &step.tops, times);
-        self.publish_depth(&sym.spec, inner, step.changes, prev_last_id, e);
+        inner.pending.1.extend(step.changes);
+        if ends_interval {
+            let (prev, changes) =
+                std::mem::replace(&mut inner.pending, (inner.last_id, Vec::new()));
+            self.publish_depth(&sym.spec, inner, changes, prev, e);
+        }
+    }
+
+    /// One slice of a depth interval (see [`VenueConfig::publish_interval`]).
+    fn slice(&self) -> Duration {
+        self.cfg.depth_interval / self.slices()
+    }
+
+    /// Slices per depth interval: at least one, and none shorter than a millisecond.
+    fn slices(&self) -> u32 {
+        let interval_ms = self.cfg.depth_interval.as_millis().max(1);
+        let per = interval_ms / self.cfg.publish_interval.as_millis().max(1);
+        u32::try_from(per.clamp(1, interval_ms)).unwrap_or(1)
     }
 
     fn publish_trades(
@@ -445,7 +467,8 @@ impl VenueState {
         }
     }
 
-    /// The generator loop: every depth interval, one step per symbol.
+    /// The generator loop: every slice of a depth interval, one slice of activity per symbol;
+    /// every interval's last slice also sends its depth events.
     pub async fn run_generator(self: Arc<Self>) {
         let act = Activity {
             changes_per_event: self.cfg.changes_per_event,
@@ -453,36 +476,54 @@ impl VenueState {
             levels: self.cfg.levels,
             max_id_step: if self.venue == Venue::Usdm { 3 } else { 1 },
         };
-        let mut tick = tokio::time::interval(self.cfg.depth_interval);
+        let slices = self.slices();
+        let mut tick = tokio::time::interval(self.slice());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let per_second = (Duration::from_secs(1).as_millis()
             / self.cfg.depth_interval.as_millis().max(1)) as u64;
-        let mut n: u64 = 0;
+        let (mut n, mut slice): (u64, u32) = (0, 0);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            let ends_interval = slice + 1 == slices;
             for sym in &self.symbols {
-                let Ok(mut guard) = sym.inner.lock() else {
-                    continue;
-                };
-                let inner = &mut *guard;
-                if inner.status != "TRADING" {
-                    continue;
-                }
-                let Some(g) = inner.generator.as_mut() else {
-                    continue;
-                };
-                let prev = inner.last_id;
-                let step = g.step(&mut inner.book, &mut inner.last_id, &act);
-                self.publish(sym, inner, step, prev);
+                self.generate_slice(sym, &act, slice, slices);
+            }
+            slice = (slice + 1) % slices;
+            if !ends_interval {
+                continue;
             }
             n += 1;
             if self.venue == Venue::Usdm && n.is_multiple_of(per_second.max(1)) {
                 self.publish_mark_prices();
             }
         }
+    }
+
+    /// Slice `slice` of `slices` of one symbol's depth interval.
+    fn generate_slice(&self, sym: &SymbolState, act: &Activity, slice: u32, slices: u32) {
+        let Ok(mut guard) = sym.inner.lock() else {
+            return;
+        };
+        let inner = &mut *guard;
+        // A symbol that stops trading still sends the depth event of what it did before.
+        let step = match inner.generator.as_mut() {
+            Some(g) if inner.status == "TRADING" => {
+                if slice == 0 {
+                    g.begin_interval();
+                }
+                g.advance(
+                    &mut inner.book,
+                    &mut inner.last_id,
+                    act,
+                    1.0 / f64::from(slices),
+                )
+            }
+            _ => Step::default(),
+        };
+        self.publish(sym, inner, step, slice + 1 == slices);
     }
 }
 

@@ -359,6 +359,7 @@ async fn connection(
                 // consumer, was what fell behind.
                 let Ok(burst) = burst(frame, &mut rx, MAX_FRAMES_PER_FLUSH) else {
                     // Lagged: a consumer this slow would be cut off by Binance too.
+                    state.stats.slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     close(&mut socket, CLOSE_POLICY, "slow consumer").await;
                     break 'conn;
                 };

@@ -548,3 +548,64 @@ async fn tickers_and_trades_of_one_step_carry_their_own_event_times() {
     );
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
 }
+
+/// Trades and ticker changes are sent as they happen, in slices of a depth interval, not held
+/// for the depth event: a message reaches its client soon after its own event time.
+#[tokio::test]
+async fn tickers_and_trades_are_sent_when_they_happen() {
+    let interval = Duration::from_millis(100);
+    let mut cfg = fast(Venue::Usdm);
+    cfg.depth_interval = interval;
+    let sim = start(None, Some(cfg)).await;
+    let h = sim.usdm.as_ref().expect("usdm");
+    let mut ws = connect(&format!(
+        "{}/public/stream?streams=btcusdt@bookTicker/btcusdt@aggTrade",
+        h.ws_url()
+    ))
+    .await;
+    let mut lags = Vec::new();
+    while lags.len() < 200 {
+        let text = next_text(&mut ws).await.expect("open");
+        let received = sim::venue::now_ms();
+        let v: sonic_rs::Value = sonic_rs::from_str(&text).expect("json");
+        let event = get_u64(v.get("data").expect("data"), "E");
+        lags.push(received.saturating_sub(event));
+    }
+    lags.sort_unstable();
+    let median = lags[lags.len() / 2];
+    // Held to the depth event's end, the median message would wait half an interval.
+    assert!(
+        median * 4 <= interval.as_millis() as u64,
+        "median wait from event time to client {median} ms (all: {lags:?})"
+    );
+}
+
+/// A consumer that stops reading is cut once it falls the buffer behind, and the cut is
+/// counted: the one way the simulator loses frames without an injected fault.
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_and_counted() {
+    let mut cfg = fast(Venue::Spot);
+    cfg.symbols = 50;
+    cfg.rate_multiplier = 20.0;
+    cfg.broadcast_capacity = 64;
+    let sim = start(Some(cfg), None).await;
+    let h = sim.spot.as_ref().expect("spot");
+    let streams: Vec<String> = h
+        .symbols()
+        .iter()
+        .map(|s| format!("{}@depth@100ms", s.to_ascii_lowercase()))
+        .collect();
+    let reader = connect(&format!(
+        "{}/stream?streams={}",
+        h.ws_url(),
+        streams.join("/")
+    ))
+    .await;
+    assert_eq!(h.state().slow_consumers_cut, 0, "nobody cut yet");
+    // `reader` is never read: the socket's buffers fill, then its broadcast queue.
+    wait_for("the idle consumer to be cut", || {
+        h.state().slow_consumers_cut >= 1
+    })
+    .await;
+    drop(reader);
+}
