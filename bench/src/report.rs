@@ -519,8 +519,8 @@ impl Report {
                      is PostgreSQL alone with the whole machine, loading rows that already exist; ingest's rows/s is \
                      bounded by what the simulator can generate and PostgreSQL absorb beside it, so the ladder's top \
                      measures the shared machine more than ingest. Ingest also does more per row than that COPY \
-                     (receive, parse, {n} books, features, encoding, a commit per table as soon as the previous one is done, with its ledger \
-                     row and NOTIFY). Closing the gap needs the load generated elsewhere (the simulator on a second \
+                     (receive, parse, {n} books, features, encoding, a commit per table lingering 2 ms for more rows, \
+                     with its ledger row and NOTIFY). Closing the gap needs the load generated elsewhere (the simulator on a second \
                      machine, or `sim --replay` of pre-recorded frames) and PostgreSQL on its own cores, as in a \
                      deployment with a managed database; then ingest alone is pushed until it falls behind.\n",
                     m = s.multiplier,
@@ -636,8 +636,9 @@ impl Report {
         if n.cpu_ingest > TARGET_CPU_PERCENT {
             let _ = writeln!(
                 o,
-                "**Why the 15 % CPU target is missed.** See the parse benchmark in section 6 for the per-message cost; at \
-                 {} messages/s parsing alone accounts for a share of it, the rest is book upkeep, features and row encoding.\n",
+                "**Why the 15 % CPU target is missed.** At {} messages/s arriving as they happen, most of ingest's CPU is \
+                 waking up: each message wakes the feed, its symbol's task and a table's writer, and each table commits \
+                 several hundred times a second. Parsing (section 6) is a small share; §10 has the profile.\n",
                 k(n.messages_per_sec)
             );
         }
