@@ -15,8 +15,8 @@ use crate::Plan;
 /// Longer than any sync within Binance's budgets at the sizes benchmarked.
 const DEADLINE: Duration = Duration::from_secs(600);
 
-/// Ingest's own share of a venue's budget (`rest_client::BUDGET_SHARE`).
-const INGEST_BUDGET_SHARE: f64 = 0.9;
+/// Ingest's own share of a venue's budget.
+const INGEST_BUDGET_SHARE: f64 = ingest::rest_client::BUDGET_SHARE;
 
 #[derive(Debug, Clone)]
 pub struct ColdSync {
@@ -37,12 +37,16 @@ pub struct VenueWeight {
 }
 
 impl VenueWeight {
+    /// Windows needed to spend `weight` at `share` of the limit.
+    pub fn windows(&self, share: f64) -> f64 {
+        let per_window = (f64::from(self.limit) * share).floor().max(1.0);
+        (self.weight as f64 / per_window).ceil().max(1.0)
+    }
+
     /// The least time to spend `weight` from the first window's start at `share` of the limit:
     /// every window but the last is spent whole, so the last opens after the others.
     pub fn minimum_secs(&self, share: f64) -> f64 {
-        let per_window = (f64::from(self.limit) * share).floor().max(1.0);
-        let windows = (self.weight as f64 / per_window).ceil().max(1.0);
-        (windows - 1.0) * self.window_secs as f64
+        (self.windows(share) - 1.0) * self.window_secs as f64
     }
 }
 
@@ -136,7 +140,6 @@ impl ColdSync {
             "| venue | symbols | weight spent | limit per window | windows needed at the limit | at ingest's 90 % |\n|---|---|---|---|---|---|"
         );
         for v in &self.venues {
-            let windows = |share: f64| v.minimum_secs(share) / v.window_secs.max(1) as f64 + 1.0;
             let _ = writeln!(
                 o,
                 "| {} | {} | {} | {} per {} s | {:.0} | {:.0} |",
@@ -145,8 +148,8 @@ impl ColdSync {
                 v.weight,
                 v.limit,
                 v.window_secs,
-                windows(1.0),
-                windows(INGEST_BUDGET_SHARE)
+                v.windows(1.0),
+                v.windows(INGEST_BUDGET_SHARE)
             );
         }
         let min = self.minimum_secs(1.0);

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::metrics::Metrics;
 
 /// Share of the budget we allow ourselves: other clients on the same IP may spend some.
-const BUDGET_SHARE: f64 = 0.9;
+pub const BUDGET_SHARE: f64 = 0.9;
 /// Without a Retry-After header, how long a 429 pauses us.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 

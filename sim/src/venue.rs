@@ -487,12 +487,11 @@ impl VenueState {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let ends_interval = slice + 1 == slices;
             for sym in &self.symbols {
                 self.generate_slice(sym, &act, slice, slices);
             }
             slice = (slice + 1) % slices;
-            if !ends_interval {
+            if slice != 0 {
                 continue;
             }
             n += 1;
