@@ -1,8 +1,8 @@
 //! The write path: one task per table commits rows by binary COPY, each batch together with
 //! its `ingest_batches` row (and, for live tables, its NOTIFY announcements). Group commit: a
 //! batch is whatever queued while the previous one was committing (up to `max_rows`), so
-//! batches grow with load and a quiet table commits a row as soon as it comes; an optional
-//! `max_delay` lingers for more rows instead. While the database is unreachable, batches go to
+//! batches grow with load; `max_delay` (`--batch-delay-ms`, 2 ms by default) lingers for more
+//! rows after a batch's first, which bounds a busy table's commits under a steady stream. While the database is unreachable, batches go to
 //! the table's [`Spool`] and are replayed in order once it is back; a replayed batch already in
 //! the ledger writes nothing.
 
@@ -31,8 +31,9 @@ pub struct WriterConfig {
     pub database_url: String,
     /// A batch holds at most this many rows.
     pub max_rows: usize,
-    /// How long a batch waits for more rows after its first. Zero (the default): group commit,
-    /// a batch is what queued while the previous one committed.
+    /// How long a batch waits for more rows after its first (`--batch-delay-ms`, 2 ms by
+    /// default). Zero: pure group commit, a batch is what queued while the previous one
+    /// committed.
     pub max_delay: Duration,
     /// Rows queued per table before producers wait (backpressure).
     pub queue: usize,
