@@ -431,9 +431,11 @@ impl Leases {
         Ok(taken.first().map(|r| r.get::<_, i64>(0)))
     }
 
-    /// With `--standby`: the resume points of the shard's warm books, read for their tasks to
-    /// continue their epochs (see `standby`); returns those instruments, whose epochs are not
-    /// to be closed. Resume points an earlier takeover left unused are forgotten.
+    /// With `--standby`: the resume points of the shard's books, read for their tasks to go
+    /// on from (see `standby`); returns the warm ones, whose epochs are not to be closed and
+    /// may be continued. A cold book's point has no open epoch: its rows of the feed and its
+    /// next epoch still start past what is stored. Resume points an earlier takeover left
+    /// unused are forgotten.
     async fn resume_warm(&self, db: &Client, instruments: &[i32]) -> Result<Vec<i32>, LeaseError> {
         let Some(standby) = &self.standby else {
             return Ok(Vec::new());
@@ -442,9 +444,13 @@ impl Leases {
             standby.take_resume(*i);
         }
         let warm = standby.warm_among(instruments);
-        if !warm.is_empty() {
-            standby.put_resume(crate::standby::resume_points(db, &warm).await?);
+        let mut points = crate::standby::resume_points(db, instruments).await?;
+        for (i, point) in &mut points {
+            if !warm.contains(i) {
+                point.open = None;
+            }
         }
+        standby.put_resume(points);
         Ok(warm)
     }
 

@@ -1,15 +1,17 @@
 //! Hot standby (`--standby`): a collector also collects the shards it does not hold, with
 //! books synced and their rows kept in memory for a while (`hold`) instead of written. When
-//! it takes such a shard over, the lease task reads where each warm book's open epoch stands in
-//! the database ([`resume_points`]) instead of closing it, and the symbol task continues that
-//! epoch: it writes what it kept past those points and goes on live. Nothing Binance sent is
-//! missing and no gap is recorded, as long as the buffer reaches back to the last row the
-//! previous holder committed.
+//! it takes such a shard over, the lease task reads where each of its books stands in the
+//! database ([`resume_points`]), leaving a warm book's open epoch open, and the symbol task
+//! continues that epoch: it writes what it kept past those points and goes on live. Nothing
+//! Binance sent is missing and no gap is recorded, as long as the buffer reaches back to the
+//! last row the previous holder committed. A book that cannot continue starts a new epoch
+//! that repeats nothing stored ([`start_past`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use book::sync::DepthEvent;
 use book::Side;
 use tokio_postgres::types::Type;
 use tokio_postgres::Client;
@@ -133,6 +135,31 @@ impl Resume {
             _ => self.keep_feed(row),
         }
     }
+}
+
+/// Where a book synced after a takeover that did not continue the stored epoch may start its
+/// epoch, so that it repeats nothing stored: `floor` is the newest stored event's id (none: no
+/// constraint). A snapshot at or past it, with its bridging events all past it, starts as
+/// usual; a book past it whose snapshot is not (fetched before the previous holder's last
+/// commit, or bridged by an event already stored) starts at the book itself, without its
+/// bridging events. `None`: the book is not past what is stored, so it must sync again.
+pub fn start_past(
+    floor: Option<u64>,
+    book_id: Option<u64>,
+    snapshot_id: u64,
+    applied: &[DepthEvent],
+) -> Option<(u64, &[DepthEvent])> {
+    let Some(floor) = floor else {
+        return Some((snapshot_id, applied));
+    };
+    let clear = match applied {
+        [] => snapshot_id > floor,
+        _ => snapshot_id >= floor && applied.iter().all(|e| e.final_update_id > floor),
+    };
+    if clear {
+        return Some((snapshot_id, applied));
+    }
+    book_id.filter(|&b| b > floor).map(|b| (b, &[][..]))
 }
 
 /// Per instrument: the latest epoch if still open, its last stored event (with that event's
@@ -330,6 +357,67 @@ mod tests {
         assert!(!r.keep_feed(&trade(5)));
         assert!(r.keep_feed(&trade(6)));
         assert!(!r.keep_feed(&depth(11, Side::Bid, 1)), "not the feed's");
+    }
+
+    fn event(first: u64, last: u64) -> DepthEvent {
+        DepthEvent {
+            event_time_ms: last,
+            first_update_id: first,
+            final_update_id: last,
+            prev_final_update_id: None,
+            bids: vec![],
+            asks: vec![],
+        }
+    }
+
+    #[test]
+    fn without_a_floor_a_sync_starts_as_it_is() {
+        let bridge = [event(8, 12)];
+        assert_eq!(
+            start_past(None, Some(12), 9, &bridge),
+            Some((9, &bridge[..]))
+        );
+    }
+
+    #[test]
+    fn a_sync_past_what_is_stored_starts_as_it_is() {
+        let bridge = [event(10, 14)];
+        assert_eq!(
+            start_past(Some(10), Some(14), 11, &bridge),
+            Some((11, &bridge[..]))
+        );
+        assert_eq!(
+            start_past(Some(10), Some(14), 10, &[event(11, 14)]).map(|s| s.0),
+            Some(10),
+            "a snapshot at the last stored event"
+        );
+    }
+
+    /// A snapshot fetched before the previous holder's last commit: its bridging event is
+    /// stored already, so the epoch starts at the book, past it.
+    #[test]
+    fn a_snapshot_behind_what_is_stored_starts_at_the_book() {
+        let bridge = [event(8, 10), event(11, 13)];
+        assert_eq!(
+            start_past(Some(10), Some(13), 9, &bridge),
+            Some((13, &[][..]))
+        );
+        // USD-M: the event that ends at the snapshot bridges it, and is stored already.
+        assert_eq!(
+            start_past(Some(10), Some(10), 10, &[event(7, 10)]),
+            None,
+            "the book is not past what is stored"
+        );
+    }
+
+    #[test]
+    fn a_book_not_past_what_is_stored_syncs_again() {
+        assert_eq!(start_past(Some(10), Some(10), 10, &[]), None);
+        assert_eq!(start_past(Some(10), Some(9), 7, &[event(5, 9)]), None);
+        assert_eq!(
+            start_past(Some(10), Some(11), 11, &[]).map(|s| s.0),
+            Some(11)
+        );
     }
 
     #[test]

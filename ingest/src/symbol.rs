@@ -145,6 +145,9 @@ struct State {
     /// A new window, taken at the next event with a checkpoint of its own (mid-epoch, so a
     /// stored book never mixes two windows).
     next_window: Option<Option<u32>>,
+    /// After a takeover that did not continue the stored epoch: the newest stored event's id,
+    /// which the next epoch must not repeat (see [`crate::standby::start_past`]).
+    floor: Option<u64>,
 }
 
 impl State {
@@ -174,6 +177,7 @@ impl SymbolTask {
             since: SinceCheckpoint::default(),
             window: *self.depth_levels.borrow_and_update(),
             next_window: None,
+            floor: None,
         };
         let mut top_tick = tokio::time::interval(self.cfg.top_every);
         top_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -371,8 +375,16 @@ impl SymbolTask {
         }
     }
 
-    /// A book just synced: its epoch starts.
+    /// A book just synced: its epoch starts, unless it would repeat what a previous holder
+    /// stored (then the book syncs again).
     async fn begin(&self, st: &mut State, snapshot_id: u64, applied: &[DepthEvent]) {
+        let start =
+            crate::standby::start_past(st.floor, st.machine.book_id(), snapshot_id, applied);
+        let Some((snapshot_id, applied)) = start else {
+            tracing::info!(venue = self.venue(), symbol = %self.inst.symbol, snapshot_id, "synced behind what the previous holder stored; syncing again");
+            return st.machine.reset();
+        };
+        st.floor = None;
         if let Some(w) = st.next_window.take() {
             st.window = w;
         }
@@ -414,12 +426,9 @@ impl SymbolTask {
                     .await;
             }
             st.epoch = None;
-            let ahead = |id: u64| resume.last_depth.is_none_or(|stored| id > stored);
-            match (st.machine.is_synced(), st.machine.book_id()) {
-                (true, Some(id)) if ahead(id) => self.begin(st, id, &[]).await,
-                // Behind what is stored: a new epoch would repeat it; sync again instead.
-                (true, _) => st.machine.reset(),
-                _ => {}
+            st.floor = resume.last_depth;
+            if let Some(id) = st.machine.book_id() {
+                self.begin(st, id, &[]).await;
             }
             "restarted"
         };

@@ -289,8 +289,9 @@ impl VenueManager {
     }
 
     /// The writer of a symbol task collecting under `fence`, and with `--standby` its role and
-    /// promotion's sender. A live symbol of a shard just taken whose resume point waits (its
-    /// standby task ended before it was promoted) starts promoted, so the open epoch is ended.
+    /// promotion's sender. A live symbol of a shard just taken whose resume point waits (it
+    /// had no standby task, or that ended before it was promoted) starts promoted: it ends an
+    /// open epoch it cannot continue, and repeats nothing stored.
     fn task_writer(
         &self,
         inst: &Instrument,

@@ -303,7 +303,7 @@ impl TableWriter {
     async fn collect(&self, first: Item, rx: &mut mpsc::Receiver<Item>) -> Collected {
         let deadline = tokio::time::Instant::now() + self.cfg.max_delay;
         let linger = !self.cfg.max_delay.is_zero();
-        let held: Option<Held> = self.cfg.held.as_ref().map(|v| v.borrow().clone());
+        let mut held: Option<Held> = self.cfg.held.as_ref().map(|v| v.borrow().clone());
         let mut buf = CopyBuf::new();
         let mut notes = crate::notify::channel(self.table).map(|_| Notes::default());
         let (mut lo, mut hi) = (u64::MAX, 0);
@@ -320,8 +320,8 @@ impl TableWriter {
                     break;
                 }
             };
-            match (fence, held.as_ref()) {
-                (Some(f), Some(h)) if !h.holds(f) => lost += 1,
+            match fence {
+                Some(f) if !self.holds(&mut held, f) => lost += 1,
                 _ => {
                     if let Some(f) = fence.filter(|f| !fences.contains(f)) {
                         fences.push(f);
@@ -377,6 +377,25 @@ impl TableWriter {
             closed,
             barrier,
         }
+    }
+
+    /// Whether `fence` is held: by `held` (the view as this batch last read it), else by the
+    /// view as it stands now, which `held` then becomes. A lease may be taken while a batch
+    /// is collected, and the symbols it promotes send their rows at once: judged by the view
+    /// at the batch's start, they would be left out as if the lease were lost, silently.
+    fn holds(&self, held: &mut Option<Held>, fence: Fence) -> bool {
+        let Some(view) = &self.cfg.held else {
+            return true;
+        };
+        if held.as_ref().is_some_and(|h| h.holds(fence)) {
+            return true;
+        }
+        let now = view.borrow();
+        if !now.holds(fence) {
+            return false;
+        }
+        *held = Some(now.clone());
+        true
     }
 
     async fn connect(&mut self) -> bool {
@@ -850,6 +869,32 @@ mod tests {
             .fenced_rows
             .with_label_values(&["sync_events"]);
         assert_eq!(lost.get(), 2);
+    }
+
+    /// A lease taken while a batch is being collected: the rows its symbols send at once
+    /// (a promoted standby's kept rows) are in the batch, not left out as if the lease were
+    /// lost.
+    #[tokio::test(start_paused = true)]
+    async fn rows_of_a_lease_taken_during_the_batch_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = writer(100, Duration::from_millis(50), dir.path());
+        let view: HeldView = Arc::new(tokio::sync::watch::Sender::new(Held::default()));
+        w.cfg.held = Some(view.clone());
+        let taken = Fence {
+            shard: 3,
+            generation: 2,
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            view.send_modify(|h| {
+                h.shards.insert(taken.shard, taken.generation);
+            });
+            tx.send(fenced_row(20, Some(taken))).await.expect("queued");
+        });
+        let c = w.collect(row(10), &mut rx).await;
+        assert_eq!((c.batch.rows, c.batch.last_ms), (2, 20));
+        assert_eq!(c.batch.fences, vec![taken]);
     }
 
     /// A barrier ends the batch it follows and comes back with it; what was queued after it

@@ -764,6 +764,15 @@ async fn a_hot_standby_takes_over_without_a_gap(path: StoragePath) {
         survivor.counter(warm).await + c.counter(warm).await == books
     })
     .await;
+    // No lease was lost: a row left out as if one were would be a hole in an epoch.
+    for who in [&survivor, &c] {
+        assert_eq!(
+            who.counter("depthbook_ingest_fenced_rows_total").await,
+            0.0,
+            "{}: no row left out",
+            who.name
+        );
+    }
 
     drop((survivor, c));
     check_no_duplicates(&db).await;
