@@ -446,7 +446,8 @@ impl Leases {
         let warm = standby.warm_among(instruments);
         let mut points = crate::standby::resume_points(db, instruments).await?;
         for (i, point) in &mut points {
-            if !warm.contains(i) {
+            point.warm = warm.contains(i);
+            if !point.warm {
                 point.open = None;
             }
         }

@@ -91,6 +91,9 @@ pub struct OpenEpoch {
 /// writes only what lies beyond.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Resume {
+    /// The book was synced standing by when its shard was taken. A cold book's point serves
+    /// only its standby task; a task started after the takeover needs none.
+    pub warm: bool,
     pub open: Option<OpenEpoch>,
     /// The newest stored event's update id, in any epoch: a book that starts a new epoch must
     /// be past it.
@@ -221,6 +224,7 @@ pub async fn resume_points(
             _ => None,
         };
         let resume = Resume {
+            warm: true,
             open,
             last_top: ms(r.get(7)),
             last_ticker: id(r.get(8)),

@@ -289,9 +289,9 @@ impl VenueManager {
     }
 
     /// The writer of a symbol task collecting under `fence`, and with `--standby` its role and
-    /// promotion's sender. A live symbol of a shard just taken whose resume point waits (it
-    /// had no standby task, or that ended before it was promoted) starts promoted: it ends an
-    /// open epoch it cannot continue, and repeats nothing stored.
+    /// promotion's sender. A live symbol of a shard just taken whose warm book's resume point
+    /// waits (its standby task ended before it was promoted) starts promoted, so the open
+    /// epoch is ended.
     fn task_writer(
         &self,
         inst: &Instrument,
@@ -300,7 +300,9 @@ impl VenueManager {
         let Some(shared) = self.standby.clone() else {
             return (self.writer.fenced(fence), None, None);
         };
-        let resume = fence.and_then(|_| shared.take_resume(inst.id));
+        let resume = fence
+            .and_then(|_| shared.take_resume(inst.id))
+            .filter(|r| r.warm);
         if fence.is_some() && resume.is_none() {
             return (self.writer.fenced(fence), None, None);
         }
