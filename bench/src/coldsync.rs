@@ -15,9 +15,6 @@ use crate::Plan;
 /// Longer than any sync within Binance's budgets at the sizes benchmarked.
 const DEADLINE: Duration = Duration::from_secs(600);
 
-/// Ingest's own share of a venue's budget.
-const INGEST_BUDGET_SHARE: f64 = ingest::rest_client::BUDGET_SHARE;
-
 #[derive(Debug, Clone)]
 pub struct ColdSync {
     pub books: usize,
@@ -149,11 +146,11 @@ impl ColdSync {
                 v.limit,
                 v.window_secs,
                 v.windows(1.0),
-                v.windows(INGEST_BUDGET_SHARE)
+                v.windows(ingest::rest_client::BUDGET_SHARE)
             );
         }
         let min = self.minimum_secs(1.0);
-        let min_share = self.minimum_secs(INGEST_BUDGET_SHARE);
+        let min_share = self.minimum_secs(ingest::rest_client::BUDGET_SHARE);
         let against = if min > 0.0 {
             format!(
                 "{:+.0} % over the minimum at the limits",

@@ -346,6 +346,27 @@ impl VenueManager {
         self.update_gauges();
     }
 
+    /// Restarts `lower`'s task under `fence` (a lease taken again under a new generation, or
+    /// a role that changed) on the streams it has. The old task ends its epoch; the new one
+    /// syncs on the same subscription. Unsubscribing and subscribing again instead would leave
+    /// the new book a gap right after its sync: events go by between the two requests, which a
+    /// connection may only send `subscribe_interval` apart.
+    fn restart(&mut self, lower: &str, fence: Option<Fence>) {
+        let Some(inst) = self.active.get(lower).map(|a| a.inst.clone()) else {
+            return;
+        };
+        let (stop, done, depth_levels, promote) = self.start_task(&inst, fence);
+        let Some(a) = self.active.get_mut(lower) else {
+            return;
+        };
+        std::mem::replace(&mut a.stop, stop).cancel();
+        self.stopped.push(std::mem::replace(&mut a.done, done));
+        a.depth_levels = depth_levels;
+        a.fence = fence;
+        a.promote = promote;
+        tracing::info!(venue = self.venue.as_str(), symbol = %inst.symbol, "restarted under a new lease");
+    }
+
     fn update_gauges(&self) {
         self.metrics
             .symbols
@@ -406,7 +427,8 @@ impl VenueManager {
     }
 
     /// Starts and stops symbols to match the universe and the assignment; a symbol whose lease
-    /// was taken again under a new generation restarts (a new epoch). Returns (added, removed).
+    /// was taken again under a new generation, or whose role changed, restarts in place (a new
+    /// epoch). Returns the tasks (started, stopped); a restart counts in both.
     fn apply(&mut self) -> (usize, usize) {
         let standby = self.standby.is_some();
         let wanted: HashMap<String, (Instrument, Option<Fence>)> = self
@@ -423,12 +445,22 @@ impl VenueManager {
         self.promote(&wanted);
         let gone: Vec<String> = self
             .active
-            .iter()
-            .filter(|(s, a)| wanted.get(*s).is_none_or(|(_, f)| *f != a.fence))
-            .map(|(s, _)| s.clone())
+            .keys()
+            .filter(|s| !wanted.contains_key(*s))
+            .cloned()
             .collect();
         for s in &gone {
             self.remove(s);
+        }
+        let moved: Vec<(String, Option<Fence>)> = self
+            .active
+            .iter()
+            .filter_map(|(s, a)| Some((s, wanted.get(s)?.1)).filter(|(_, f)| *f != a.fence))
+            .map(|(s, f)| (s.clone(), f))
+            .collect();
+        let restarted = moved.len();
+        for (s, fence) in moved {
+            self.restart(&s, fence);
         }
         let mut new = Vec::new();
         for (lower, (inst, fence)) in wanted {
@@ -448,6 +480,6 @@ impl VenueManager {
             tracing::info!(venue = self.venue.as_str(), added, "new symbols");
             self.add(new);
         }
-        (added, gone.len())
+        (added + restarted, gone.len() + restarted)
     }
 }

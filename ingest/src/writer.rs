@@ -2,9 +2,9 @@
 //! its `ingest_batches` row (and, for live tables, its NOTIFY announcements). Group commit: a
 //! batch is whatever queued while the previous one was committing (up to `max_rows`), so
 //! batches grow with load; `max_delay` (`--batch-delay-ms`, 2 ms by default) lingers for more
-//! rows after a batch's first, which bounds a busy table's commits under a steady stream. While the database is unreachable, batches go to
-//! the table's [`Spool`] and are replayed in order once it is back; a replayed batch already in
-//! the ledger writes nothing.
+//! rows after a batch's first, which bounds a busy table's commits under a steady stream.
+//! While the database is unreachable, batches go to the table's [`Spool`] and are replayed in
+//! order once it is back; a replayed batch already in the ledger writes nothing.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
