@@ -6,6 +6,7 @@
 mod coldsync;
 mod export;
 mod fanout;
+mod flatout;
 mod measure;
 mod narrow;
 mod nominal;
@@ -76,7 +77,7 @@ struct Cli {
         long,
         env = "BENCH_PARTS",
         value_delimiter = ',',
-        default_value = "throughput,nominal,coldsync,parse,sizing,shards,standby"
+        default_value = "throughput,nominal,coldsync,flatout,parse,sizing,shards,standby"
     )]
     parts: Vec<Part>,
 
@@ -102,6 +103,8 @@ enum Part {
     Standby,
     /// A fresh collector syncing every book under Binance's REST budgets.
     Coldsync,
+    /// The real recordings replayed flat out.
+    Flatout,
 }
 
 fn parse_storage(s: &str) -> Result<schema::Flavor, String> {
@@ -245,6 +248,11 @@ async fn run_parts(
                 .await
                 .context("cold sync")?,
         );
+    }
+    if cli.parts.contains(&Part::Flatout) {
+        r.flatout = flatout::run(server, plan, bin_dir, work)
+            .await
+            .context("real recordings, flat out")?;
     }
     if cli.parts.contains(&Part::Sizing) {
         r.sizing = sizing::run(server, bin_dir, work).await.context("sizing")?;

@@ -56,8 +56,17 @@ impl CpuWindow {
 
     /// Percent of one core since `start`.
     pub fn percent(&self) -> anyhow::Result<f64> {
-        let used = cpu_seconds(self.pid, self.children)? - self.start_cpu;
-        Ok(100.0 * used / self.start.elapsed().as_secs_f64().max(1e-9))
+        Ok(100.0 * self.seconds()? / self.elapsed().max(1e-9))
+    }
+
+    /// Seconds since `start`.
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// CPU seconds used since `start`.
+    pub fn seconds(&self) -> anyhow::Result<f64> {
+        Ok(cpu_seconds(self.pid, self.children)? - self.start_cpu)
     }
 }
 

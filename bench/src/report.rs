@@ -142,6 +142,7 @@ pub struct Report {
     pub shards: Option<crate::shards::Shards>,
     pub standby: Option<crate::standby::Standby>,
     pub coldsync: Option<crate::coldsync::ColdSync>,
+    pub flatout: Option<Vec<crate::flatout::Flat>>,
 }
 
 fn mb(b: u64) -> String {
@@ -233,6 +234,9 @@ impl Report {
         if let Some(c) = &self.coldsync {
             c.render(&mut o);
         }
+        if let Some(f) = &self.flatout {
+            crate::flatout::render(f, &mut o);
+        }
         self.reproduce(&mut o);
         o
     }
@@ -273,6 +277,9 @@ impl Report {
                 );
             }
         }
+        if let Some((goal, measured, ok)) = self.flatout_goal() {
+            row(&goal, measured, ok);
+        }
         if let Some((goal, measured, ok)) = self.cold_sync_goal() {
             row(&goal, measured, ok);
         }
@@ -311,6 +318,25 @@ impl Report {
             }
         }
         let _ = writeln!(o);
+    }
+
+    /// The CPU ratio on the largest real recording replayed flat out.
+    fn flatout_goal(&self) -> Option<(String, String, bool)> {
+        let f = self
+            .flatout
+            .as_deref()?
+            .iter()
+            .max_by(|a, b| a.played.messages.total_cmp(&b.played.messages))?;
+        let r = f.ratio()?;
+        Some((
+            format!("the same, real recordings flat out (§12, the largest) ≤ {GOAL_CPU_RATIO}"),
+            format!(
+                "{r:.2} ({}, {} msg/s)",
+                f.recording,
+                k(f.played.messages / f.played.secs.max(1e-9))
+            ),
+            r <= GOAL_CPU_RATIO,
+        ))
     }
 
     /// The cold-sync goal's row: goal, measurement, met. None when the weight fit in one

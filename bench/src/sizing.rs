@@ -16,6 +16,7 @@ use sim::{Sim, SimConfig};
 use tokio_postgres::Client;
 
 use crate::measure::{self, Storage};
+use crate::procstat::CpuWindow;
 use crate::stack::{self, IngestArgs, Server};
 
 /// How fast a recording is replayed: its own pace times this (the rates come from its event
@@ -66,7 +67,7 @@ pub fn corpus() -> Option<PathBuf> {
     root.join("README.md").is_file().then_some(root)
 }
 
-fn recordings(root: &Path) -> Result<Vec<PathBuf>> {
+pub fn recordings(root: &Path) -> Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("messages.jsonl").is_file())
@@ -75,7 +76,7 @@ fn recordings(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn venue_of(dir: &Path) -> Venue {
+pub fn venue_of(dir: &Path) -> Venue {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     if name.is_some_and(|n| n.starts_with("usdm")) {
         Venue::Usdm
@@ -84,18 +85,19 @@ fn venue_of(dir: &Path) -> Venue {
     }
 }
 
+/// What a recording holds of one symbol.
 #[derive(Default)]
-struct Count {
-    levels: u64,
-    events: u64,
-    tickers: u64,
-    trades: u64,
-    last_update_id: i64,
+pub struct Count {
+    pub levels: u64,
+    pub events: u64,
+    pub tickers: u64,
+    pub trades: u64,
+    pub last_update_id: i64,
 }
 
 /// Per symbol: what the recording holds, and the span of its event times in seconds. The
 /// recording is read as `sim` replays it (`sim::replay::load`).
-fn count(dir: &Path) -> Result<(BTreeMap<String, Count>, f64, bool)> {
+pub fn count(dir: &Path) -> Result<(BTreeMap<String, Count>, f64, bool)> {
     let data = sim::replay::load(&sim::replay::ReplayConfig {
         dir: dir.to_owned(),
         speed: REPLAY_SPEED,
@@ -142,20 +144,42 @@ fn rates(dir: &Path, by: &BTreeMap<String, Count>, span: f64, has_trades: bool) 
         .collect()
 }
 
-/// Replays one recording into the database at `url` and waits until every depth event and
-/// ticker is stored.
-async fn replay(
+/// What one replay cost, from every book synced to the whole recording stored.
+#[derive(Debug, Clone, Default)]
+pub struct Played {
+    /// Every book synced to the last batch committed (the database's clock).
+    pub secs: f64,
+    /// Messages ingest received, and rows it committed, in that time.
+    pub messages: f64,
+    pub rows: i64,
+    /// CPU seconds of ingest, of PostgreSQL (with its backends) and of this harness (the
+    /// simulator), over the same window.
+    pub cpu_ingest: f64,
+    pub cpu_postgres: Option<f64>,
+    pub cpu_sim: f64,
+    /// The CPU window's length: to the moment the whole recording was seen stored.
+    pub cpu_secs: f64,
+    pub gaps: f64,
+    pub dropped_rows: f64,
+    /// Consumers the simulator cut for falling a buffer behind: frames lost.
+    pub sim_cut: u64,
+}
+
+/// Replays one recording (`speed` times its pace; 0 flat out) into the database at `url` and
+/// waits until every depth event and ticker is stored.
+pub async fn replay(
     dir: &Path,
     by: &BTreeMap<String, Count>,
     url: &str,
-    bin_dir: &Path,
-    work: &Path,
-) -> Result<()> {
+    run: (&Path, &Path, Option<i32>),
+    speed: f64,
+) -> Result<Played> {
+    let (bin_dir, work, postmaster) = run;
     let venue = venue_of(dir);
     let mut cfg = sim::VenueConfig::for_venue(venue);
     cfg.replay = Some(sim::replay::ReplayConfig {
         dir: dir.to_owned(),
-        speed: REPLAY_SPEED,
+        speed,
     });
     cfg.weight_limit = 1_000_000;
     let sim = Sim::start(SimConfig {
@@ -182,10 +206,45 @@ async fn replay(
     };
     let mut ingest = stack::spawn_ingest(bin_dir, &args, work)?;
     let db = stack::connect(url).await?;
+    let mut played = measure_until_stored(&db, &mut ingest, venue, by, postmaster).await?;
+    ingest.stop().await?;
+    played.sim_cut = stack::consumers_cut(&sim);
+    sim.shutdown();
+    Ok(played)
+}
+
+/// From every book synced (polled closely: flat out, the replay waits for each book's first
+/// snapshot, so the bulk follows) until every depth event and ticker of `by` is stored.
+async fn measure_until_stored(
+    db: &Client,
+    ingest: &mut stack::Proc,
+    venue: Venue,
+    by: &BTreeMap<String, Count>,
+    postmaster: Option<i32>,
+) -> Result<Played> {
+    let names: Vec<&str> = by
+        .iter()
+        .filter(|(_, c)| c.events > 0)
+        .map(|(s, _)| s.as_str())
+        .collect();
+    let (http, addr, books) = (&reqwest::Client::new(), ingest.addr, names.len() as f64);
+    let synced = || async move {
+        stack::scrape(http, addr)
+            .await
+            .is_ok_and(|t| stack::metric_sum(&t, "depthbook_ingest_books_synced") >= books)
+    };
+    let (deadline, every) = (Duration::from_secs(120), Duration::from_millis(2));
+    stack::poll_until("every book synced", deadline, every, ingest, synced).await?;
+    tracing::info!("every book synced; measuring until the recording is stored");
+    let before = stack::IngestCounters::scrape(http, addr).await?;
+    let (t0, cpu) = (
+        measure::db_now(db).await?,
+        Cpu::start(ingest.pid, postmaster)?,
+    );
     let want: i64 = by.values().map(|c| c.last_update_id).sum();
     let tickers: i64 = by.values().map(|c| c.tickers as i64).sum();
-    let (db, names) = (&db, &symbols);
-    stack::wait_for("the whole recording stored", Duration::from_secs(600), &mut ingest, || async move {
+    let names = &names;
+    stack::wait_for("the whole recording stored", Duration::from_secs(600), ingest, || async move {
         let stored = db
             .query_one(
                 "SELECT (SELECT coalesce(sum(m), 0)::int8 FROM (SELECT max(update_id) AS m FROM depth_updates d
@@ -199,7 +258,57 @@ async fn replay(
         stored.is_ok_and(|r| r.get::<_, i64>(0) == want && r.get::<_, i64>(1) >= tickers)
     })
     .await?;
-    ingest.stop().await
+    let (cpu_ingest, cpu_postgres, cpu_sim) = cpu.seconds()?;
+    let cpu_secs = cpu.elapsed();
+    let counted = stack::IngestCounters::scrape(http, addr)
+        .await?
+        .since(&before);
+    let ledger = db
+        .query_one(
+            "SELECT coalesce(sum(rows), 0)::int8, extract(epoch FROM max(committed_at))::float8
+             FROM ingest_batches WHERE committed_at >= to_timestamp($1)",
+            &[&t0],
+        )
+        .await?;
+    Ok(Played {
+        secs: ledger.get::<_, Option<f64>>(1).map_or(0.0, |t| t - t0),
+        messages: counted.messages,
+        rows: ledger.get(0),
+        cpu_ingest,
+        cpu_postgres,
+        cpu_sim,
+        cpu_secs,
+        gaps: counted.gaps,
+        dropped_rows: counted.dropped_rows,
+        sim_cut: 0,
+    })
+}
+
+/// CPU windows of ingest, PostgreSQL and this harness, started together.
+struct Cpu(CpuWindow, Option<CpuWindow>, CpuWindow);
+
+impl Cpu {
+    fn start(ingest: i32, postmaster: Option<i32>) -> Result<Cpu> {
+        Ok(Cpu(
+            CpuWindow::start(ingest, false)?,
+            postmaster.map(|p| CpuWindow::start(p, true)).transpose()?,
+            CpuWindow::start(std::process::id() as i32, false)?,
+        ))
+    }
+
+    /// Seconds since the start.
+    fn elapsed(&self) -> f64 {
+        self.0.elapsed()
+    }
+
+    /// CPU seconds since the start: (ingest, PostgreSQL, harness).
+    fn seconds(&self) -> Result<(f64, Option<f64>, f64)> {
+        Ok((
+            self.0.seconds()?,
+            self.1.as_ref().map(CpuWindow::seconds).transpose()?,
+            self.2.seconds()?,
+        ))
+    }
 }
 
 /// Exports every instrument's whole range of `t` in both formats, in memory.
@@ -253,7 +362,7 @@ pub async fn run(server: &Server, bin_dir: &Path, work: &Path) -> Result<Option<
     for dir in recordings(&root)? {
         let (by, span, has_trades) = count(&dir)?;
         tracing::info!(recording = %dir.display(), "replaying");
-        replay(&dir, &by, &url, bin_dir, work).await?;
+        replay(&dir, &by, &url, (bin_dir, work, None), REPLAY_SPEED).await?;
         s.rates.extend(rates(&dir, &by, span, has_trades));
         s.windows
             .extend(crate::windows::measure(&dir, venue_of(&dir))?);

@@ -368,9 +368,19 @@ pub async fn wait_synced(
 }
 
 /// Polls until `f` holds, failing after `deadline`; `proc` is checked for an early exit.
-pub async fn wait_for<F, Fut>(
+pub async fn wait_for<F, Fut>(what: &str, deadline: Duration, proc: &mut Proc, f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    poll_until(what, deadline, Duration::from_millis(200), proc, f).await
+}
+
+/// [`wait_for`], polling every `every`.
+pub async fn poll_until<F, Fut>(
     what: &str,
     deadline: Duration,
+    every: Duration,
     proc: &mut Proc,
     mut f: F,
 ) -> Result<()>
@@ -389,7 +399,7 @@ where
         if start.elapsed() > deadline {
             bail!("timed out after {deadline:?} waiting for {what}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -7,7 +7,10 @@
 //! * `snapshots/<SYMBOL>.json`: the REST depth snapshot recorded beside the stream.
 //!
 //! Messages are sent byte for byte as recorded, paced by their event times (`speed` times as
-//! fast; 0 = as fast as possible). Depth events after a symbol's snapshot are applied to its
+//! fast), or flat out (0): as fast as the slowest subscriber reads, never so fast that one
+//! falls a buffer behind and is cut. Flat out, a symbol's first depth event waits for its first
+//! REST snapshot (a book keeper asks for one once it has buffered an event), so a book can sync
+//! before the recording has gone by. Depth events after a symbol's snapshot are applied to its
 //! book, so REST snapshots and the ground truth follow the replay. Playback starts when the
 //! first WebSocket client connects.
 
@@ -30,7 +33,7 @@ use crate::venue::{Frame, VenueState};
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
     pub dir: PathBuf,
-    /// Pace multiplier; 0 sends everything as fast as possible.
+    /// Pace multiplier; 0 sends flat out, as fast as the slowest subscriber reads.
     pub speed: f64,
 }
 
@@ -248,11 +251,50 @@ pub fn install(state: &VenueState, data: &ReplayData) {
 /// subscribed before it starts anyway.
 const AUDIENCE_WAIT: Duration = Duration::from_secs(30);
 
-/// Sends the recording once, paced by event time, starting when every stream it holds has a
-/// subscriber (a frame played to nobody would be lost; a client subscribes after it connects,
-/// and a collector spreads streams over several connections), or `AUDIENCE_WAIT` after the
-/// first client connected.
-pub async fn run(state: Arc<VenueState>, data: ReplayData) {
+/// Flat out, a frame waits while more than this share of the broadcast buffer is unread: the
+/// slowest subscriber sets the pace and none falls the whole buffer behind (which cuts it).
+const FLAT_OUT_BACKLOG_SHARE: usize = 4;
+
+/// Frames sent flat out between two yields to the runtime, so the connections' tasks run.
+const FLAT_OUT_BURST: usize = 256;
+
+/// Flat out, how long a symbol's first depth event waits for someone to fetch its snapshot.
+const FLAT_OUT_SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until a snapshot of `symbol` was served, at most `FLAT_OUT_SNAPSHOT_WAIT`; false on
+/// shutdown.
+async fn snapshot_served(state: &VenueState, symbol: &str) -> bool {
+    let Some(sym) = state.symbol(symbol) else {
+        return true;
+    };
+    let start = tokio::time::Instant::now();
+    while sym.inner.lock().is_ok_and(|i| i.snapshots_served == 0)
+        && start.elapsed() < FLAT_OUT_SNAPSHOT_WAIT
+    {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    true
+}
+
+/// Waits until the slowest subscriber has read all but `1 / FLAT_OUT_BACKLOG_SHARE` of the
+/// buffer; false on shutdown.
+async fn backlog_drained(state: &VenueState) -> bool {
+    let limit = (state.cfg.broadcast_capacity / FLAT_OUT_BACKLOG_SHARE).max(1);
+    while state.tx.len() >= limit {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+    }
+    true
+}
+
+/// Waits until every recorded stream is subscribed, or `AUDIENCE_WAIT` after the first client
+/// connected; false on shutdown.
+async fn audience(state: &VenueState, data: &ReplayData) -> bool {
     let streams: std::collections::BTreeSet<&str> = data
         .messages
         .iter()
@@ -263,22 +305,41 @@ pub async fn run(state: Arc<VenueState>, data: ReplayData) {
         if state.tx.receiver_count() > 0 {
             let since = *first_client.get_or_insert_with(tokio::time::Instant::now);
             if streams.iter().all(|s| state.conns.subscribed(s)) {
-                break;
+                return true;
             }
             if since.elapsed() >= AUDIENCE_WAIT {
                 tracing::warn!("replay starting although not every recorded stream is subscribed");
-                break;
+                return true;
             }
         }
         tokio::select! {
-            _ = state.shutdown.cancelled() => return,
+            _ = state.shutdown.cancelled() => return false,
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
     }
+}
+
+/// Sends the recording once, paced by event time, starting when every stream it holds has a
+/// subscriber (a frame played to nobody would be lost; a client subscribes after it connects,
+/// and a collector spreads streams over several connections), or `AUDIENCE_WAIT` after the
+/// first client connected.
+pub async fn run(state: Arc<VenueState>, data: ReplayData) {
+    if !audience(&state, &data).await {
+        return;
+    }
     let start = tokio::time::Instant::now();
     let first_e = data.messages.iter().find_map(|m| m.event_time);
-    for m in &data.messages {
-        if let (Some(e0), Some(e), true) = (first_e, m.event_time, data.speed > 0.0) {
+    let flat_out = data.speed <= 0.0;
+    let mut announced = std::collections::HashSet::new();
+    for (i, m) in data.messages.iter().enumerate() {
+        if flat_out {
+            if !backlog_drained(&state).await {
+                return;
+            }
+            if i % FLAT_OUT_BURST == FLAT_OUT_BURST - 1 {
+                tokio::task::yield_now().await;
+            }
+        } else if let (Some(e0), Some(e)) = (first_e, m.event_time) {
             let due =
                 start + Duration::from_secs_f64(e.saturating_sub(e0) as f64 / 1000.0 / data.speed);
             tokio::select! {
@@ -291,43 +352,53 @@ pub async fn run(state: Arc<VenueState>, data: ReplayData) {
         }
         match &m.depth {
             Some((symbol, d)) => {
-                let Some(sym) = state.symbol(symbol) else {
-                    continue;
-                };
-                let Ok(mut guard) = sym.inner.lock() else {
-                    continue;
-                };
-                let inner = &mut *guard;
-                if d.final_update_id > inner.last_id {
-                    let (Some(b), Some(a)) =
-                        (parse_levels(&d.bids).ok(), parse_levels(&d.asks).ok())
-                    else {
-                        continue;
-                    };
-                    let mut evl = Vec::with_capacity(b.len() + a.len());
-                    for (p, q) in b {
-                        inner.book.set(Side::Bid, p, q);
-                        evl.push((Side::Bid, p, q));
-                    }
-                    for (p, q) in a {
-                        inner.book.set(Side::Ask, p, q);
-                        evl.push((Side::Ask, p, q));
-                    }
-                    inner.last_id = d.final_update_id;
-                    inner.replay_time_ms = Some(d.event_time);
-                    inner.history.push(
-                        Event {
-                            first: d.first_update_id,
-                            last: d.final_update_id,
-                            levels: evl,
-                        },
-                        &inner.book,
-                    );
+                play_depth(&state, symbol, d, &m.frame);
+                if flat_out
+                    && announced.insert(symbol.as_str())
+                    && !snapshot_served(&state, symbol).await
+                {
+                    return;
                 }
-                state.send_depth(inner, symbol, m.frame.clone());
             }
             None => state.send_frame(m.frame.clone()),
         }
     }
     tracing::info!(messages = data.messages.len(), "replay finished");
+}
+
+/// Applies a recorded depth event to the symbol's book and truth (once: a recording may repeat
+/// an event already in its snapshot) and sends it.
+fn play_depth(state: &VenueState, symbol: &str, d: &DepthUpdate, frame: &Arc<Frame>) {
+    let Some(sym) = state.symbol(symbol) else {
+        return;
+    };
+    let Ok(mut guard) = sym.inner.lock() else {
+        return;
+    };
+    let inner = &mut *guard;
+    if d.final_update_id > inner.last_id {
+        let (Some(b), Some(a)) = (parse_levels(&d.bids).ok(), parse_levels(&d.asks).ok()) else {
+            return;
+        };
+        let mut evl = Vec::with_capacity(b.len() + a.len());
+        for (p, q) in b {
+            inner.book.set(Side::Bid, p, q);
+            evl.push((Side::Bid, p, q));
+        }
+        for (p, q) in a {
+            inner.book.set(Side::Ask, p, q);
+            evl.push((Side::Ask, p, q));
+        }
+        inner.last_id = d.final_update_id;
+        inner.replay_time_ms = Some(d.event_time);
+        inner.history.push(
+            Event {
+                first: d.first_update_id,
+                last: d.final_update_id,
+                levels: evl,
+            },
+            &inner.book,
+        );
+    }
+    state.send_depth(inner, symbol, frame.clone());
 }

@@ -260,7 +260,7 @@ pub async fn depth(
     if let Some(d) = slow {
         tokio::time::sleep(d).await;
     }
-    let Ok(inner) = sym.inner.lock() else {
+    let Ok(mut inner) = sym.inner.lock() else {
         return api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             -1001,
@@ -269,6 +269,7 @@ pub async fn depth(
         );
     };
     let (last_id, bids, asks) = snapshot_book(&state, &inner, stale, limit as usize);
+    inner.snapshots_served += 1;
     let replay_time = inner.replay_time_ms;
     drop(inner);
     let (pd, qd) = (

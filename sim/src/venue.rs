@@ -82,6 +82,8 @@ pub struct SymbolInner {
     /// Replay: the event time of the latest recorded depth event (a snapshot's `E` is the
     /// recording's clock, not the wall clock).
     pub replay_time_ms: Option<u64>,
+    /// REST depth snapshots served for this symbol (a flat-out replay waits for the first).
+    pub snapshots_served: u64,
     /// When the generator last published this symbol (trade and ticker times follow it).
     pub last_publish_ms: u64,
     /// Changes generated since the last depth event, and the update id before the first:
@@ -185,6 +187,7 @@ impl VenueState {
                         held: None,
                         last_event: None,
                         replay_time_ms: None,
+                        snapshots_served: 0,
                         last_publish_ms: 0,
                         pending: (start_id, Vec::new()),
                         last_price,

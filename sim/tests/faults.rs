@@ -137,15 +137,7 @@ async fn stale_and_slow_snapshots() {
         count: 1,
         behind_events: 10,
     });
-    let stale: DepthSnapshot = sonic_rs::from_str(
-        &reqwest::get(&url)
-            .await
-            .expect("get")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("snapshot");
+    let stale = get_snapshot(&url).await;
     let latest = h.truth("BTCUSDT", None, 1).expect("truth").last_update_id;
     assert!(
         stale.last_update_id < latest,

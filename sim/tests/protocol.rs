@@ -432,15 +432,7 @@ async fn sync_and_compare(sim: &sim::Sim, venue: Venue) {
     let first: DepthUpdate =
         sonic_rs::from_str(&next_text(&mut ws).await.expect("open")).expect("depth");
     let mut buffered = vec![first];
-    let snap: DepthSnapshot = sonic_rs::from_str(
-        &reqwest::get(format!("{}{}", h.rest_url(), rest))
-            .await
-            .expect("get")
-            .text()
-            .await
-            .expect("body"),
-    )
-    .expect("snapshot");
+    let snap = get_snapshot(&format!("{}{}", h.rest_url(), rest)).await;
     assert!(
         snap.last_update_id >= buffered[0].first_update_id,
         "snapshot is not older than the first buffered event"

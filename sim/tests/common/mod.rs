@@ -96,3 +96,14 @@ pub fn get_u64(v: &sonic_rs::Value, key: &str) -> u64 {
         .and_then(|x| x.as_u64())
         .unwrap_or_else(|| panic!("{key} in {v:?}"))
 }
+
+/// GETs `url` and reads the body as a REST depth snapshot. Panics on any failure.
+pub async fn get_snapshot(url: &str) -> binance::wire::DepthSnapshot {
+    let body = reqwest::get(url)
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    sonic_rs::from_str(&body).expect("snapshot")
+}
