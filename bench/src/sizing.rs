@@ -204,13 +204,33 @@ pub async fn replay(
         top: symbols.len(),
         extra: vec![("symbols".into(), symbols.join(","))],
     };
-    let mut ingest = stack::spawn_ingest(bin_dir, &args, work)?;
     let db = stack::connect(url).await?;
-    let mut played = measure_until_stored(&db, &mut ingest, venue, by, postmaster).await?;
+    let tickers_before: i64 = db
+        .query_one(
+            "SELECT coalesce(sum(rows), 0)::int8 FROM ingest_batches WHERE relation = 'book_ticker'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut ingest = stack::spawn_ingest(bin_dir, &args, work)?;
+    let stored = Stored {
+        venue,
+        by,
+        tickers_before,
+    };
+    let mut played = measure_until_stored(&db, &mut ingest, &stored, postmaster).await?;
     ingest.stop().await?;
     played.sim_cut = stack::consumers_cut(&sim);
     sim.shutdown();
     Ok(played)
+}
+
+/// What a replay is stored once: every book's last depth event, and the book tickers
+/// committed before it began plus the recording's.
+struct Stored<'a> {
+    venue: Venue,
+    by: &'a BTreeMap<String, Count>,
+    tickers_before: i64,
 }
 
 /// From every book synced (polled closely: flat out, the replay waits for each book's first
@@ -218,10 +238,10 @@ pub async fn replay(
 async fn measure_until_stored(
     db: &Client,
     ingest: &mut stack::Proc,
-    venue: Venue,
-    by: &BTreeMap<String, Count>,
+    stored: &Stored<'_>,
     postmaster: Option<i32>,
 ) -> Result<Played> {
+    let (venue, by, tickers_before) = (stored.venue, stored.by, stored.tickers_before);
     let names: Vec<&str> = by
         .iter()
         .filter(|(_, c)| c.events > 0)
@@ -242,16 +262,18 @@ async fn measure_until_stored(
         Cpu::start(ingest.pid, postmaster)?,
     );
     let want: i64 = by.values().map(|c| c.last_update_id).sum();
-    let tickers: i64 = by.values().map(|c| c.tickers as i64).sum();
+    let tickers = tickers_before + by.values().map(|c| c.tickers as i64).sum::<i64>();
     let names = &names;
+    // Cheap enough to poll beside the load: each book's newest row by the index, tickers by
+    // the ledger (a count over the tables would cost PostgreSQL a scan every time).
     stack::wait_for("the whole recording stored", Duration::from_secs(600), ingest, || async move {
         let stored = db
             .query_one(
-                "SELECT (SELECT coalesce(sum(m), 0)::int8 FROM (SELECT max(update_id) AS m FROM depth_updates d
-                         JOIN instruments i ON i.id = d.instrument_id
-                         WHERE i.venue = $1 AND i.symbol = ANY($2) GROUP BY instrument_id) x),
-                        (SELECT count(*) FROM book_ticker b JOIN instruments i ON i.id = b.instrument_id
-                         WHERE i.venue = $1 AND i.symbol = ANY($2))",
+                "SELECT (SELECT coalesce(sum(d.update_id), 0)::int8 FROM instruments i
+                         CROSS JOIN LATERAL (SELECT update_id FROM depth_updates x WHERE x.instrument_id = i.id
+                                             ORDER BY time DESC, update_id DESC LIMIT 1) d
+                         WHERE i.venue = $1 AND i.symbol = ANY($2)),
+                        (SELECT coalesce(sum(rows), 0)::int8 FROM ingest_batches WHERE relation = 'book_ticker')",
                 &[&venue.as_str(), names],
             )
             .await;
