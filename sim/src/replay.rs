@@ -11,8 +11,8 @@
 //! falls a buffer behind and is cut. Flat out, a symbol's first depth event waits for its first
 //! REST snapshot (a book keeper asks for one once it has buffered an event), so a book can sync
 //! before the recording has gone by. Depth events after a symbol's snapshot are applied to its
-//! book, so REST snapshots and the ground truth follow the replay. Playback starts when the
-//! first WebSocket client connects.
+//! book, so REST snapshots and the ground truth follow the replay. Playback starts when every
+//! recorded stream has a subscriber (or `AUDIENCE_WAIT` after the first client connected).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
