@@ -111,7 +111,7 @@ pub async fn run(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             venue: sizing::venue_of(&dir),
-            symbols: by.values().filter(|c| c.events > 0).count(),
+            symbols: sizing::depth_symbols(&by).len(),
             depth_events: by.values().map(|c| c.events).sum(),
             levels: by.values().map(|c| c.levels).sum(),
             played,

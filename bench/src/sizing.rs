@@ -193,11 +193,7 @@ pub async fn replay(
         Venue::Usdm => sim.usdm.as_ref(),
     }
     .context("the replayed venue")?;
-    let symbols: Vec<&str> = by
-        .iter()
-        .filter(|(_, c)| c.events > 0)
-        .map(|(s, _)| s.as_str())
-        .collect();
+    let symbols = depth_symbols(by);
     let args = IngestArgs {
         database_url: url.to_owned(),
         venues: vec![(venue, v.rest_url(), v.ws_url())],
@@ -225,6 +221,14 @@ pub async fn replay(
     Ok(played)
 }
 
+/// The symbols with depth events in a recording: the books a replay collects.
+pub fn depth_symbols(by: &BTreeMap<String, Count>) -> Vec<&str> {
+    by.iter()
+        .filter(|(_, c)| c.events > 0)
+        .map(|(s, _)| s.as_str())
+        .collect()
+}
+
 /// What a replay is stored once: every book's last depth event, and the book tickers
 /// committed before it began plus the recording's.
 struct Stored<'a> {
@@ -242,11 +246,7 @@ async fn measure_until_stored(
     postmaster: Option<i32>,
 ) -> Result<Played> {
     let (venue, by, tickers_before) = (stored.venue, stored.by, stored.tickers_before);
-    let names: Vec<&str> = by
-        .iter()
-        .filter(|(_, c)| c.events > 0)
-        .map(|(s, _)| s.as_str())
-        .collect();
+    let names = depth_symbols(by);
     let (http, addr, books) = (&reqwest::Client::new(), ingest.addr, names.len() as f64);
     let synced = || async move {
         stack::scrape(http, addr)
