@@ -364,7 +364,15 @@ impl VenueManager {
         a.depth_levels = depth_levels;
         a.fence = fence;
         a.promote = promote;
-        tracing::info!(venue = self.venue.as_str(), symbol = %inst.symbol, "restarted under a new lease");
+        let (venue, symbol) = (self.venue.as_str(), &inst.symbol);
+        match fence {
+            Some(f) => {
+                tracing::info!(venue, %symbol, generation = f.generation, "restarted under a new lease")
+            }
+            None => {
+                tracing::info!(venue, %symbol, "restarted standing by: its lease is held elsewhere")
+            }
+        }
     }
 
     fn update_gauges(&self) {
