@@ -26,6 +26,14 @@ struct Cli {
     #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
     log: String,
 
+    /// Threads running the collector's tasks; 0 is one per CPU core. One (the default) is
+    /// enough for hundreds of books at Binance's rates, and cheaper: a task woken by another
+    /// never wakes a second thread, and one thread allocates from one malloc arena
+    /// (bench/REPORT.md §13).
+    #[arg(long, env = "INGEST_WORKER_THREADS", default_value_t = 1, global = true,
+          value_parser = clap::value_parser!(u16).range(0..=256))]
+    worker_threads: u16,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -369,9 +377,27 @@ async fn migrate(client: &mut Client, args: &MigrateArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    runtime(cli.worker_threads)?.block_on(start(cli))
+}
+
+/// The async runtime `--worker-threads` asks for.
+fn runtime(threads: u16) -> Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if threads > 1 {
+        builder.worker_threads(usize::from(threads));
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+async fn start(cli: Cli) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log).context("bad --log filter")?,
@@ -492,4 +518,53 @@ async fn run(url: Option<&str>, a: &RunArgs) -> Result<()> {
         .database_disk_bytes
         .set(i64::try_from(a.database_disk_gb.saturating_mul(1 << 30)).unwrap_or(i64::MAX));
     ingest::run::run(cfg, metrics, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{runtime, Cli};
+    use clap::Parser;
+    use tokio::runtime::RuntimeFlavor;
+
+    #[test]
+    fn the_collector_runs_on_one_thread_unless_told_otherwise() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.worker_threads).ok();
+        assert_eq!(parse(&["ingest", "maintain"]), Some(1));
+        assert_eq!(
+            parse(&["ingest", "maintain", "--worker-threads", "0"]),
+            Some(0)
+        );
+        assert_eq!(
+            parse(&["ingest", "--worker-threads", "4", "maintain"]),
+            Some(4)
+        );
+        assert_eq!(
+            parse(&["ingest", "maintain", "--worker-threads", "300"]),
+            None
+        );
+    }
+
+    #[test]
+    fn one_worker_thread_is_a_current_thread_runtime() {
+        let rt = runtime(1).expect("runtime");
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        assert_eq!(
+            rt.block_on(async { tokio::spawn(async { 7 }).await }).ok(),
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn several_worker_threads_are_as_many_workers() {
+        let rt = runtime(3).expect("runtime");
+        assert_eq!(rt.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(rt.metrics().num_workers(), 3);
+    }
+
+    #[test]
+    fn zero_worker_threads_is_one_per_core() {
+        let rt = runtime(0).expect("runtime");
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(rt.metrics().num_workers(), cores);
+    }
 }
