@@ -22,6 +22,8 @@ use tokio_postgres::Client;
 
 /// Replay pace: the longest recording (11 min) plays in about 13 s.
 const SPEED: f64 = 50.0;
+/// The most a recording may take to be stored, however steadily it progresses.
+const STORE_CAP: Duration = Duration::from_secs(600);
 
 fn corpus(name: &str) -> Option<PathBuf> {
     let root = std::env::var_os("DEPTHBOOK_REAL_BINANCE")
@@ -182,7 +184,9 @@ async fn replay(
         .collect();
     let dbr = &db;
     let last_ids = &last_ids;
-    wait_until("the whole recording stored", || async move {
+    // Progress, not a fixed minute: a debug build on a slow machine stores the larger
+    // recordings more slowly than they are replayed.
+    wait_while_progressing("the whole recording stored", STORE_CAP, || async move {
         let stored: Vec<i64> = dbr
             .query(
                 "SELECT coalesce(max(update_id), 0) FROM depth_updates GROUP BY instrument_id",
@@ -191,11 +195,13 @@ async fn replay(
             .await
             .map(|rows| rows.iter().map(|r| r.get(0)).collect())
             .unwrap_or_default();
+        let tickers_stored = count(dbr, "SELECT count(*) FROM book_ticker").await as usize;
+        let progress = stored.iter().map(|&id| id as u64).sum::<u64>() + tickers_stored as u64;
         let mut stored = stored;
         stored.sort_unstable();
         let mut want = last_ids.clone();
         want.sort_unstable();
-        stored == want && count(dbr, "SELECT count(*) FROM book_ticker").await as usize >= tickers
+        (stored == want && tickers_stored >= tickers, progress)
     })
     .await;
     ingest.stop().await;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::{instrument, migrated_on};
 use pgembed::StoragePath;
 use tokio_postgres::Client;
@@ -386,8 +388,133 @@ async fn a_day_leaves_only_once_archived_and_is_then_cold(path: StoragePath) {
     assert_eq!(code(&e), "DB003", "{e}");
 }
 
+/// Cents as the price text PostgreSQL shows for them.
+fn cents(c: &i64) -> String {
+    format!("{}.{:02}", c / 100, c % 100)
+}
+
+/// One side's (price, qty) texts, best first.
+fn best_first(side: &BTreeMap<i64, String>, bid: bool) -> (Vec<String>, Vec<String>) {
+    let levels: Vec<(&i64, &String)> = if bid {
+        side.iter().rev().collect()
+    } else {
+        side.iter().collect()
+    };
+    levels
+        .into_iter()
+        .map(|(p, q)| (cents(p), q.clone()))
+        .unzip()
+}
+
+/// A model's best `depth` levels a side, as `book` returns them.
+fn model_book(bids: &BTreeMap<i64, String>, asks: &BTreeMap<i64, String>, depth: usize) -> Book {
+    let mut want = Book::new();
+    for (name, side, bid) in [("bid", bids, true), ("ask", asks, false)] {
+        let (ps, qs) = best_first(side, bid);
+        for (i, (p, q)) in ps.into_iter().zip(qs).take(depth).enumerate() {
+            want.push((name.to_owned(), i as i32 + 1, p, q));
+        }
+    }
+    want
+}
+
+/// A snapshot checkpoint of these levels at T0 (update id 100), best first as ingest stores it.
+async fn checkpoint_at_t0(
+    client: &Client,
+    iid: i32,
+    bids: &BTreeMap<i64, String>,
+    asks: &BTreeMap<i64, String>,
+) {
+    let ((bp, bq), (ap, aq)) = (best_first(bids, true), best_first(asks, false));
+    client
+        .execute(
+            "WITH e AS (SELECT nextval('sync_epochs') AS epoch),
+             c AS (INSERT INTO book_checkpoints (time, instrument_id, epoch, update_id, kind,
+                       bid_prices, bid_qtys, ask_prices, ask_qtys, received_at)
+                   SELECT $1::text::timestamptz, $2, e.epoch, 100, 'snapshot', $3::text[]::numeric[],
+                       $4::text[]::numeric[], $5::text[]::numeric[], $6::text[]::numeric[], now()
+                   FROM e)
+             INSERT INTO sync_events (time, instrument_id, epoch, kind, first_update_id)
+             SELECT $1::text::timestamptz, $2, e.epoch, 'synced', 100 FROM e",
+            &[&T0, &iid, &bp, &bq, &ap, &aq],
+        )
+        .await
+        .expect("checkpoint");
+}
+
+/// A checkpoint's side is stored best first, so `book_at` reads only as far into it as an answer
+/// can reach: `depth` levels plus one for each level removed since. Removing the best levels
+/// pulls deeper ones (and ones written past the checkpoint's last level) into a shallow answer;
+/// at every depth and instant the answer must be the best levels of the whole book.
+async fn a_shallow_answer_reaches_as_deep_as_removals_require(path: StoragePath) {
+    let Some((_db, client, _)) = migrated_on(path, "book_at_cut").await else {
+        return;
+    };
+    client
+        .execute("UPDATE storage_policies SET drop_after = NULL", &[])
+        .await
+        .expect("policy");
+    let iid = instrument(&client, "spot", "ETHUSDT").await;
+    // Prices in cents; 12 levels a side, quantities 1..=12 from the top.
+    let mut bids: BTreeMap<i64, String> =
+        (0..12).map(|i| (10_000 - i, (i + 1).to_string())).collect();
+    let mut asks: BTreeMap<i64, String> =
+        (0..12).map(|i| (10_001 + i, (i + 1).to_string())).collect();
+    checkpoint_at_t0(&client, iid, &bids, &asks).await;
+    // (second after T0 = the event's update id - 100, bid?, cents, qty)
+    let changes: [(i64, bool, i64, &str); 13] = [
+        (1, true, 10_000, "0"), // the best bids and ask removed
+        (1, true, 9_999, "0"),
+        (1, false, 10_001, "0"),
+        (2, true, 9_990, "7"), // the checkpoint's 11th bid changed
+        (2, true, 9_980, "2"), // behind the checkpoint's last bid
+        (3, true, 9_998, "0"),
+        (3, true, 9_997, "0"),
+        (3, false, 10_002, "0"),
+        (3, false, 10_003, "0"),
+        (4, false, 10_020, "3"), // behind the checkpoint's last ask
+        (4, true, 10_000, "5"),  // the best bid back
+        (5, true, 9_989, "0"),   // the checkpoint's last bid removed
+        (5, true, 9_996, "0"),
+    ];
+    for (secs, bid, price, qty) in changes {
+        client
+            .execute(
+                "INSERT INTO depth_updates (time, instrument_id, first_update_id, update_id, side, price, qty, received_at)
+                 VALUES ($1::text::timestamptz + make_interval(secs => $2), $3, $4, $4, $5, $6::text::numeric, $7::text::numeric, now())",
+                &[&T0, &(secs as f64), &iid, &(100 + secs), &(if bid { "bid" } else { "ask" }), &cents(&price), &qty],
+            )
+            .await
+            .expect("update");
+    }
+    for second in 0..=5 {
+        for &(_, bid, price, qty) in changes.iter().filter(|c| c.0 == second) {
+            let side = if bid { &mut bids } else { &mut asks };
+            if qty == "0" {
+                side.remove(&price);
+            } else {
+                side.insert(price, qty.to_owned());
+            }
+        }
+        let t: String = client
+            .query_one(
+                "SELECT ($1::text::timestamptz + make_interval(secs => $2))::text",
+                &[&T0, &(second as f64 + 0.5)],
+            )
+            .await
+            .expect("time")
+            .get(0);
+        for depth in 1..=16 {
+            let got = book(&client, iid, &t, depth).await.expect("book");
+            let want = model_book(&bids, &asks, depth as usize);
+            assert_eq!(got, want, "{second} s after the checkpoint, depth {depth}");
+        }
+    }
+}
+
 pgembed::storage_tests!(
     reconstructs_the_book_at_every_instant,
     refuses_times_it_cannot_know,
     a_day_leaves_only_once_archived_and_is_then_cold,
+    a_shallow_answer_reaches_as_deep_as_removals_require,
 );

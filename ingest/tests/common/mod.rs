@@ -40,6 +40,36 @@ where
     }
 }
 
+/// Waits until `f` says done, failing only when its progress (any measure that grows while work
+/// is being done) stands still for `DEADLINE`, or after `cap` in all: a long replay on a slow
+/// machine is not a stall, and a stall still fails within a minute.
+pub async fn wait_while_progressing<F, Fut>(what: &str, cap: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, u64)>,
+{
+    let start = tokio::time::Instant::now();
+    let (mut last, mut moved) = (None, start);
+    loop {
+        let (done, progress) = f().await;
+        if done {
+            return;
+        }
+        if last != Some(progress) {
+            (last, moved) = (Some(progress), tokio::time::Instant::now());
+        }
+        assert!(
+            moved.elapsed() < DEADLINE,
+            "timed out waiting for {what}: no progress for {DEADLINE:?} (at {progress})"
+        );
+        assert!(
+            start.elapsed() < cap,
+            "timed out waiting for {what} after {cap:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The schema path a storage path's server takes.
 pub fn flavor(path: StoragePath) -> schema::Flavor {
     schema::Flavor::parse(path.as_str()).expect("every storage path is a schema flavor")
