@@ -20,8 +20,10 @@ use serde_json::Value;
 use sim::{Sim, SimConfig};
 use tokio_postgres::Client;
 
-/// Replay pace: the longest recording (11 min) plays in about 13 s.
-const SPEED: f64 = 50.0;
+/// Replay pace: flat out (0). The simulator then sends as fast as ingest reads and waits for it,
+/// so a slow machine or a debug build is never cut for falling behind (at a fixed 50× pace a
+/// slow machine's debug build was, and the recording ended before it could resync).
+const SPEED: f64 = 0.0;
 /// The most a recording may take to be stored, however steadily it progresses.
 const STORE_CAP: Duration = Duration::from_secs(600);
 
