@@ -26,7 +26,8 @@ trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 300); do [ -s "$tmp/url" ] && break; sleep 0.1; done
 url=$(cat "$tmp/url")
 q() { psql "$url" -qAtX -v ON_ERROR_STOP=1 "$@"; }
-./target/debug/ingest migrate --database-url "$url" --storage "$storage" >/dev/null
+./target/debug/ingest migrate --database-url "$url" --storage "$storage" >"$tmp/migrate.log" 2>&1 ||
+  { cat "$tmp/migrate.log"; exit 1; }
 
 # 0010's body under another name, to time beside the migrated one.
 sed -n '/^CREATE OR REPLACE FUNCTION book_at(p_instrument/,/^\$\$;/p' sql/0010_archive.sql \
