@@ -9,7 +9,7 @@
 # Usage: bench/book_at.sh [CALLS] [STORAGE]   (needs cargo and the PostgreSQL server binaries;
 # STORAGE: auto (default: TimescaleDB where installed), timescaledb, postgres)
 set -euo pipefail
-calls=${1:-100}
+calls=${1:-200}
 storage=${2:-auto}
 cd "$(dirname "$0")/.."
 cargo build -q -p pgembed --bin pgembed -p ingest --bin ingest

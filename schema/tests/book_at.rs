@@ -496,16 +496,10 @@ async fn a_shallow_answer_reaches_as_deep_as_removals_require(path: StoragePath)
                 side.insert(price, qty.to_owned());
             }
         }
-        let t: String = client
-            .query_one(
-                "SELECT ($1::text::timestamptz + make_interval(secs => $2))::text",
-                &[&T0, &(second as f64 + 0.5)],
-            )
-            .await
-            .expect("time")
-            .get(0);
         for depth in 1..=16 {
-            let got = book(&client, iid, &t, depth).await.expect("book");
+            let got = book_after(&client, iid, second as f64 + 0.5, depth)
+                .await
+                .expect("book");
             let want = model_book(&bids, &asks, depth as usize);
             assert_eq!(got, want, "{second} s after the checkpoint, depth {depth}");
         }
