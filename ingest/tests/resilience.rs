@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use binance::Venue;
 use common::*;
+use ingest::epochs::FOUND_AT_START;
 use ingest::metrics::Metrics;
 use sim::{Fault, Sim, SimConfig};
 use tokio_postgres::{Client, NoTls};
@@ -122,6 +123,18 @@ async fn stop_server(server: pgembed::PgServer) {
         .expect("stop");
 }
 
+/// The 'synced' events in the spool: epochs that began while the database was down. The kind
+/// is a text field of the batch's binary COPY rows, so it is found whole by its length prefix.
+fn spooled_syncs(spool: &std::path::Path) -> usize {
+    const FIELD: &[u8] = b"\0\0\0\x06synced";
+    walk(&spool.join("sync_events"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "copy"))
+        .filter_map(|p| ingest::spool::Spool::read(p))
+        .map(|b| b.bytes.windows(FIELD.len()).filter(|w| *w == FIELD).count())
+        .sum()
+}
+
 fn spooled_files(spool: &std::path::Path, table: &str) -> usize {
     walk(&spool.join(table))
         .iter()
@@ -152,6 +165,7 @@ async fn a_crash_during_an_outage_leaves_no_row_outside_an_epoch(path: StoragePa
         })
         .await;
     }
+    let outage_ms = ingest::now_ms();
     stop_server(server).await;
     // Books resync while the database is down: their epochs exist only in the spool.
     let spot = sim.spot.as_ref().expect("spot");
@@ -160,9 +174,9 @@ async fn a_crash_during_an_outage_leaves_no_row_outside_an_epoch(path: StoragePa
         count: 4,
     });
     let sp = spool.path().to_owned();
-    wait_until("depth and sync events spooled", || {
+    wait_until("depth rows and a new epoch spooled", || {
         let sp = sp.clone();
-        async move { spooled_files(&sp, "depth_updates") >= 5 && spooled_files(&sp, "sync_events") >= 1 }
+        async move { spooled_files(&sp, "depth_updates") >= 5 && spooled_syncs(&sp) >= 1 }
     })
     .await;
     child.start_kill().expect("kill -9");
@@ -212,14 +226,33 @@ async fn a_crash_during_an_outage_leaves_no_row_outside_an_epoch(path: StoragePa
         ),
     )
     .await;
-    let last_closed = count(
+    // The epochs the killed run left open (a book between a gap and its next sync had none),
+    // and those closed at start; some of them began during the outage.
+    let left_open = count(
         &db,
-        "SELECT count(*) FROM sync_events WHERE kind = 'stopped' AND detail = 'open epoch found at start'",
+        &format!(
+            "SELECT count(*) FROM sync_events s
+             WHERE s.kind = 'synced' AND s.time < to_timestamp({restarted})
+               AND NOT EXISTS (SELECT 1 FROM sync_events e WHERE e.epoch = s.epoch
+                                 AND (e.kind = 'gap' OR (e.kind = 'stopped' AND e.detail IS DISTINCT FROM '{FOUND_AT_START}')))"
+        ),
     )
     .await;
+    let closed_at_start = |since_ms: u64| {
+        format!(
+            "SELECT count(*) FROM sync_events e JOIN sync_events s ON s.epoch = e.epoch AND s.kind = 'synced'
+             WHERE e.kind = 'stopped' AND e.detail = '{FOUND_AT_START}' AND s.time >= to_timestamp({since_ms} / 1000.0)"
+        )
+    };
+    let last_closed = count(&db, &closed_at_start(0)).await;
+    assert!(left_open >= 1, "the killed run left epochs open");
+    assert_eq!(
+        last_closed, left_open,
+        "every epoch the killed run left open was closed at start"
+    );
     assert!(
-        last_closed >= 8,
-        "the killed run's epochs were closed at start ({last_closed})"
+        count(&db, &closed_at_start(outage_ms)).await >= 1,
+        "an epoch that began during the outage, only in the spool, was closed at start"
     );
     assert_eq!(
         outside, 0,

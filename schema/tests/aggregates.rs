@@ -344,7 +344,50 @@ async fn invalidation_and_maintenance_never_deadlock(path: StoragePath) {
     }
 }
 
+/// A batch of ingest's that commits after the buckets of its rows were materialized (a backlog
+/// behind a spool replay, a slow commit) is in the aggregates after the next refresh, with
+/// nobody calling `invalidate_aggregates`: its ledger row is what says it came late.
+async fn a_batch_committed_late_is_aggregated_by_the_next_refresh(path: StoragePath) {
+    let Some((_db, client, flavor)) = migrated_on(path, "aggregates_late").await else {
+        return;
+    };
+    let a = instrument(&client, "spot", "ETHUSDT").await;
+    let (ticks, trades) = generate(&[a], 400, bucket(Utc::now(), 1));
+    let (early_ticks, late_ticks): (Vec<Tick>, Vec<Tick>) = ticks
+        .iter()
+        .cloned()
+        .partition(|k| k.t.timestamp() % 4 != 0);
+    let (early_trades, late_trades): (Vec<Trade>, Vec<Trade>) = trades
+        .iter()
+        .cloned()
+        .partition(|t| t.t.timestamp() % 4 != 0);
+    insert(&client, &early_ticks, &early_trades).await;
+    materialize(&client, flavor, None).await;
+
+    for (relation, times) in [
+        (
+            "book_ticker",
+            late_ticks.iter().map(|k| k.t).collect::<Vec<_>>(),
+        ),
+        ("trades", late_trades.iter().map(|t| t.t).collect()),
+    ] {
+        let (first, last) = (times.iter().min(), times.iter().max());
+        client
+            .execute(
+                "INSERT INTO ingest_batches (batch_id, relation, rows, first_time, last_time)
+                 VALUES ('late-' || $1, $1, $2, $3, $4)",
+                &[&relation, &(times.len() as i32), &first, &last],
+            )
+            .await
+            .expect("ledger row");
+    }
+    insert(&client, &late_ticks, &late_trades).await;
+    materialize(&client, flavor, None).await;
+    check_all(&client, &ticks, &trades).await;
+}
+
 pgembed::storage_tests!(
     aggregates_equal_the_aggregation_of_the_raw_rows,
+    a_batch_committed_late_is_aggregated_by_the_next_refresh,
     invalidation_and_maintenance_never_deadlock,
 );
