@@ -68,9 +68,11 @@ bin() {
 
 build() {
   need cargo "install Rust (https://rustup.rs)"
-  local flag=(--release)
-  [ "$PROFILE" = dev ] && flag=()
-  (cd "$ROOT" && cargo build -q "${flag[@]}" -p pgembed -p ingest -p graphql -p sim) || die "build failed"
+  # dev: the whole workspace with its tests, which resolves the features `cargo test
+  # --workspace` does, so a tested checkout's binaries are reused instead of rebuilt.
+  local what=(--release -p pgembed -p ingest -p graphql -p sim)
+  [ "$PROFILE" = dev ] && what=(--workspace --all-targets)
+  (cd "$ROOT" && cargo build -q "${what[@]}") || die "build failed"
 }
 
 pidfile() { echo "$DATA/$1.pid"; }

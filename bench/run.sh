@@ -17,9 +17,13 @@ if [ "$profile" = release ]; then
 else
   # Smoke: the debug build the tests already made, criterion's one-shot test mode, and a
   # report that goes to target/ so the committed one is left alone.
+  # `--workspace --all-targets` resolves the features `cargo test --workspace` did, so what the
+  # tests built is reused. A narrower selection (`-p ingest`) resolves others (dev-dependencies
+  # add features, tokio's test-util among them) and rebuilds most of the tree: 14 minutes on
+  # a slow CI machine.
   # Every storage path once; the harness says "skipped" for a path this machine lacks.
-  cargo build -p ingest -p graphql -p bench
-  cargo test -q -p ingest --benches
+  cargo build -q --workspace --all-targets
+  cargo test -q --workspace --bench parse
   for storage in postgres timescaledb timescaledb-apache; do
     echo "--- bench smoke on storage path $storage"
     target/debug/depthbook-bench --storage "$storage" \
