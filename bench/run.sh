@@ -20,7 +20,7 @@ else
   # `--workspace --all-targets` resolves the features `cargo test --workspace` did, so what the
   # tests built is reused. A narrower selection (`-p ingest`) resolves others (dev-dependencies
   # add features, tokio's test-util among them) and rebuilds most of the tree: 14 minutes on
-  # a slow CI machine.
+  # a slow 2-core machine.
   # Every storage path once; the harness says "skipped" for a path this machine lacks.
   cargo build -q --workspace --all-targets
   cargo test -q --workspace --bench parse

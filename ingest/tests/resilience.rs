@@ -127,19 +127,23 @@ async fn stop_server(server: pgembed::PgServer) {
 /// is a text field of the batch's binary COPY rows, so it is found whole by its length prefix.
 fn spooled_syncs(spool: &std::path::Path) -> usize {
     const FIELD: &[u8] = b"\0\0\0\x06synced";
-    walk(&spool.join("sync_events"))
+    spooled(spool, "sync_events")
         .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "copy"))
         .filter_map(|p| ingest::spool::Spool::read(p))
         .map(|b| b.bytes.windows(FIELD.len()).filter(|w| *w == FIELD).count())
         .sum()
 }
 
-fn spooled_files(spool: &std::path::Path, table: &str) -> usize {
+/// The batch files spooled for `table`.
+fn spooled(spool: &std::path::Path, table: &str) -> Vec<std::path::PathBuf> {
     walk(&spool.join(table))
-        .iter()
+        .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "copy"))
-        .count()
+        .collect()
+}
+
+fn spooled_files(spool: &std::path::Path, table: &str) -> usize {
+    spooled(spool, table).len()
 }
 
 /// `kill -9` while the database is down, then a restart: what was spooled is replayed before
